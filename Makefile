@@ -1,0 +1,27 @@
+# One command each on a fresh machine: `make test` and `make serve` create .venv and install the project.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+PORT ?= 8000
+export PORT
+
+.PHONY: install test serve clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+serve: $(INSTALLED)
+	@echo "seqtag: the HTTP service comes with the tagging-service issue; it will listen on port $(PORT)."
+	@echo "Meanwhile: $(BIN)/seqtag evaluate --model models/pos --data FILE.conllu"
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

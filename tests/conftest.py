@@ -1,0 +1,56 @@
+"""Shared fixtures: slices of the real corpora in ../shared/data and a tiny model trained through the CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+EWT_TRAIN = DATA / "ud-english-ewt" / "en_ewt-ud-train.conllu"
+EWT_DEV = DATA / "ud-english-ewt" / "en_ewt-ud-dev.conllu"
+
+# Settings small enough to train in seconds; the tiny model only has to learn something.
+TINY_OPTIONS = ["--word-dim", "24", "--char-dim", "12", "--char-hidden", "16", "--hidden", "32",
+                "--layers", "1", "--batch-size", "16", "--epochs", "6", "--learning-rate", "0.01",
+                "--dropout", "0.1", "--quiet"]
+
+
+def first_sentences(source: Path, count: int) -> str:
+    """The first ``count`` sentence blocks of a CoNLL-U file, as text."""
+    blocks = source.read_text(encoding="utf-8").split("\n\n")
+    return "\n\n".join(blocks[:count]).strip("\n") + "\n\n"
+
+
+@pytest.fixture(scope="session")
+def ewt_files():
+    if not (EWT_TRAIN.is_file() and EWT_DEV.is_file()):
+        pytest.skip(f"UD English EWT not found under {DATA}")
+    return EWT_TRAIN, EWT_DEV
+
+
+@pytest.fixture(scope="session")
+def ewt_slices(ewt_files, tmp_path_factory):
+    """(train, dev) files: the first 300 EWT train sentences and the first 80 dev sentences."""
+    folder = tmp_path_factory.mktemp("ewt")
+    train, dev = folder / "train.conllu", folder / "dev.conllu"
+    train.write_text(first_sentences(ewt_files[0], 300), encoding="utf-8")
+    dev.write_text(first_sentences(ewt_files[1], 80), encoding="utf-8")
+    return train, dev
+
+
+@pytest.fixture(scope="session")
+def tiny_model_root(ewt_slices, tmp_path_factory):
+    """``<tmp>/models/pos`` holding version 1 of a tiny tagger trained by ``seqtag train pos``."""
+    from training.cli import main
+
+    root = tmp_path_factory.mktemp("models") / "pos"
+    train, dev = ewt_slices
+    status = main(["train", "pos", "--train", str(train), "--dev", str(dev), "--out", str(root), *TINY_OPTIONS])
+    assert status == 0
+    return root

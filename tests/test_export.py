@@ -1,0 +1,96 @@
+"""The exported SavedModel: layout, versions, strings in, one tag per token for any batch/time shape.
+
+The batch != time test is the regression test for Keras 3.14/3.15's TimeDistributed bug (an exported
+model returning min(batch, time) steps); the encode test keeps serving's preprocessing identical to
+training's.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from training import artifacts
+from training.config import TaggerConfig
+from training.conllu_reader import TaggedSentence, read_conllu
+from training.export import export_tagger
+from training.model import build_tagger
+from training.saved_tagger import SavedTagger
+from training.vocab import TaggerVocabs, encode_words
+
+CONFIG = TaggerConfig(word_dim=8, char_dim=4, char_hidden=4, hidden=8, layers=1, max_word_length=6)
+SENTENCES = [TaggedSentence(("The", "dog", "barks", "."), ("DET", "NOUN", "VERB", "PUNCT")),
+             TaggedSentence(("A", "cat", "sleeps", "at", "12:30", "!"), ("DET", "NOUN", "VERB", "ADP", "NUM", "PUNCT"))]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """An untrained (random) model exported twice: versions 1 and 2."""
+    vocabs = TaggerVocabs.build(SENTENCES, min_word_count=1)
+    model = build_tagger(CONFIG, len(vocabs.words), len(vocabs.chars), len(vocabs.tags))
+    root = tmp_path_factory.mktemp("models") / "pos"
+    first = export_tagger(model, vocabs, CONFIG, root, {"task": "pos"})
+    second = export_tagger(model, vocabs, CONFIG, root, {"task": "pos"})
+    return model, vocabs, root, first, second
+
+
+def test_versions_and_metadata(exported):
+    model, vocabs, root, (v1, dir1), (v2, dir2) = exported
+    assert (v1, v2) == (1, 2) and dir1 == root / "1" and dir2 == root / "2"
+    assert artifacts.list_versions(root) == [1, 2]
+    assert artifacts.resolve_model_dir(root) == dir2
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no staging leftovers
+    metadata = artifacts.read_metadata(dir1)
+    assert metadata["version"] == 1 and metadata["name"] == "pos" and metadata["kind"] == "tagger"
+    assert metadata["labels"] == ["ADP", "DET", "NOUN", "NUM", "PUNCT", "VERB"]
+    assert metadata["parameters"] == model.count_params()
+    assert metadata["config"] == CONFIG.to_dict()
+    assert metadata["libraries"]["keras"] == "3.13.2"
+
+
+@pytest.mark.parametrize("shape", [(2, 7), (7, 2), (1, 1), (3, 30)])
+def test_one_tag_per_token_whatever_batch_and_time(exported, shape):
+    _, _, root, _, _ = exported
+    loaded = tf.saved_model.load(str(root / "1"))
+    batch, time = shape
+    tokens = np.array([["dog"] * time for _ in range(batch)], dtype=object)
+    tokens[0, time - 1:] = ""  # padding in the first row
+    output = loaded.serve(tf.constant(tokens))
+    assert tuple(output["tags"].shape) == shape
+    assert tuple(output["probabilities"].shape) == (batch, time, 6)
+    tags = output["tags"].numpy().astype(str)
+    assert tags[0, time - 1] == ""  # padding gets no tag
+    assert set(tags[tokens != ""].tolist()) <= {"ADP", "DET", "NOUN", "NUM", "PUNCT", "VERB"}
+    scores = output["scores"].numpy()
+    assert np.allclose(scores[tokens != ""], output["probabilities"].numpy().max(-1)[tokens != ""])
+
+
+def test_exported_model_agrees_with_keras_model(exported):
+    model, vocabs, root, _, _ = exported
+    sentences = [["The", "dog", "sleeps", "."], ["A", "cat", "barks", "at", "noon", "!", "Zzz"]]
+    tagger = SavedTagger(root / "1")
+    encoded = [encode_words(s, vocabs, CONFIG.max_word_length) for s in sentences]
+    for sentence, (word_ids, char_ids), result in zip(sentences, encoded, tagger.tag(sentences)):
+        expected = model({"word_ids": word_ids[None], "char_ids": char_ids[None]}, training=False)[0]
+        np.testing.assert_allclose(result.probabilities, np.asarray(expected), atol=1e-5)
+        assert len(result.tags) == len(sentence)
+
+
+def test_serving_encodes_exactly_as_training(ewt_files, tmp_path):
+    """Word and character ids from the SavedModel equal training's on real, messy text."""
+    train = read_conllu(ewt_files[0])[:2000]
+    dev = [list(s.words) for s in read_conllu(ewt_files[1])]
+    dev.append(["İstanbul", "ÅNGSTRÖM", "ǅemal", "ﬁnance", "Σίσυφος", "2024-11-23", "🙂🙂", "a" * 40, "x\u0301"])
+    config = TaggerConfig(max_word_length=20)
+    vocabs = TaggerVocabs.build(train, config.min_word_count)
+    model = build_tagger(CONFIG, len(vocabs.words), len(vocabs.chars), len(vocabs.tags))
+    _, directory = export_tagger(model, vocabs, config, tmp_path / "pos", {"task": "pos"})
+    tagger = SavedTagger(directory)
+    for start in range(0, len(dev), 500):
+        batch = dev[start:start + 500]
+        word_ids, char_ids = tagger.encode(batch)
+        for row, sentence in enumerate(batch):
+            expected_words, expected_chars = encode_words(sentence, vocabs, config.max_word_length)
+            assert word_ids[row, :len(sentence)].tolist() == expected_words.tolist(), sentence
+            got = char_ids[row, :len(sentence), :expected_chars.shape[1]]
+            assert got.tolist() == expected_chars.tolist(), sentence
+            assert not char_ids[row, :len(sentence), expected_chars.shape[1]:].any()

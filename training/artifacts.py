@@ -1,0 +1,88 @@
+"""Model directories on disk, TF Serving's layout: ``<root>/<name>/<integer version>/`` + ``metadata.json``.
+
+Shared by the exporter (which writes a new version atomically: a hidden temporary directory renamed
+into place, so a watcher never sees a half-written version) and by anything that loads models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+METADATA_FILE = "metadata.json"
+_VERSION_NAME = re.compile(r"[1-9][0-9]{0,8}")  # "1", "2", ... (no "01", bounded length)
+
+# Distributions whose versions are recorded in every model's metadata.
+RECORDED_LIBRARIES = ("tensorflow", "keras", "numpy", "scikit-learn", "conllu")
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model path holds neither a model version nor any version directory."""
+
+
+def list_versions(model_root: str | Path) -> list[int]:
+    """Integer versions under ``model_root`` that hold a metadata file, ascending."""
+    root = Path(model_root)
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name) for p in root.iterdir()
+                  if _VERSION_NAME.fullmatch(p.name) and (p / METADATA_FILE).is_file())
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """``models/pos/3`` -> itself; ``models/pos`` -> its highest version."""
+    path = Path(path)
+    if (path / METADATA_FILE).is_file():
+        return path
+    versions = list_versions(path)
+    if not versions:
+        raise ModelNotFoundError(f"{path}: no model here (no {METADATA_FILE}, no version directories)")
+    return path / str(versions[-1])
+
+
+def publish_version(staging_dir: Path, model_root: Path) -> tuple[int, Path]:
+    """Move a fully written staging directory to ``model_root/<highest + 1>``, atomically."""
+    model_root.mkdir(parents=True, exist_ok=True)
+    while True:
+        existing = [int(p.name) for p in model_root.iterdir() if _VERSION_NAME.fullmatch(p.name)]
+        version = max(existing, default=0) + 1
+        target = model_root / str(version)
+        try:
+            os.rename(staging_dir, target)  # fails if another writer took this number first
+            return version, target
+        except OSError:
+            if not target.exists():
+                raise
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in RECORDED_LIBRARIES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def read_metadata(model_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(model_dir) / METADATA_FILE).read_text(encoding="utf-8"))
+
+
+def write_metadata(model_dir: str | Path, metadata: dict[str, Any]) -> None:
+    text = json.dumps(metadata, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+    (Path(model_dir) / METADATA_FILE).write_text(text, encoding="utf-8")

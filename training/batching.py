@@ -1,0 +1,84 @@
+"""Length-bucketed batches of encoded sentences as a ``keras.utils.PyDataset`` (any Keras backend).
+
+Sentences are sorted by length and cut into batches, so each batch is padded only to its own
+longest sentence. Batch order is shuffled before the first epoch and after each one. Under
+TensorFlow, ``fit`` infers input shapes from the first two batches: if both had the same length the
+time axis would be frozen and the next length would crash, so the first two are made to differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from training.vocab import PAD_ID, UNK_ID
+
+
+@dataclass(frozen=True)
+class EncodedSentence:
+    word_ids: np.ndarray  # int32[time]
+    char_ids: np.ndarray  # int32[time, chars]
+    tag_ids: np.ndarray  # int32[time]
+
+
+def pad_batch(sentences: list[EncodedSentence]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """-> inputs {word_ids int32[B, T], char_ids int32[B, T, C]}, tag ids int32[B, T], weights float32[B, T]."""
+    time = max(len(s.word_ids) for s in sentences)
+    chars = max(max((s.char_ids.shape[1] for s in sentences), default=1), 1)
+    word_ids = np.full((len(sentences), time), PAD_ID, dtype=np.int32)
+    char_ids = np.full((len(sentences), time, chars), PAD_ID, dtype=np.int32)
+    tag_ids = np.zeros((len(sentences), time), dtype=np.int32)
+    for row, sentence in enumerate(sentences):
+        length = len(sentence.word_ids)
+        word_ids[row, :length] = sentence.word_ids
+        char_ids[row, :length, :sentence.char_ids.shape[1]] = sentence.char_ids
+        tag_ids[row, :length] = sentence.tag_ids
+    weights = (word_ids != PAD_ID).astype(np.float32)
+    return {"word_ids": word_ids, "char_ids": char_ids}, tag_ids, weights
+
+
+class BucketedBatches(keras.utils.PyDataset):
+    """Batches of sentences of similar length; ``word_dropout`` replaces known words by <unk>."""
+
+    def __init__(self, sentences: list[EncodedSentence], batch_size: int, *, shuffle: bool,
+                 word_dropout: float = 0.0, seed: int = 0):
+        super().__init__()
+        if not sentences:
+            raise ValueError("no sentences to batch")
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i].word_ids))
+        self.sentences = sentences
+        self.batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        self.shuffle = shuffle
+        self.word_dropout = word_dropout
+        self.rng = np.random.default_rng(seed)
+        if shuffle:
+            self._shuffle_batches()
+
+    def _batch_length(self, batch: list[int]) -> int:
+        return max(len(self.sentences[i].word_ids) for i in batch)
+
+    def _shuffle_batches(self) -> None:
+        self.rng.shuffle(self.batches)
+        # Make the first two batches differ in length (see the module docstring).
+        if len(self.batches) > 2 and self._batch_length(self.batches[0]) == self._batch_length(self.batches[1]):
+            for j in range(2, len(self.batches)):
+                if self._batch_length(self.batches[j]) != self._batch_length(self.batches[0]):
+                    self.batches[1], self.batches[j] = self.batches[j], self.batches[1]
+                    break
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int):
+        inputs, tag_ids, weights = pad_batch([self.sentences[i] for i in self.batches[index]])
+        if self.word_dropout > 0:
+            word_ids = inputs["word_ids"]
+            drop = (self.rng.random(word_ids.shape) < self.word_dropout) & (word_ids > UNK_ID)
+            inputs["word_ids"] = np.where(drop, UNK_ID, word_ids).astype(np.int32)
+        return inputs, tag_ids, weights
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self._shuffle_batches()

@@ -1,0 +1,141 @@
+"""The ``seqtag`` command line: ``seqtag train pos ...`` and ``seqtag evaluate ...``.
+
+``main(argv=None)`` returns an exit status, so tests call it in-process. Logs go to stderr; the only
+thing written to stdout by ``evaluate --json`` is one JSON object. Bad input (a malformed data file,
+an unknown option) exits with status 2 and a message that names the file and line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+# Before TensorFlow is imported anywhere below: no C++ info/warning chatter, no CUDA probe on CPU boxes.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from training import artifacts  # noqa: E402
+from training.config import TaggerConfig  # noqa: E402
+from training.errors import ConfigError, DataFormatError  # noqa: E402
+
+logger = logging.getLogger("seqtag")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One ``--option`` per TaggerConfig field, typed from its default; unset ones stay None."""
+    group = parser.add_argument_group("model and run options (defaults: the shipped model's)")
+    for field in dataclasses.fields(TaggerConfig):
+        kind = type(field.default)
+        group.add_argument("--" + field.name.replace("_", "-"), dest="config_" + field.name, type=kind,
+                           default=None, metavar=kind.__name__.upper(), help=f"default {field.default!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqtag", description="Train, export and evaluate seqtag models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model and export it as a new version")
+    tasks = train.add_subparsers(dest="task", required=True)
+    pos = tasks.add_parser("pos", help="a part-of-speech tagger on CoNLL-U files")
+    pos.add_argument("--train", required=True, type=Path, help="CoNLL-U training file")
+    pos.add_argument("--dev", required=True, type=Path, help="CoNLL-U dev file (early stopping)")
+    pos.add_argument("--out", required=True, type=Path, help="model directory, e.g. models/pos (gets a new version)")
+    pos.add_argument("--config", type=Path, help="JSON file of options (command-line options override it)")
+    pos.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_options(pos)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate an exported model on a data file")
+    evaluate.add_argument("--model", required=True, type=Path, help="models/<name> (highest version) or models/<name>/<version>")
+    evaluate.add_argument("--data", required=True, type=Path, help="data file")
+    evaluate.add_argument("--format", default="conllu", choices=["conllu"], help="data format")
+    evaluate.add_argument("--tag-column", choices=["upos", "xpos"],
+                          help="CoNLL-U column to compare with (default: the one the model was trained on)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    evaluate.add_argument("--batch-size", type=int, default=256, help="sentences per model call")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> TaggerConfig:
+    values = TaggerConfig.from_json_file(args.config).to_dict() if args.config else TaggerConfig().to_dict()
+    for name in TaggerConfig.field_names():
+        override = getattr(args, "config_" + name)
+        if override is not None:
+            values[name] = override
+    return TaggerConfig.from_dict(values)
+
+
+def data_file_record(path: Path, sentences) -> dict:
+    return {"path": str(path), "sha256": artifacts.sha256_file(path), "sentences": len(sentences),
+            "tokens": sum(len(s.words) for s in sentences)}
+
+
+def command_train_pos(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from training.conllu_reader import read_conllu
+    from training.export import export_tagger
+    from training.trainer import train_tagger
+
+    config = resolve_config(args)
+    import keras
+    if keras.backend.backend() != "tensorflow":
+        raise ConfigError("exporting a SavedModel needs KERAS_BACKEND=tensorflow")
+    train = read_conllu(args.train, config.tag_column)
+    dev = read_conllu(args.dev, config.tag_column)
+    logger.info("train: %d sentences from %s; dev: %d sentences from %s", len(train), args.train, len(dev), args.dev)
+    verbose = 0 if args.quiet or not sys.stdout.isatty() else 1
+    result = train_tagger(config, train, dev, verbose=verbose)
+    metadata = {
+        "task": "pos",
+        "tag_column": config.tag_column,
+        "data": {"train": data_file_record(args.train, train), "dev": data_file_record(args.dev, dev)},
+        "command": shlex.join(["seqtag", *argv]),
+        "training": {"backend": keras.backend.backend(), "epochs_run": len(result.history),
+                     "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
+                     "history": result.history},
+    }
+    version, directory = export_tagger(result.model, result.vocabs, config, args.out, metadata, dev_sentences=dev)
+    print(directory)
+    return 0
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    from training.conllu_reader import read_conllu
+    from training.evaluate import evaluate_tagger, format_report
+    from training.saved_tagger import SavedTagger
+
+    model_dir = artifacts.resolve_model_dir(args.model)
+    tagger = SavedTagger(model_dir)
+    tag_column = args.tag_column or tagger.metadata.get("tag_column", "upos")
+    sentences = read_conllu(args.data, tag_column)
+    metrics = evaluate_tagger(tagger, sentences, batch_size=args.batch_size)
+    metrics = {"model": str(model_dir), "data": str(args.data), "tag_column": tag_column, **metrics}
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(format_report(metrics, title=f"{model_dir} on {args.data} ({tag_column.upper()})"))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "train":
+            return command_train_pos(args, argv)
+        return command_evaluate(args)
+    except (DataFormatError, ConfigError, artifacts.ModelNotFoundError) as error:
+        print(f"seqtag: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Typed configuration of a tagger: architecture and training run, saved with every exported model.
+
+Defaults are the settings of the shipped ``models/pos`` model. ``TaggerConfig.from_dict`` rejects
+unknown keys, so a typo in a config file or a CLI option fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.errors import ConfigError
+
+
+@dataclass
+class TaggerConfig:
+    # --- data ---
+    tag_column: str = "upos"  # which CoNLL-U column to tag: "upos" or "xpos"
+    min_word_count: int = 2  # words seen fewer times in train share the unknown-word embedding
+    max_word_length: int = 20  # characters kept per word for the character encoder (longer: truncated)
+    # --- architecture ---
+    word_dim: int = 100  # word embedding size
+    char_dim: int = 32  # character embedding size
+    char_encoder: str = "bilstm"  # "bilstm" or "cnn": how a word's characters become one vector
+    char_hidden: int = 64  # per direction (bilstm) or number of filters (cnn)
+    hidden: int = 192  # units per direction of each sentence-level BiLSTM layer
+    layers: int = 2  # stacked sentence-level BiLSTM layers
+    dropout: float = 0.33  # on embeddings and between BiLSTM layers
+    word_dropout: float = 0.05  # probability of replacing a known training word by <unk>
+    # --- run ---
+    batch_size: int = 32  # sentences per batch (buckets of similar length)
+    epochs: int = 40  # upper bound; early stopping usually ends sooner
+    patience: int = 5  # epochs without dev improvement before stopping
+    learning_rate: float = 2e-3  # Adam
+    lr_decay_patience: int = 1  # epochs without dev improvement before halving the learning rate
+    clipnorm: float = 5.0  # gradient clipping by global norm
+    seed: int = 1234  # Python, NumPy and backend seeds
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.tag_column not in ("upos", "xpos"):
+            raise ConfigError(f"tag_column must be 'upos' or 'xpos', not {self.tag_column!r}")
+        if self.char_encoder not in ("bilstm", "cnn"):
+            raise ConfigError(f"char_encoder must be 'bilstm' or 'cnn', not {self.char_encoder!r}")
+        for name in ("min_word_count", "max_word_length", "word_dim", "char_dim", "char_hidden",
+                     "hidden", "layers", "batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("dropout", "word_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TaggerConfig":
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ConfigError(f"unknown config option(s): {', '.join(unknown)}; "
+                              f"known: {', '.join(cls.field_names())}")
+        return cls(**values)
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "TaggerConfig":
+        try:
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ConfigError(f"{path}: cannot read config: {error}") from error
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: a config file holds one JSON object")
+        return cls.from_dict(values)
+
+    def replace(self, **changes: Any) -> "TaggerConfig":
+        return self.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,114 @@
+"""Export a trained tagger as an end-to-end SavedModel: token strings in, tags and probabilities out.
+
+The vocabularies live inside the SavedModel as ``StringLookup`` layers, so a consumer needs nothing but
+the directory. Signatures (``string[B, T]`` tokens, "" as padding):
+
+    serve(tokens)  -> tags string[B, T] ("" at padding), scores float32[B, T] (probability of the tag),
+                      probabilities float32[B, T, n_tags] (columns in metadata["labels"] order)
+    encode(tokens) -> word_ids int32[B, T], char_ids int32[B, T, C]: the model's input ids, the same as
+                      ``training.vocab.encode_words`` gives (checked by a test)
+
+This module uses TensorFlow (export always runs under it); the model itself stays backend-agnostic.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from training import artifacts
+from training.config import TaggerConfig
+from training.vocab import DIGIT_PATTERN, PAD_TOKEN, TaggerVocabs
+
+logger = logging.getLogger(__name__)
+
+TOKENS_SPEC = tf.TensorSpec(shape=[None, None], dtype=tf.string, name="tokens")
+
+
+def normalize_words_tf(tokens: tf.Tensor) -> tf.Tensor:
+    """Graph twin of ``training.vocab.normalize_word``."""
+    return tf.strings.regex_replace(tf.strings.lower(tokens, encoding="utf-8"), DIGIT_PATTERN, "0")
+
+
+class TaggerSignatures:
+    """Builds the ``serve`` and ``encode`` functions around a trained id-level model."""
+
+    def __init__(self, model: keras.Model, vocabs: TaggerVocabs, config: TaggerConfig):
+        self.model = model
+        self.max_word_length = config.max_word_length
+        # mask_token "" -> id 0 (padding); one OOV bucket -> id 1; the vocabulary from id 2 on.
+        self.word_lookup = keras.layers.StringLookup(vocabulary=vocabs.words.lookup_items, mask_token=PAD_TOKEN,
+                                                     num_oov_indices=1, output_mode="int", name="word_lookup")
+        self.char_lookup = keras.layers.StringLookup(vocabulary=vocabs.chars.lookup_items, mask_token=PAD_TOKEN,
+                                                     num_oov_indices=1, output_mode="int", name="char_lookup")
+        self.labels = tf.constant(list(vocabs.tags.items), dtype=tf.string)
+        self.encode(tf.constant([["build"]]))  # builds the lookup layers, which export needs
+
+    def encode(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
+        word_ids = tf.cast(self.word_lookup(normalize_words_tf(tokens)), tf.int32)  # [B, T]
+        chars = tf.strings.unicode_split(tokens, "UTF-8", errors="replace")  # ragged [B, T, (C)]
+        chars = chars[:, :, :self.max_word_length]
+        char_ids = tf.cast(self.char_lookup(chars), tf.int32).to_tensor(default_value=0)  # [B, T, C]
+        # At least one character column, as training's padding gives (all-padding batches).
+        char_ids = tf.pad(char_ids, [[0, 0], [0, 0], [0, tf.maximum(0, 1 - tf.shape(char_ids)[2])]])
+        return {"word_ids": word_ids, "char_ids": char_ids}
+
+    def serve(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
+        inputs = self.encode(tokens)
+        probabilities = self.model(inputs, training=False)  # [B, T, n_tags]
+        best = tf.argmax(probabilities, axis=-1, output_type=tf.int32)  # [B, T]
+        is_token = inputs["word_ids"] > 0
+        tags = tf.where(is_token, tf.gather(self.labels, best), tf.constant(PAD_TOKEN))
+        scores = tf.where(is_token, tf.reduce_max(probabilities, axis=-1), 0.0)
+        return {"tags": tags, "scores": scores, "probabilities": probabilities}
+
+    def write(self, directory: Path) -> None:
+        archive = keras.export.ExportArchive()
+        archive.track(self.model)
+        archive.track(self.word_lookup)
+        archive.track(self.char_lookup)
+        archive.add_endpoint("serve", tf.function(self.serve, input_signature=[TOKENS_SPEC]))
+        archive.add_endpoint("encode", tf.function(self.encode, input_signature=[TOKENS_SPEC]))
+        archive.write_out(str(directory), verbose=False)
+
+
+def export_tagger(model: keras.Model, vocabs: TaggerVocabs, config: TaggerConfig, model_root: str | Path,
+                  metadata: dict[str, Any], dev_sentences=None) -> tuple[int, Path]:
+    """Write ``model_root/<next version>/`` with the SavedModel and ``metadata.json``.
+
+    With ``dev_sentences``, the exported SavedModel (not the training object) is evaluated on them and
+    the figures go into the metadata under ``metrics.dev``. Returns (version, directory).
+    """
+    from training.evaluate import evaluate_tagger  # evaluation loads what this module writes
+    from training.saved_tagger import SavedTagger
+
+    model_root = Path(model_root)
+    model_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_root))
+    staging.chmod(0o755)  # mkdtemp makes it private; a model is read by the service's user too
+    try:
+        TaggerSignatures(model, vocabs, config).write(staging)
+        metadata = {**metadata, "name": model_root.name, "kind": "tagger", "format": "tf_saved_model",
+                    "signatures": {"serve": "tokens string[batch, time] ('' pads) -> tags, scores, probabilities",
+                                   "encode": "tokens string[batch, time] -> word_ids, char_ids"},
+                    "labels": list(vocabs.tags.items), "word_vocabulary_size": len(vocabs.words),
+                    "char_vocabulary_size": len(vocabs.chars), "config": config.to_dict(),
+                    "parameters": int(model.count_params()), "libraries": artifacts.library_versions()}
+        if dev_sentences is not None:
+            metrics = evaluate_tagger(SavedTagger(staging), dev_sentences)
+            metadata.setdefault("metrics", {})["dev"] = metrics
+            logger.info("exported model on dev: accuracy %.4f over %d tokens", metrics["accuracy"], metrics["tokens"])
+        artifacts.write_metadata(staging, metadata)
+        version, target = artifacts.publish_version(staging, model_root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    artifacts.write_metadata(target, {**artifacts.read_metadata(target), "version": version})
+    logger.info("wrote %s (version %d)", target, version)
+    return version, target

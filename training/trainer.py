@@ -1,0 +1,122 @@
+"""Training loop: Keras ``fit`` on bucketed batches, dev accuracy after every epoch, early stopping.
+
+The best epoch's weights (by dev accuracy) are restored at the end. Seeds are fixed. One log line
+per epoch gives loss, dev accuracy, learning rate and training tokens/s.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from training.batching import BucketedBatches, EncodedSentence
+from training.config import TaggerConfig
+from training.conllu_reader import TaggedSentence
+from training.model import build_tagger
+from training.vocab import TaggerVocabs, encode_words
+
+logger = logging.getLogger(__name__)
+
+
+def encode_sentences(sentences: Sequence[TaggedSentence], vocabs: TaggerVocabs,
+                     config: TaggerConfig) -> list[EncodedSentence]:
+    encoded = []
+    for sentence in sentences:
+        word_ids, char_ids = encode_words(sentence.words, vocabs, config.max_word_length)
+        tag_ids = np.array([vocabs.tags.id(t) if t in vocabs.tags else 0 for t in sentence.tags], dtype=np.int32)
+        encoded.append(EncodedSentence(word_ids, char_ids, tag_ids))
+    return encoded
+
+
+def token_accuracy(model: keras.Model, batches: BucketedBatches) -> float:
+    correct = total = 0
+    for index in range(len(batches)):
+        inputs, tag_ids, weights = batches[index]
+        predicted = np.argmax(model.predict_on_batch(inputs), axis=-1)
+        correct += int(((predicted == tag_ids) * weights).sum())
+        total += int(weights.sum())
+    return correct / max(total, 1)
+
+
+class DevEvaluation(keras.callbacks.Callback):
+    """Puts ``dev_accuracy`` into the epoch logs (for early stopping) and logs one line per epoch."""
+
+    def __init__(self, dev_batches: BucketedBatches, train_tokens: int):
+        super().__init__()
+        self.dev_batches = dev_batches
+        self.train_tokens = train_tokens
+        self.history: list[dict] = []
+        self._epoch_start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._epoch_start
+        dev_accuracy = token_accuracy(self.model, self.dev_batches)
+        learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        if logs is not None:
+            logs["dev_accuracy"] = dev_accuracy
+        record = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))) if logs else float("nan"),
+                  "dev_accuracy": dev_accuracy, "learning_rate": learning_rate, "seconds": seconds,
+                  "tokens_per_second": self.train_tokens / seconds}
+        self.history.append(record)
+        logger.info("epoch %d: loss %.4f, dev accuracy %.4f, lr %.2g, %.0f tokens/s, %.0f s",
+                    record["epoch"], record["loss"], dev_accuracy, learning_rate,
+                    record["tokens_per_second"], seconds)
+
+
+@dataclass
+class TrainingResult:
+    model: keras.Model
+    vocabs: TaggerVocabs
+    config: TaggerConfig
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_dev_accuracy: float = 0.0
+    seconds: float = 0.0
+
+
+def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Sequence[TaggedSentence],
+                 *, verbose: int = 0) -> TrainingResult:
+    """Train on ``train``, early-stop on ``dev`` token accuracy; returns the best epoch's model."""
+    if not train:
+        raise ValueError("the training data holds no sentences")
+    if not dev:
+        raise ValueError("the dev data holds no sentences")
+    keras.utils.set_random_seed(config.seed)
+    vocabs = TaggerVocabs.build(train, config.min_word_count)
+    unseen_tags = sorted({t for s in dev for t in s.tags} - set(vocabs.tags.items))
+    if unseen_tags:
+        logger.warning("dev tags never seen in train (always counted wrong): %s", ", ".join(unseen_tags))
+    logger.info("vocabularies: %d words, %d characters, %d tags", len(vocabs.words), len(vocabs.chars), len(vocabs.tags))
+
+    train_batches = BucketedBatches(encode_sentences(train, vocabs, config), config.batch_size, shuffle=True,
+                                    word_dropout=config.word_dropout, seed=config.seed)
+    dev_batches = BucketedBatches(encode_sentences(dev, vocabs, config), 256, shuffle=False)
+
+    model = build_tagger(config, len(vocabs.words), len(vocabs.chars), len(vocabs.tags))
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm),
+                  loss="sparse_categorical_crossentropy", jit_compile=False)
+    logger.info("model: %d parameters", model.count_params())
+
+    dev_evaluation = DevEvaluation(dev_batches, sum(len(s.words) for s in train))
+    callbacks = [
+        dev_evaluation,  # first: the others read the dev_accuracy it adds to the logs
+        keras.callbacks.ReduceLROnPlateau(monitor="dev_accuracy", mode="max", factor=0.5,
+                                          patience=config.lr_decay_patience, min_lr=1e-5),
+        keras.callbacks.EarlyStopping(monitor="dev_accuracy", mode="max", patience=config.patience,
+                                      restore_best_weights=True),
+    ]
+    start = time.perf_counter()
+    model.fit(train_batches, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
+    seconds = time.perf_counter() - start
+    best = max(dev_evaluation.history, key=lambda r: r["dev_accuracy"])
+    logger.info("best epoch %d of %d: dev accuracy %.4f (%.0f s in all)", best["epoch"],
+                len(dev_evaluation.history), best["dev_accuracy"], seconds)
+    return TrainingResult(model, vocabs, config, dev_evaluation.history, best["epoch"], best["dev_accuracy"], seconds)
