@@ -20,8 +20,7 @@ test: $(INSTALLED)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 serve: $(INSTALLED)
-	@echo "seqtag: the HTTP service comes with the tagging-service issue; it will listen on port $(PORT)."
-	@echo "Meanwhile: $(BIN)/seqtag evaluate --model models/pos --data FILE.conllu"
+	SEQTAG_MODELS_DIR=$${SEQTAG_MODELS_DIR:-models} $(BIN)/gunicorn -c service/gunicorn_conf.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

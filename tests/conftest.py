@@ -54,3 +54,32 @@ def tiny_model_root(ewt_slices, tmp_path_factory):
     status = main(["train", "pos", "--train", str(train), "--dev", str(dev), "--out", str(root), *TINY_OPTIONS])
     assert status == 0
     return root
+
+
+TINY_SENTENCES = [(("The", "dog", "barks", "."), ("DET", "NOUN", "VERB", "PUNCT")),
+                  (("A", "cat", "sleeps", "at", "12:30", "!"), ("DET", "NOUN", "VERB", "ADP", "NUM", "PUNCT"))]
+
+
+def export_random_tagger(model_root: Path, sentences=TINY_SENTENCES, **config_changes):
+    """Export an untrained tiny tagger as the next version under ``model_root``: fast, tags are valid labels.
+
+    Returns (keras model, vocabs, config, version, directory).
+    """
+    from training.config import TaggerConfig
+    from training.conllu_reader import TaggedSentence
+    from training.export import export_tagger
+    from training.model import build_tagger
+    from training.vocab import TaggerVocabs
+
+    config = TaggerConfig(**{"word_dim": 8, "char_dim": 4, "char_hidden": 4, "hidden": 8, "layers": 1,
+                             "max_word_length": 6, **config_changes})
+    vocabs = TaggerVocabs.build([TaggedSentence(w, t) for w, t in sentences], min_word_count=1)
+    model = build_tagger(config, len(vocabs.words), len(vocabs.chars), len(vocabs.tags))
+    version, directory = export_tagger(model, vocabs, config, model_root, {"task": "pos"})
+    return model, vocabs, config, version, directory
+
+
+@pytest.fixture(scope="session")
+def random_tagger_dir(tmp_path_factory):
+    """A version directory holding a tiny untrained tagger, to copy into test model trees."""
+    return export_random_tagger(tmp_path_factory.mktemp("random") / "pos")[4]

@@ -11,30 +11,26 @@ import tensorflow as tf
 
 from training import artifacts
 from training.config import TaggerConfig
-from training.conllu_reader import TaggedSentence, read_conllu
+from training.conllu_reader import read_conllu
 from training.export import export_tagger
 from training.model import build_tagger
 from training.saved_tagger import SavedTagger
 from training.vocab import TaggerVocabs, encode_words
 
-CONFIG = TaggerConfig(word_dim=8, char_dim=4, char_hidden=4, hidden=8, layers=1, max_word_length=6)
-SENTENCES = [TaggedSentence(("The", "dog", "barks", "."), ("DET", "NOUN", "VERB", "PUNCT")),
-             TaggedSentence(("A", "cat", "sleeps", "at", "12:30", "!"), ("DET", "NOUN", "VERB", "ADP", "NUM", "PUNCT"))]
+from conftest import export_random_tagger
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """An untrained (random) model exported twice: versions 1 and 2."""
-    vocabs = TaggerVocabs.build(SENTENCES, min_word_count=1)
-    model = build_tagger(CONFIG, len(vocabs.words), len(vocabs.chars), len(vocabs.tags))
     root = tmp_path_factory.mktemp("models") / "pos"
-    first = export_tagger(model, vocabs, CONFIG, root, {"task": "pos"})
-    second = export_tagger(model, vocabs, CONFIG, root, {"task": "pos"})
-    return model, vocabs, root, first, second
+    model, vocabs, config, v1, dir1 = export_random_tagger(root)
+    v2, dir2 = export_tagger(model, vocabs, config, root, {"task": "pos"})
+    return model, vocabs, config, root, (v1, dir1), (v2, dir2)
 
 
 def test_versions_and_metadata(exported):
-    model, vocabs, root, (v1, dir1), (v2, dir2) = exported
+    model, vocabs, config, root, (v1, dir1), (v2, dir2) = exported
     assert (v1, v2) == (1, 2) and dir1 == root / "1" and dir2 == root / "2"
     assert artifacts.list_versions(root) == [1, 2]
     assert artifacts.resolve_model_dir(root) == dir2
@@ -43,13 +39,13 @@ def test_versions_and_metadata(exported):
     assert metadata["version"] == 1 and metadata["name"] == "pos" and metadata["kind"] == "tagger"
     assert metadata["labels"] == ["ADP", "DET", "NOUN", "NUM", "PUNCT", "VERB"]
     assert metadata["parameters"] == model.count_params()
-    assert metadata["config"] == CONFIG.to_dict()
+    assert metadata["config"] == config.to_dict()
     assert metadata["libraries"]["keras"] == "3.13.2"
 
 
 @pytest.mark.parametrize("shape", [(2, 7), (7, 2), (1, 1), (3, 30)])
 def test_one_tag_per_token_whatever_batch_and_time(exported, shape):
-    _, _, root, _, _ = exported
+    root = exported[3]
     loaded = tf.saved_model.load(str(root / "1"))
     batch, time = shape
     tokens = np.array([["dog"] * time for _ in range(batch)], dtype=object)
@@ -65,10 +61,10 @@ def test_one_tag_per_token_whatever_batch_and_time(exported, shape):
 
 
 def test_exported_model_agrees_with_keras_model(exported):
-    model, vocabs, root, _, _ = exported
+    model, vocabs, config, root, _, _ = exported
     sentences = [["The", "dog", "sleeps", "."], ["A", "cat", "barks", "at", "noon", "!", "Zzz"]]
     tagger = SavedTagger(root / "1")
-    encoded = [encode_words(s, vocabs, CONFIG.max_word_length) for s in sentences]
+    encoded = [encode_words(s, vocabs, config.max_word_length) for s in sentences]
     for sentence, (word_ids, char_ids), result in zip(sentences, encoded, tagger.tag(sentences)):
         expected = model({"word_ids": word_ids[None], "char_ids": char_ids[None]}, training=False)[0]
         np.testing.assert_allclose(result.probabilities, np.asarray(expected), atol=1e-5)
@@ -82,7 +78,8 @@ def test_serving_encodes_exactly_as_training(ewt_files, tmp_path):
     dev.append(["İstanbul", "ÅNGSTRÖM", "ǅemal", "ﬁnance", "Σίσυφος", "2024-11-23", "🙂🙂", "a" * 40, "x\u0301"])
     config = TaggerConfig(max_word_length=20)
     vocabs = TaggerVocabs.build(train, config.min_word_count)
-    model = build_tagger(CONFIG, len(vocabs.words), len(vocabs.chars), len(vocabs.tags))
+    model = build_tagger(config.replace(hidden=8, layers=1, word_dim=8), len(vocabs.words), len(vocabs.chars),
+                         len(vocabs.tags))
     _, directory = export_tagger(model, vocabs, config, tmp_path / "pos", {"task": "pos"})
     tagger = SavedTagger(directory)
     for start in range(0, len(dev), 500):

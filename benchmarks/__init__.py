@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure speed and print their figures (never run as tests)."""

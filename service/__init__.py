@@ -1,0 +1,36 @@
+"""seqtag's HTTP service: ``create_app(config)`` builds the Flask app (served by gunicorn in production).
+
+Settings come from defaults <- ``SEQTAG_*`` environment variables <- the ``config`` mapping
+(``service.settings``). The model registry and the settings live in ``app.extensions``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported (by the registry)
+
+from flask import Flask  # noqa: E402
+
+from service.errors import register_error_handlers  # noqa: E402
+from service.registry import ModelRegistry  # noqa: E402
+from service.routes import health, models  # noqa: E402
+from service.settings import ServiceSettings  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    settings = ServiceSettings.load(config)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.url_map.converters["model_name"] = models.ModelNameConverter
+    app.extensions["seqtag.settings"] = settings
+    register_error_handlers(app)
+    ModelRegistry(settings).init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(models.bp)
+    return app

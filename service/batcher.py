@@ -1,0 +1,110 @@
+"""Micro-batching: concurrent requests to one model version are coalesced into one model call.
+
+TF Serving's two knobs: ``max_batch_size`` (sentences per model call) and ``batch_timeout`` (how long a
+queued request may wait for company). A worker thread takes everything queued, up to the batch size,
+sorts the sentences by length to cut padding, calls the model, and routes each result back to the
+request it came from. A request larger than the batch size is cut into chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+logger = logging.getLogger(__name__)
+
+BatchFunction = Callable[[list[Sequence[str]]], list[Any]]  # sentences -> one result per sentence
+
+
+@dataclass
+class _Pending:
+    sentences: list[Sequence[str]]
+    future: Future = field(default_factory=Future)
+
+
+class MicroBatcher:
+    def __init__(self, function: BatchFunction, max_batch_size: int, timeout_seconds: float, name: str = "batcher"):
+        self.function = function
+        self.max_batch_size = max_batch_size
+        self.timeout_seconds = timeout_seconds
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._closed = False
+        self._lock = threading.Lock()
+        self.batch_sizes: list[int] = []  # sentences per model call, most recent last (bounded)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, sentences: list[Sequence[str]]) -> list[Any]:
+        """Results for ``sentences``, in order; blocks until they are computed."""
+        if not sentences:
+            return []
+        with self._lock:
+            if self._closed:  # a retired version finishing a request it had started: no batching
+                return self.function(sentences)
+            pending = _Pending(list(sentences))
+            self._queue.put(pending)
+        return pending.future.result()
+
+    def close(self) -> None:
+        """Stop taking requests; those queued are still answered."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(None)
+
+    def _collect(self, first: _Pending) -> tuple[list[_Pending], bool]:
+        batch, size = [first], len(first.sentences)
+        deadline = time.monotonic() + self.timeout_seconds
+        while size < self.max_batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+            size += len(item.sentences)
+        return batch, False
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch, stop = self._collect(first)
+            self._process(batch)
+        # Closed: answer anything still queued.
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                self._process([item])
+
+    def _process(self, batch: list[_Pending]) -> None:
+        # Every sentence with its origin, sorted by length so each model call pads little.
+        items = [(len(s), i, j) for i, p in enumerate(batch) for j, s in enumerate(p.sentences)]
+        items.sort()
+        results: list[list[Any]] = [[None] * len(p.sentences) for p in batch]
+        try:
+            for start in range(0, len(items), self.max_batch_size):
+                chunk = items[start:start + self.max_batch_size]
+                outputs = self.function([batch[i].sentences[j] for _, i, j in chunk])
+                self.batch_sizes = (self.batch_sizes + [len(chunk)])[-1000:]
+                for (_, i, j), output in zip(chunk, outputs):
+                    results[i][j] = output
+        except Exception as error:  # the model failed: every request of the batch hears why
+            logger.exception("model call failed")
+            for pending in batch:
+                pending.future.set_exception(error)
+            return
+        for pending, result in zip(batch, results):
+            pending.future.set_result(result)

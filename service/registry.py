@@ -1,0 +1,258 @@
+"""The model registry: which model versions are loaded and which one serves, with hot reload.
+
+TF Serving's layout and policy: ``<models_dir>/<name>/<integer version>/``; the highest version serves
+unless a pin says otherwise; the newest ``keep_versions`` stay loaded so ``?version=N`` can roll back.
+A poller looks for new versions. A new version is loaded only once its files have stopped changing,
+then must answer a warm-up request; if it fails either step it is rejected (logged, shown in the status)
+and the serving version stays. It is tried again if its files change (a copy that was still running).
+The swap is one reference assignment: a request holds the version it started with until it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training import artifacts
+from training.saved_tagger import SavedTagger, TaggedTokens
+
+from service.batcher import MicroBatcher
+from service.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # also the URL converter's pattern
+WARMUP_SENTENCE = ["This", "is", "a", "warm-up", "sentence", "."]
+SUPPORTED_KINDS = ("tagger",)
+
+
+class ModelLookupError(LookupError):
+    """No such model, or no such loaded version; ``code`` says which."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class ModelVersion:
+    """One loaded, warmed-up version; ``tag`` goes through its micro-batcher when batching is on."""
+
+    name: str
+    version: int
+    directory: Path
+    metadata: dict[str, Any]
+    tagger: SavedTagger
+    batcher: MicroBatcher | None
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def kind(self) -> str:
+        return self.metadata.get("kind", "tagger")
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.metadata.get("labels", []))
+
+    def tag(self, sentences: list[list[str]]) -> list[TaggedTokens]:
+        if self.batcher is not None:
+            return self.batcher.submit(sentences)
+        return self.tagger.tag(sentences)
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+
+
+@dataclass
+class _Rejection:
+    fingerprint: tuple
+    reason: str
+    at: float = field(default_factory=time.time)
+
+
+@dataclass
+class _ModelEntry:
+    loaded: dict[int, ModelVersion] = field(default_factory=dict)
+    rejected: dict[int, _Rejection] = field(default_factory=dict)
+    serving: ModelVersion | None = None
+
+
+def directory_fingerprint(directory: Path) -> tuple:
+    """(path, size, mtime) of every file: changes while a copy is still being written."""
+    entries = []
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            entries.append((str(path.relative_to(directory)), stat.st_size, stat.st_mtime_ns))
+    return tuple(entries)
+
+
+class ModelRegistry:
+    def __init__(self, settings: ServiceSettings, settle_seconds: float = 0.5):
+        self.settings = settings
+        self.models_dir = Path(settings.models_dir)
+        self.settle_seconds = settle_seconds  # a new version's files must be unchanged this long
+        self._entries: dict[str, _ModelEntry] = {}
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+
+    def init_app(self, app) -> None:
+        app.extensions["seqtag.registry"] = self
+        self.refresh(initial=True)
+        if self.settings.poll_interval_seconds > 0:
+            self.start_polling()
+
+    # --- lookups (request threads) ---
+
+    def get(self, name: str, version: int | None = None) -> ModelVersion:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise ModelLookupError("model_not_found", f"no model named {name!r}")
+        if version is None:
+            if entry.serving is None:
+                raise ModelLookupError("model_unavailable", f"model {name!r} has no version that loaded")
+            return entry.serving
+        loaded = entry.loaded.get(version)
+        if loaded is None:
+            raise ModelLookupError("version_not_found", f"model {name!r} has no loaded version {version} "
+                                                        f"(loaded: {sorted(entry.loaded) or 'none'})")
+        return loaded
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def ready(self) -> tuple[bool, list[str]]:
+        missing = [name for name, entry in sorted(self._entries.items()) if entry.serving is None]
+        return (bool(self._entries) and not missing), missing
+
+    def status(self, name: str) -> dict[str, Any]:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise ModelLookupError("model_not_found", f"no model named {name!r}")
+        serving = entry.serving
+        versions = [{"version": v, "state": "AVAILABLE", "loaded_at": m.loaded_at} for v, m in entry.loaded.items()]
+        versions += [{"version": v, "state": "REJECTED", "error": r.reason, "rejected_at": r.at}
+                     for v, r in entry.rejected.items() if v not in entry.loaded]
+        metrics = (serving.metadata.get("metrics", {}).get("dev", {}) if serving else {})
+        return {
+            "name": name,
+            "kind": serving.kind if serving else None,
+            "state": "AVAILABLE" if serving else "UNAVAILABLE",
+            "serving_version": serving.version if serving else None,
+            "pinned_version": self.settings.model_versions.get(name),
+            "versions": sorted(versions, key=lambda v: v["version"], reverse=True),
+            "labels": serving.labels if serving else [],
+            "metrics": {k: metrics[k] for k in ("accuracy", "tokens", "macro_f1", "oov", "in_vocabulary") if k in metrics},
+        }
+
+    # --- loading (start-up and the poller thread) ---
+
+    def start_polling(self) -> None:
+        self._poller = threading.Thread(target=self._poll, name="model-poller", daemon=True)
+        self._poller.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=10)
+        for entry in self._entries.values():
+            for model in entry.loaded.values():
+                model.close()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.settings.poll_interval_seconds):
+            try:
+                self.refresh()
+            except Exception:  # the poller must outlive any surprise on disk
+                logger.exception("model refresh failed")
+
+    def refresh(self, initial: bool = False) -> None:
+        """Scan the models directory once: load new versions, unload old or deleted ones, swap."""
+        with self._refresh_lock:
+            names = [p.name for p in sorted(self.models_dir.iterdir())] if self.models_dir.is_dir() else []
+            for name in names:
+                if MODEL_NAME.fullmatch(name) and (self.models_dir / name).is_dir():
+                    self._refresh_model(name, initial)
+            for name in set(self._entries) - set(names):
+                logger.warning("model %s disappeared from %s", name, self.models_dir)
+                for model in self._entries.pop(name).loaded.values():
+                    model.close()
+
+    def _wanted_versions(self, name: str, on_disk: list[int]) -> list[int]:
+        pin = self.settings.model_versions.get(name)
+        if pin is not None:
+            return [pin] if pin in on_disk else []
+        return sorted(on_disk, reverse=True)
+
+    def _refresh_model(self, name: str, initial: bool) -> None:
+        root = self.models_dir / name
+        on_disk = artifacts.list_versions(root)
+        old = self._entries.get(name, _ModelEntry())
+        entry = _ModelEntry(dict(old.loaded), dict(old.rejected), old.serving)
+        keep: list[int] = []
+        for version in self._wanted_versions(name, on_disk):
+            if len(keep) >= self.settings.keep_versions:
+                break
+            if version in entry.loaded:
+                keep.append(version)
+                continue
+            directory = root / str(version)
+            fingerprint = directory_fingerprint(directory)
+            rejection = entry.rejected.get(version)
+            if rejection is not None and rejection.fingerprint == fingerprint:
+                continue  # rejected before, and nothing changed since
+            if not initial and self.settle_seconds > 0:
+                time.sleep(self.settle_seconds)
+                if directory_fingerprint(directory) != fingerprint:
+                    logger.info("%s/%d is still being written; will look again", name, version)
+                    continue
+            try:
+                entry.loaded[version] = self._load(name, version, directory)
+                entry.rejected.pop(version, None)
+                keep.append(version)
+            except Exception as error:  # any failure to load or warm up rejects the version
+                reason = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+                logger.error("rejected %s/%d: %s", name, version, reason)
+                entry.rejected[version] = _Rejection(fingerprint, reason)
+        for version in [v for v in entry.rejected if v not in on_disk]:
+            del entry.rejected[version]
+        retired = [entry.loaded.pop(v) for v in list(entry.loaded) if v not in keep]
+        entry.serving = entry.loaded[max(keep)] if keep else None
+        if entry.serving is not None and entry.serving is not old.serving:
+            logger.info("serving %s version %d", name, entry.serving.version)
+        self._entries[name] = entry  # the swap: requests that already hold a version keep it
+        for model in retired:
+            logger.info("unloading %s version %d", name, model.version)
+            model.close()
+
+    def _load(self, name: str, version: int, directory: Path) -> ModelVersion:
+        metadata = artifacts.read_metadata(directory)
+        kind = metadata.get("kind", "tagger")
+        if kind not in SUPPORTED_KINDS:
+            raise ValueError(f"unsupported model kind {kind!r}")
+        if not metadata.get("labels"):
+            raise ValueError("metadata.json lists no labels")
+        started = time.perf_counter()
+        tagger = SavedTagger(directory)
+        batcher = None
+        if self.settings.batching:
+            batcher = MicroBatcher(tagger.tag, self.settings.max_batch_size, self.settings.batch_timeout_ms / 1000,
+                                   name=f"batcher-{name}-{version}")
+        model = ModelVersion(name, version, directory, metadata, tagger, batcher)
+        if self.settings.warmup:
+            try:
+                result = tagger.tag([WARMUP_SENTENCE])[0]
+                if len(result.tags) != len(WARMUP_SENTENCE) or not set(result.tags) <= set(model.labels):
+                    raise ValueError(f"warm-up request answered {result.tags!r}")
+            except Exception:
+                model.close()
+                raise
+        logger.info("loaded %s version %d from %s in %.1f s", name, version, directory, time.perf_counter() - started)
+        return model

@@ -1,0 +1,1 @@
+"""HTTP resources, one blueprint each: ``health`` and ``models`` (listing and tagging)."""

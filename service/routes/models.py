@@ -1,0 +1,104 @@
+"""``/v1/models``: list models, show one, and tag sentences with ``POST /v1/models/<name>:tag``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.routing import BaseConverter
+
+from service.errors import APIError
+from service.registry import MODEL_NAME, ModelLookupError, ModelRegistry
+from service.schemas import check_limits, parse_tag_request
+from service.tokenizer import tokenize
+
+bp = Blueprint("models", __name__, url_prefix="/v1/models")
+
+
+class ModelNameConverter(BaseConverter):
+    """Model names in URLs: letters, digits, '_', '.', '-' (so ':tag' is never part of a name)."""
+
+    regex = MODEL_NAME.pattern
+
+
+def _registry() -> ModelRegistry:
+    return current_app.extensions["seqtag.registry"]
+
+
+def _lookup(name: str, version: int | None = None):
+    try:
+        return _registry().get(name, version)
+    except ModelLookupError as error:
+        raise APIError(503 if error.code == "model_unavailable" else 404, error.code, str(error)) from None
+
+
+def _json_body() -> object:
+    if not request.is_json:
+        raise APIError(415, "unsupported_media_type", "send the body as JSON with 'Content-Type: application/json'")
+    try:
+        return json.loads(request.get_data(cache=False))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise APIError(400, "invalid_json", f"the body is not valid JSON: {error}") from None
+
+
+def _requested_version() -> int | None:
+    raw = request.args.get("version")
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
+        raise APIError(400, "invalid_request", f"version must be a positive integer, not {raw!r}")
+    return int(raw)
+
+
+@bp.get("")
+def list_models():
+    registry = _registry()
+    return jsonify({"models": [registry.status(name) for name in registry.names()]})
+
+
+@bp.get("/<model_name:name>")
+def show_model(name: str):
+    try:
+        return jsonify(_registry().status(name))
+    except ModelLookupError as error:
+        raise APIError(404, error.code, str(error)) from None
+
+
+@bp.post("/<model_name:name>:tag")
+def tag(name: str):
+    settings = current_app.extensions["seqtag.settings"]
+    version = _requested_version()
+    body = parse_tag_request(_json_body())
+    check_limits(body, settings)
+    model = _lookup(name, version)  # held until the response is built, whatever the registry does meanwhile
+    if model.kind != "tagger":
+        raise APIError(400, "not_a_tagger", f"model {name!r} is a {model.kind} model; it does not tag sentences")
+
+    offsets = None
+    if body.texts is not None:
+        tokenized = [tokenize(text) for text in body.texts]
+        for i, tokens in enumerate(tokenized):
+            if not tokens:
+                raise APIError(400, "invalid_request", f"texts.{i}: no tokens in this text")
+            if len(tokens) > settings.max_tokens_per_sentence:
+                raise APIError(400, "sentence_too_long", f"texts.{i}: {len(tokens)} tokens, "
+                                                         f"at most {settings.max_tokens_per_sentence}")
+        sentences = [[t.text for t in tokens] for tokens in tokenized]
+        offsets = [[[t.start, t.end] for t in tokens] for tokens in tokenized]
+    else:
+        sentences = body.sentences
+
+    tagged = model.tag(sentences)
+    labels = model.labels
+    results = []
+    for i, (tokens, result) in enumerate(zip(sentences, tagged)):
+        item = {"tokens": tokens, "tags": result.tags, "scores": [round(s, 6) for s in result.scores]}
+        if offsets is not None:
+            item["offsets"] = offsets[i]
+        if body.top_k:
+            best = np.argsort(-result.probabilities, axis=-1)[:, :body.top_k]
+            item["top_k"] = [[{"tag": labels[k], "score": round(float(row[k]), 6)} for k in ks]
+                             for row, ks in zip(result.probabilities, best)]
+        results.append(item)
+    return jsonify({"model": {"name": model.name, "version": model.version}, "results": results})

@@ -1,0 +1,71 @@
+"""Request bodies, validated with pydantic (strict: a token must be a string, unknown fields refused).
+
+Size limits depend on the settings, so they are checked after parsing, by ``check_limits``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from service.errors import APIError
+from service.settings import ServiceSettings
+
+
+class TagRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    sentences: list[list[str]] | None = Field(None, description="pre-tokenized sentences")
+    texts: list[str] | None = Field(None, description="raw texts, tokenized by the service")
+    top_k: int | None = Field(None, ge=1, description="also return the k best tags per token")
+
+    @model_validator(mode="after")
+    def exactly_one_input(self) -> "TagRequest":
+        if (self.sentences is None) == (self.texts is None):
+            raise ValueError("give exactly one of 'sentences' (lists of tokens) or 'texts' (strings)")
+        return self
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """pydantic's first error as ``field.path: message``."""
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{location}: {message}" if location else message
+
+
+def parse_tag_request(body: object) -> TagRequest:
+    try:
+        return TagRequest.model_validate(body)
+    except ValidationError as error:
+        raise APIError(400, "invalid_request", describe_validation_error(error)) from None
+
+
+def check_limits(request: TagRequest, settings: ServiceSettings) -> None:
+    items = request.sentences if request.sentences is not None else request.texts
+    field = "sentences" if request.sentences is not None else "texts"
+    if not items:
+        raise APIError(400, "invalid_request", f"{field}: empty; give at least one")
+    if len(items) > settings.max_sentences:
+        raise APIError(400, "too_many_sentences", f"{field}: {len(items)} given, at most {settings.max_sentences} per request")
+    if request.top_k is not None and request.top_k > settings.max_top_k:
+        raise APIError(400, "invalid_request", f"top_k: at most {settings.max_top_k}")
+    if request.texts is not None:
+        for i, text in enumerate(request.texts):
+            if len(text) > settings.max_text_chars:
+                raise APIError(400, "text_too_long", f"texts.{i}: {len(text)} characters, at most {settings.max_text_chars}")
+        return
+    for i, sentence in enumerate(request.sentences or []):
+        check_tokens(sentence, settings, f"sentences.{i}")
+
+
+def check_tokens(tokens: list[str], settings: ServiceSettings, where: str) -> None:
+    if not tokens:
+        raise APIError(400, "invalid_request", f"{where}: no tokens")
+    if len(tokens) > settings.max_tokens_per_sentence:
+        raise APIError(400, "sentence_too_long",
+                       f"{where}: {len(tokens)} tokens, at most {settings.max_tokens_per_sentence}")
+    for j, token in enumerate(tokens):
+        if not token.strip():
+            raise APIError(400, "invalid_token", f"{where}.{j}: a token must not be empty or blank")
+        if len(token) > settings.max_token_chars:
+            raise APIError(400, "token_too_long", f"{where}.{j}: {len(token)} characters, at most {settings.max_token_chars}")

@@ -1,0 +1,68 @@
+"""Service settings: defaults <- environment (``SEQTAG_*``) <- a mapping given to ``create_app``.
+
+Each field's environment variable is ``SEQTAG_`` + its name in upper case, e.g. ``SEQTAG_MODELS_DIR``,
+``SEQTAG_MAX_BATCH_SIZE``. ``SEQTAG_MODEL_VERSIONS="pos=1,dialog-act=2"`` pins versions (rollback).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+ENV_PREFIX = "SEQTAG_"
+
+
+@dataclass
+class ServiceSettings:
+    models_dir: str = "models"  # <models_dir>/<name>/<version>/
+    model_versions: dict[str, int] = field(default_factory=dict)  # pins: name -> version
+    keep_versions: int = 2  # newest versions kept loaded per model (older ones answer ?version=N: 404)
+    poll_interval_seconds: float = 5.0  # how often to look for new versions; 0: never (tests refresh by hand)
+    warmup: bool = True  # a version must tag a warm-up sentence before it serves
+    batching: bool = True  # coalesce concurrent requests into one model call
+    max_batch_size: int = 64  # sentences per model call
+    batch_timeout_ms: float = 2.0  # longest wait for more requests once one is queued
+    max_body_bytes: int = 1 << 20  # 413 above this
+    max_sentences: int = 128  # per request
+    max_tokens_per_sentence: int = 200
+    max_token_chars: int = 100
+    max_text_chars: int = 5000  # per raw text
+    max_top_k: int = 5
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> "ServiceSettings":
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, raw, cls.__dataclass_fields__[f.name].type)
+        overrides = dict(overrides or {})
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**{**values, **overrides})
+
+
+def _parse(name: str, raw: str, kind: Any) -> Any:
+    kind = str(kind)
+    try:
+        if "dict" in kind:  # "pos=1,dialog-act=2"
+            pins = {}
+            for item in filter(None, (part.strip() for part in raw.split(","))):
+                model, _, version = item.partition("=")
+                pins[model.strip()] = int(version)
+            return pins
+        if kind == "bool":
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes", "on")
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        return raw
+    except ValueError as error:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: not a valid {kind}") from error

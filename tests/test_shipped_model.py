@@ -1,0 +1,57 @@
+"""The shipped ``models/pos``: complete metadata, size limit, sensible tags, and the dev accuracy target."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from training import artifacts
+from training.cli import main
+
+from conftest import EWT_DEV, EWT_TRAIN, REPO
+
+POS_ROOT = REPO / "models" / "pos"
+UPOS = ["ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT",
+        "SCONJ", "SYM", "VERB", "X"]
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    return artifacts.resolve_model_dir(POS_ROOT)
+
+
+def test_metadata_is_complete(model_dir):
+    metadata = artifacts.read_metadata(model_dir)
+    assert metadata["name"] == "pos" and metadata["version"] == int(model_dir.name) and metadata["kind"] == "tagger"
+    assert metadata["labels"] == UPOS
+    assert metadata["command"].startswith("seqtag train pos ")
+    assert metadata["metrics"]["dev"]["accuracy"] >= 0.950
+    assert metadata["libraries"]["keras"] == "3.13.2" and metadata["libraries"]["tensorflow"].startswith("2.21")
+    assert metadata["parameters"] > 0 and metadata["training"]["best_epoch"] >= 1
+    for split, path in (("train", EWT_TRAIN), ("dev", EWT_DEV)):
+        record = metadata["data"][split]
+        assert len(record["sha256"]) == 64
+        if path.is_file():
+            assert record["sha256"] == artifacts.sha256_file(path), f"{split} data changed since training"
+
+
+def test_size_on_disk_under_15_mb(model_dir):
+    size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
+    assert size < 15 * 2**20, size
+
+
+def test_tags_a_sentence_and_any_batch_shape(model_dir):
+    model = tf.saved_model.load(str(model_dir))
+    output = model.serve(tf.constant([["The", "dog", "barks", "."], ["I", "do", "n't", "know"]]))
+    assert output["tags"].numpy().astype(str).tolist() == [["DET", "NOUN", "VERB", "PUNCT"], ["PRON", "AUX", "PART", "VERB"]]
+    for batch, time in ((2, 9), (9, 2)):
+        tokens = np.full((batch, time), "word", dtype=object)
+        assert tuple(model.serve(tf.constant(tokens))["tags"].shape) == (batch, time)
+
+
+def test_dev_accuracy_target(ewt_files, capsys):
+    assert main(["evaluate", "--model", str(POS_ROOT), "--data", str(ewt_files[1]), "--format", "conllu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["tokens"] == 25147  # the words of EWT v2.16 dev, multiword tokens and empty nodes left out
+    assert result["accuracy"] >= 0.950, result["accuracy"]
