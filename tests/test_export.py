@@ -91,3 +91,26 @@ def test_serving_encodes_exactly_as_training(ewt_files, tmp_path):
             got = char_ids[row, :len(sentence), :expected_chars.shape[1]]
             assert got.tolist() == expected_chars.tolist(), sentence
             assert not char_ids[row, :len(sentence), expected_chars.shape[1]:].any()
+
+
+def test_reexport_moves_weights_and_answers_the_same(tmp_path, ewt_slices):
+    from training.cli import main
+
+    train, dev = ewt_slices
+    root = tmp_path / "pos"
+    model, vocabs, config, _, source = export_random_tagger(root)
+    metadata = artifacts.read_metadata(source)
+    assert main(["export", "--from", str(source), "--out", str(root)]) == 0
+    assert artifacts.list_versions(root) == [1, 2]
+    new = artifacts.read_metadata(root / "2")
+    assert new["reexport"]["from_version"] == 1 and new["reexport"]["command"].startswith("seqtag export --from")
+    assert new["config"] == metadata["config"] and new["labels"] == metadata["labels"]
+    sentences = [["The", "dog", "barks", "."], ["A", "cat", "!"]]
+    for old, again in zip(SavedTagger(source).tag(sentences), SavedTagger(root / "2").tag(sentences)):
+        np.testing.assert_array_equal(old.probabilities, again.probabilities)
+
+    # A version without vocab.json: the vocabularies are rebuilt from its (unchanged) training file.
+    (source / "vocab.json").unlink()
+    with pytest.raises(Exception, match="no vocab.json"):
+        from training.reexport import reexport
+        reexport(source, root, "seqtag export")

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     pos.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_options(pos)
 
+    export = commands.add_parser("export", help="re-export a trained version with the current exporter")
+    export.add_argument("--from", dest="source", required=True, type=Path, help="models/<name>/<version> to re-export")
+    export.add_argument("--out", required=True, type=Path, help="model directory that gets the new version")
+
     evaluate = commands.add_parser("evaluate", help="evaluate an exported model on a data file")
     evaluate.add_argument("--model", required=True, type=Path, help="models/<name> (highest version) or models/<name>/<version>")
     evaluate.add_argument("--data", required=True, type=Path, help="data file")
@@ -104,6 +108,15 @@ def command_train_pos(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def command_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from training.reexport import reexport, tf_only
+
+    tf_only()
+    _, directory = reexport(artifacts.resolve_model_dir(args.source), args.out, shlex.join(["seqtag", *argv]))
+    print(directory)
+    return 0
+
+
 def command_evaluate(args: argparse.Namespace) -> int:
     from training.conllu_reader import read_conllu
     from training.evaluate import evaluate_tagger, format_report
@@ -131,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return command_train_pos(args, argv)
+        if args.command == "export":
+            return command_export(args, argv)
         return command_evaluate(args)
     except (DataFormatError, ConfigError, artifacts.ModelNotFoundError) as error:
         print(f"seqtag: error: {error}", file=sys.stderr)

@@ -13,6 +13,7 @@ This module uses TensorFlow (export always runs under it); the model itself stay
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -24,10 +25,12 @@ import tensorflow as tf
 
 from training import artifacts
 from training.config import TaggerConfig
+from training.model import tagger_parts
 from training.vocab import DIGIT_PATTERN, PAD_TOKEN, TaggerVocabs
 
 logger = logging.getLogger(__name__)
 
+VOCAB_FILE = "vocab.json"  # the vocabularies in plain text too, so a version can be re-exported from its directory
 TOKENS_SPEC = tf.TensorSpec(shape=[None, None], dtype=tf.string, name="tokens")
 
 
@@ -41,6 +44,7 @@ class TaggerSignatures:
 
     def __init__(self, model: keras.Model, vocabs: TaggerVocabs, config: TaggerConfig):
         self.model = model
+        self.char_encoder, self.sentence_tagger = tagger_parts(model)
         self.max_word_length = config.max_word_length
         # mask_token "" -> id 0 (padding); one OOV bucket -> id 1; the vocabulary from id 2 on.
         self.word_lookup = keras.layers.StringLookup(vocabulary=vocabs.words.lookup_items, mask_token=PAD_TOKEN,
@@ -50,20 +54,33 @@ class TaggerSignatures:
         self.labels = tf.constant(list(vocabs.tags.items), dtype=tf.string)
         self.encode(tf.constant([["build"]]))  # builds the lookup layers, which export needs
 
+    def word_ids(self, tokens: tf.Tensor) -> tf.Tensor:
+        return tf.cast(self.word_lookup(normalize_words_tf(tokens)), tf.int32)
+
+    def char_ids(self, tokens: tf.Tensor) -> tf.Tensor:
+        """Tokens of any shape ``[...]`` -> character ids ``[..., C]``, C >= 1 (as training pads)."""
+        chars = tf.strings.unicode_split(tokens, "UTF-8", errors="replace")  # ragged [..., (C)]
+        chars = chars[..., :self.max_word_length]
+        char_ids = tf.cast(self.char_lookup(chars), tf.int32).to_tensor(default_value=0)
+        missing = tf.maximum(0, 1 - tf.shape(char_ids)[-1])
+        paddings = tf.concat([tf.zeros([tf.rank(char_ids) - 1, 2], tf.int32), [[0, missing]]], axis=0)
+        return tf.pad(char_ids, paddings)
+
     def encode(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
-        word_ids = tf.cast(self.word_lookup(normalize_words_tf(tokens)), tf.int32)  # [B, T]
-        chars = tf.strings.unicode_split(tokens, "UTF-8", errors="replace")  # ragged [B, T, (C)]
-        chars = chars[:, :, :self.max_word_length]
-        char_ids = tf.cast(self.char_lookup(chars), tf.int32).to_tensor(default_value=0)  # [B, T, C]
-        # At least one character column, as training's padding gives (all-padding batches).
-        char_ids = tf.pad(char_ids, [[0, 0], [0, 0], [0, tf.maximum(0, 1 - tf.shape(char_ids)[2])]])
-        return {"word_ids": word_ids, "char_ids": char_ids}
+        return {"word_ids": self.word_ids(tokens), "char_ids": self.char_ids(tokens)}
 
     def serve(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
-        inputs = self.encode(tokens)
-        probabilities = self.model(inputs, training=False)  # [B, T, n_tags]
+        word_ids = self.word_ids(tokens)  # [B, T]
+        is_token = word_ids > 0
+        # The character encoder runs once per distinct word of the batch, never on padding: the same
+        # result as running it at every position (the model's own layout), for a fraction of the work.
+        positions = tf.where(is_token)  # [N, 2]
+        distinct, index = tf.unique(tf.gather_nd(tokens, positions))  # [U], [N]
+        distinct_vectors = self.char_encoder(self.char_ids(distinct), training=False)  # [U, Dc]
+        shape = tf.concat([tf.shape(tokens, out_type=tf.int64), tf.shape(distinct_vectors, out_type=tf.int64)[1:]], 0)
+        char_vectors = tf.scatter_nd(positions, tf.gather(distinct_vectors, index), shape)  # [B, T, Dc]
+        probabilities = self.sentence_tagger({"word_ids": word_ids, "char_vectors": char_vectors}, training=False)
         best = tf.argmax(probabilities, axis=-1, output_type=tf.int32)  # [B, T]
-        is_token = inputs["word_ids"] > 0
         tags = tf.where(is_token, tf.gather(self.labels, best), tf.constant(PAD_TOKEN))
         scores = tf.where(is_token, tf.reduce_max(probabilities, axis=-1), 0.0)
         return {"tags": tags, "scores": scores, "probabilities": probabilities}
@@ -94,6 +111,7 @@ def export_tagger(model: keras.Model, vocabs: TaggerVocabs, config: TaggerConfig
     staging.chmod(0o755)  # mkdtemp makes it private; a model is read by the service's user too
     try:
         TaggerSignatures(model, vocabs, config).write(staging)
+        (staging / VOCAB_FILE).write_text(json.dumps(vocabs.to_dict(), ensure_ascii=False), encoding="utf-8")
         metadata = {**metadata, "name": model_root.name, "kind": "tagger", "format": "tf_saved_model",
                     "signatures": {"serve": "tokens string[batch, time] ('' pads) -> tags, scores, probabilities",
                                    "encode": "tokens string[batch, time] -> word_ids, char_ids"},

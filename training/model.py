@@ -3,10 +3,13 @@
 Backend-agnostic Keras 3 (no ``tf.*``): it trains under TensorFlow, JAX or PyTorch. String
 handling lives in the exported SavedModel (``training.export``), not here.
 
-    word_ids  int32[B, T]     -> Embedding(mask_zero)                              -> [B, T, word_dim]
-    char_ids  int32[B, T, C]  -> FoldedTimeDistributed(char Embedding -> BiLSTM or CNN)  -> [B, T, 2*char_hidden | char_hidden]
-    concat -> Dropout -> layers x BiLSTM(hidden, return_sequences=True)            -> [B, T, 2*hidden]
-           -> TimeDistributed(Dense(n_tags, softmax))                              -> [B, T, n_tags]
+    char_ids  int32[B, T, C] -> per word (FoldedTimeDistributed): char Embedding -> BiLSTM or CNN
+                                                                         -> char_vectors [B, T, Dc]
+    sentence_tagger(word_ids int32[B, T], char_vectors):
+        word Embedding                                                   -> [B, T, word_dim]
+        concat -> Dropout -> layers x BiLSTM(hidden, return_sequences=True, mask: word_ids != 0)
+                                                                         -> [B, T, 2*hidden]
+        -> TimeDistributed(Dense(n_tags, softmax))                       -> [B, T, n_tags]
 """
 
 from __future__ import annotations
@@ -24,10 +27,7 @@ class FoldedTimeDistributed(layers.TimeDistributed):
     Same semantics as Keras's own (one layer applied to every time slice), but Keras 3 maps over the
     time steps with ``vectorized_map``, which TensorFlow cannot differentiate through an LSTM's loop
     (and which runs the inner layer T times); folding runs it once on B*T items on any backend.
-
-    Its inputs are ids: a time step whose ids are all 0 is padding, and the output mask says so.
-    That matters: Keras's Concatenate ORs its inputs' masks, treating an input without a mask as
-    all-True, so without this mask the word embedding's padding mask would be lost downstream.
+    It passes no mask on: the sentence tagger takes its mask from the word ids.
     """
 
     def call(self, inputs, training=None, mask=None):
@@ -38,7 +38,7 @@ class FoldedTimeDistributed(layers.TimeDistributed):
         return ops.reshape(outputs, (shape[0], shape[1], *outputs.shape[1:]))  # [B, T, D]
 
     def compute_mask(self, inputs, mask=None):
-        return ops.any(ops.not_equal(inputs, 0), axis=tuple(range(2, len(inputs.shape))))  # [B, T]
+        return None
 
 
 def build_char_encoder(config: TaggerConfig, n_chars: int) -> keras.Model:
@@ -57,17 +57,39 @@ def build_char_encoder(config: TaggerConfig, n_chars: int) -> keras.Model:
     return keras.Model(char_ids, x, name="char_encoder")
 
 
-def build_tagger(config: TaggerConfig, n_words: int, n_chars: int, n_tags: int) -> keras.Model:
-    word_ids = keras.Input(shape=(None,), dtype="int32", name="word_ids")  # [B, T], 0 = padding
-    char_ids = keras.Input(shape=(None, None), dtype="int32", name="char_ids")  # [B, T, C], 0 = padding
+def char_vector_size(config: TaggerConfig) -> int:
+    return 2 * config.char_hidden if config.char_encoder == "bilstm" else config.char_hidden
 
-    words = layers.Embedding(n_words, config.word_dim, mask_zero=True, name="word_embedding")(word_ids)
-    chars = FoldedTimeDistributed(build_char_encoder(config, n_chars), name="char_features")(char_ids)
-    x = layers.Concatenate(name="word_and_chars")([words, chars])  # mask: the word embedding's
+
+def build_sentence_tagger(config: TaggerConfig, n_words: int, n_tags: int) -> keras.Model:
+    """Word ids ``[B, T]`` and each word's character vector ``[B, T, Dc]`` -> tag probabilities ``[B, T, n_tags]``."""
+    word_ids = keras.Input(shape=(None,), dtype="int32", name="word_ids")  # 0 = padding
+    char_vectors = keras.Input(shape=(None, char_vector_size(config)), dtype="float32", name="char_vectors")
+    mask = ops.not_equal(word_ids, 0)  # [B, T]; passed explicitly, as Concatenate would OR it away
+    words = layers.Embedding(n_words, config.word_dim, name="word_embedding")(word_ids)  # [B, T, word_dim]
+    x = layers.Concatenate(name="word_and_chars")([words, char_vectors])
     x = layers.Dropout(config.dropout, name="input_dropout")(x)
     for i in range(config.layers):
         # tanh/sigmoid, no recurrent dropout, right-padded masks: keeps cuDNN usable under TensorFlow.
-        x = layers.Bidirectional(layers.LSTM(config.hidden, return_sequences=True), name=f"bilstm_{i + 1}")(x)
-        x = layers.Dropout(config.dropout, name=f"dropout_{i + 1}")(x)
+        x = layers.Bidirectional(layers.LSTM(config.hidden, return_sequences=True), name=f"bilstm_{i + 1}")(x, mask=mask)
+        x = layers.Dropout(config.dropout, name=f"dropout_{i + 1}")(x)  # [B, T, 2*hidden]
     probabilities = layers.TimeDistributed(layers.Dense(n_tags, activation="softmax"), name="tag_probabilities")(x)
+    return keras.Model({"word_ids": word_ids, "char_vectors": char_vectors}, probabilities, name="sentence_tagger")
+
+
+def build_tagger(config: TaggerConfig, n_words: int, n_chars: int, n_tags: int) -> keras.Model:
+    """The trained model: the character encoder applied per word, then the sentence tagger.
+
+    The two parts are sub-models (``char_features``'s layer and ``sentence_tagger``) so that the exported
+    serving function can run the character encoder once per distinct word of a batch.
+    """
+    word_ids = keras.Input(shape=(None,), dtype="int32", name="word_ids")  # [B, T], 0 = padding
+    char_ids = keras.Input(shape=(None, None), dtype="int32", name="char_ids")  # [B, T, C], 0 = padding
+    char_vectors = FoldedTimeDistributed(build_char_encoder(config, n_chars), name="char_features")(char_ids)
+    probabilities = build_sentence_tagger(config, n_words, n_tags)({"word_ids": word_ids, "char_vectors": char_vectors})
     return keras.Model({"word_ids": word_ids, "char_ids": char_ids}, probabilities, name="tagger")
+
+
+def tagger_parts(tagger: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """(character encoder ``[N, C] -> [N, Dc]``, sentence tagger) of a model built by ``build_tagger``."""
+    return tagger.get_layer("char_features").layer, tagger.get_layer("sentence_tagger")
