@@ -23,19 +23,19 @@ class TaggerConfig:
     max_word_length: int = 20  # characters kept per word for the character encoder (longer: truncated)
     # --- architecture ---
     word_dim: int = 100  # word embedding size
-    char_dim: int = 32  # character embedding size
+    char_dim: int = 50  # character embedding size
     char_encoder: str = "bilstm"  # "bilstm" or "cnn": how a word's characters become one vector
-    char_hidden: int = 64  # per direction (bilstm) or number of filters (cnn)
+    char_hidden: int = 100  # per direction (bilstm) or number of filters (cnn)
     hidden: int = 192  # units per direction of each sentence-level BiLSTM layer
     layers: int = 2  # stacked sentence-level BiLSTM layers
-    dropout: float = 0.33  # on embeddings and between BiLSTM layers
-    word_dropout: float = 0.05  # probability of replacing a known training word by <unk>
+    dropout: float = 0.4  # on embeddings and between BiLSTM layers
+    word_dropout: float = 0.1  # probability of replacing a known training word by <unk>
     # --- run ---
     batch_size: int = 32  # sentences per batch (buckets of similar length)
     epochs: int = 40  # upper bound; early stopping usually ends sooner
     patience: int = 5  # epochs without dev improvement before stopping
     learning_rate: float = 2e-3  # Adam
-    lr_decay_patience: int = 1  # epochs without dev improvement before halving the learning rate
+    lr_decay_patience: int = 2  # epochs without dev improvement before halving the learning rate
     clipnorm: float = 5.0  # gradient clipping by global norm
     seed: int = 1234  # Python, NumPy and backend seeds
 
