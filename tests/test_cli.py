@@ -62,3 +62,13 @@ def test_errors_name_the_file_and_line(tiny_model_root, tmp_path, capsys):
     assert f"{bad}:2: expected 10 tab-separated columns" in captured.err
     assert main(["evaluate", "--model", str(tmp_path / "nothing"), "--data", str(bad)]) == 2
     assert "no model here" in capsys.readouterr().err
+
+
+def test_time_budget_stops_after_the_epoch_that_crosses_it(ewt_slices):
+    from training.config import TaggerConfig
+    from training.trainer import train_tagger
+
+    train, dev = (read_conllu(path) for path in ewt_slices)
+    config = TaggerConfig(word_dim=8, char_dim=4, char_hidden=4, hidden=8, layers=1, epochs=5, max_minutes=1e-6)
+    result = train_tagger(config, train[:60], dev[:20])
+    assert len(result.history) == 1 and result.best_epoch == 1

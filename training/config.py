@@ -38,6 +38,7 @@ class TaggerConfig:
     lr_decay_patience: int = 2  # epochs without dev improvement before halving the learning rate
     clipnorm: float = 5.0  # gradient clipping by global norm
     seed: int = 1234  # Python, NumPy and backend seeds
+    max_minutes: float = 0.0  # stop after the epoch that crosses this much training time (0: no limit)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -54,6 +55,8 @@ class TaggerConfig:
         for name in ("dropout", "word_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.max_minutes < 0:
+            raise ConfigError(f"max_minutes must be >= 0, got {self.max_minutes}")
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
 

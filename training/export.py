@@ -87,7 +87,8 @@ class TaggerSignatures:
 
     def write(self, directory: Path) -> None:
         archive = keras.export.ExportArchive()
-        archive.track(self.model)
+        # The model itself is not tracked: the endpoints capture all its weights, which the archive saves
+        # as the variables they use; tracking the model too would store every weight twice.
         archive.track(self.word_lookup)
         archive.track(self.char_lookup)
         archive.add_endpoint("serve", tf.function(self.serve, input_signature=[TOKENS_SPEC]))

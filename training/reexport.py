@@ -76,7 +76,8 @@ def reexport(source_dir: Path, model_root: Path, command: str) -> tuple[int, Pat
     vocabs = load_vocabs(source_dir, metadata, config)
     model = build_tagger(config, len(vocabs.words), len(vocabs.chars), len(vocabs.tags))
     old = SavedTagger(source_dir)
-    copy_weights(old.saved_model.variables, model)
+    # Newer exports keep the weights only as the variables their functions use (``_all_variables``).
+    copy_weights(list(old.saved_model.variables) or list(old.saved_model._all_variables), model)
 
     dev_record = metadata.get("data", {}).get("dev")
     dev = None

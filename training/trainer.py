@@ -46,8 +46,10 @@ def token_accuracy(model: keras.Model, batches: BucketedBatches) -> float:
 class DevEvaluation(keras.callbacks.Callback):
     """Puts ``dev_accuracy`` into the epoch logs (for early stopping) and logs one line per epoch."""
 
-    def __init__(self, dev_batches: BucketedBatches, train_tokens: int):
+    def __init__(self, dev_batches: BucketedBatches, train_tokens: int, max_seconds: float = 0.0):
         super().__init__()
+        self.max_seconds = max_seconds
+        self._train_start = time.perf_counter()
         self.dev_batches = dev_batches
         self.train_tokens = train_tokens
         self.history: list[dict] = []
@@ -69,6 +71,9 @@ class DevEvaluation(keras.callbacks.Callback):
         logger.info("epoch %d: loss %.4f, dev accuracy %.4f, lr %.2g, %.0f tokens/s, %.0f s",
                     record["epoch"], record["loss"], dev_accuracy, learning_rate,
                     record["tokens_per_second"], seconds)
+        if self.max_seconds and time.perf_counter() - self._train_start > self.max_seconds:
+            logger.info("time budget of %.0f minutes used up: stopping", self.max_seconds / 60)
+            self.model.stop_training = True
 
 
 @dataclass
@@ -105,7 +110,7 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
                   loss="sparse_categorical_crossentropy", jit_compile=False)
     logger.info("model: %d parameters", model.count_params())
 
-    dev_evaluation = DevEvaluation(dev_batches, sum(len(s.words) for s in train))
+    dev_evaluation = DevEvaluation(dev_batches, sum(len(s.words) for s in train), config.max_minutes * 60)
     callbacks = [
         dev_evaluation,  # first: the others read the dev_accuracy it adds to the logs
         keras.callbacks.ReduceLROnPlateau(monitor="dev_accuracy", mode="max", factor=0.5,
