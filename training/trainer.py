@@ -49,11 +49,14 @@ class DevEvaluation(keras.callbacks.Callback):
     def __init__(self, dev_batches: BucketedBatches, train_tokens: int, max_seconds: float = 0.0):
         super().__init__()
         self.max_seconds = max_seconds
-        self._train_start = time.perf_counter()
+        self._train_start = 0.0
         self.dev_batches = dev_batches
         self.train_tokens = train_tokens
         self.history: list[dict] = []
         self._epoch_start = 0.0
+
+    def on_train_begin(self, logs=None):
+        self._train_start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
