@@ -9,6 +9,7 @@ export must give the same probabilities as the old one on the dev file before it
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -56,7 +57,6 @@ def copy_weights(saved_variables, model: keras.Model) -> None:
 
 
 def load_vocabs(model_dir: Path, metadata: dict, config: TaggerConfig) -> TaggerVocabs:
-    import json
     vocab_file = model_dir / VOCAB_FILE
     if vocab_file.is_file():
         return TaggerVocabs.from_dict(json.loads(vocab_file.read_text(encoding="utf-8")))
@@ -101,5 +101,5 @@ def reexport(source_dir: Path, model_root: Path, command: str) -> tuple[int, Pat
 
 
 def tf_only() -> None:
-    if keras.backend.backend() != "tensorflow" or not tf.executing_eagerly():
+    if keras.backend.backend() != "tensorflow":
         raise ConfigError("re-exporting needs KERAS_BACKEND=tensorflow")
