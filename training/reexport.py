@@ -15,7 +15,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from training import artifacts
 from training.config import TaggerConfig
