@@ -18,12 +18,14 @@ from service.errors import register_error_handlers  # noqa: E402
 from service.registry import ModelRegistry  # noqa: E402
 from service.routes import health, models  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
+from training.saved_tagger import set_tensorflow_threads  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = ServiceSettings.load(config)
+    set_tensorflow_threads(settings.tf_inter_op_threads, settings.tf_intra_op_threads)  # before any model loads
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False

@@ -30,6 +30,8 @@ class ServiceSettings:
     max_token_chars: int = 100
     max_text_chars: int = 5000  # per raw text
     max_top_k: int = 5
+    tf_inter_op_threads: int = 2  # TensorFlow ops run at once (a BiLSTM's two directions)
+    tf_intra_op_threads: int = 0  # threads per op; 0: half the usable cores
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> "ServiceSettings":

@@ -71,6 +71,27 @@ def test_exported_model_agrees_with_keras_model(exported):
         assert len(result.tags) == len(sentence)
 
 
+@pytest.mark.parametrize("char_encoder", ["bilstm", "cnn"])
+def test_serving_graph_agrees_with_keras_in_mixed_batches(ewt_slices, tmp_path, char_encoder):
+    """Real sentences of mixed lengths padded into one unsorted batch: the serving graph's length-bucketed
+    character encoder, reversed backward direction and masking give the Keras model's probabilities."""
+    train = read_conllu(ewt_slices[0])
+    sentences = [list(s.words) for s in read_conllu(ewt_slices[1])][:24]
+    sentences.append(["a" * 30, "b", "Übermäßig", "?!"])  # a word longer than max_word_length, non-ASCII
+    config = TaggerConfig(word_dim=8, char_dim=6, char_hidden=6, hidden=10, layers=2, max_word_length=12,
+                          char_encoder=char_encoder)
+    vocabs = TaggerVocabs.build(train, min_word_count=1)
+    model = build_tagger(config, len(vocabs.words), len(vocabs.chars), len(vocabs.tags))
+    _, directory = export_tagger(model, vocabs, config, tmp_path / "pos", {"task": "pos"})
+    tokens = SavedTagger.pad(sentences)
+    tagger = SavedTagger(directory)  # kept alive: the function needs the loaded object's variables
+    probabilities = tagger._serve(tf.constant(tokens))["probabilities"].numpy()
+    for row, sentence in enumerate(sentences):
+        word_ids, char_ids = encode_words(sentence, vocabs, config.max_word_length)
+        expected = np.asarray(model({"word_ids": word_ids[None], "char_ids": char_ids[None]}, training=False)[0])
+        np.testing.assert_allclose(probabilities[row, :len(sentence)], expected, atol=1e-5)
+
+
 def test_serving_encodes_exactly_as_training(ewt_files, tmp_path):
     """Word and character ids from the SavedModel equal training's on real, messy text."""
     train = read_conllu(ewt_files[0])[:2000]

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from training import artifacts
 from training.config import TaggerConfig
+from training.inference_graph import encode_characters, tag_probabilities
 from training.model import tagger_parts
 from training.vocab import DIGIT_PATTERN, PAD_TOKEN, TaggerVocabs
 
@@ -74,12 +75,13 @@ class TaggerSignatures:
         is_token = word_ids > 0
         # The character encoder runs once per distinct word of the batch, never on padding: the same
         # result as running it at every position (the model's own layout), for a fraction of the work.
+        # Both parts run as ``training.inference_graph`` lays them out for speed, on the model's weights.
         positions = tf.where(is_token)  # [N, 2]
         distinct, index = tf.unique(tf.gather_nd(tokens, positions))  # [U], [N]
-        distinct_vectors = self.char_encoder(self.char_ids(distinct), training=False)  # [U, Dc]
+        distinct_vectors = encode_characters(self.char_encoder, self.char_ids(distinct))  # [U, Dc]
         shape = tf.concat([tf.shape(tokens, out_type=tf.int64), tf.shape(distinct_vectors, out_type=tf.int64)[1:]], 0)
         char_vectors = tf.scatter_nd(positions, tf.gather(distinct_vectors, index), shape)  # [B, T, Dc]
-        probabilities = self.sentence_tagger({"word_ids": word_ids, "char_vectors": char_vectors}, training=False)
+        probabilities = tag_probabilities(self.sentence_tagger, word_ids, char_vectors)  # [B, T, n_tags]
         best = tf.argmax(probabilities, axis=-1, output_type=tf.int32)  # [B, T]
         tags = tf.where(is_token, tf.gather(self.labels, best), tf.constant(PAD_TOKEN))
         scores = tf.where(is_token, tf.reduce_max(probabilities, axis=-1), 0.0)
