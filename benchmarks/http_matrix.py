@@ -1,5 +1,6 @@
 """The service's HTTP figures in one table: gunicorn started with and without micro-batching, loaded at
-several concurrencies with real EWT dev sentences (one sentence per request), and the workers' RSS.
+several concurrencies with real EWT dev sentences (one per request, or `--sentences-per-request`), and
+the workers' RSS.
 
     .venv/bin/python -m benchmarks.http_matrix --requests 2000
 
@@ -47,11 +48,14 @@ def rss_mib(root_pid: int) -> float:
     return total / 1024
 
 
-def start_server(models_dir: str, batching: bool, workers: int, threads: int) -> tuple[subprocess.Popen, int]:
+def start_server(models_dir: str, batching: bool, workers: int, threads: int,
+                 batch_timeout_ms: float | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "PORT": str(port), "SEQTAG_HOST": "127.0.0.1", "SEQTAG_MODELS_DIR": models_dir,
            "SEQTAG_BATCHING": "true" if batching else "false", "SEQTAG_WORKERS": str(workers),
            "SEQTAG_THREADS": str(threads), "SEQTAG_ACCESS_LOG": "", "SEQTAG_POLL_INTERVAL_SECONDS": "0"}
+    if batch_timeout_ms is not None:
+        env["SEQTAG_BATCH_TIMEOUT_MS"] = str(batch_timeout_ms)
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py"], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
@@ -76,16 +80,22 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per run, at most")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--sentences-per-request", type=int, default=1)
+    parser.add_argument("--batch-timeout-ms", type=float, default=None, help="the service's default unless given")
+    parser.add_argument("--batching", default="on,off", help="which of on, off to run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     sentences = [list(s.words) for s in read_conllu(args.data)]
-    bodies = [(json.dumps({"sentences": [s]}).encode(), len(s)) for s in sentences]
+    k = args.sentences_per_request
+    bodies = [(json.dumps({"sentences": sentences[i:i + k]}).encode(), sum(len(s) for s in sentences[i:i + k]))
+              for i in range(0, len(sentences) - k + 1, k)]
+    logger.info("%d worker(s) x %d threads, %d sentence(s) per request", args.workers, args.threads, k)
     path = f"/v1/models/{args.model}:tag"
     logger.info("%-9s %5s %9s %10s %8s %8s %8s %7s %9s", "batching", "conc", "req/s", "tokens/s", "p50 ms",
                 "p90 ms", "p99 ms", "errors", "RSS MiB")
-    for batching in (True, False):
-        process, port = start_server(args.models_dir, batching, args.workers, args.threads)
+    for batching in [mode.strip() == "on" for mode in args.batching.split(",")]:
+        process, port = start_server(args.models_dir, batching, args.workers, args.threads, args.batch_timeout_ms)
         try:
             run_load(f"http://127.0.0.1:{port}", path, bodies, 8, 200, 30)  # warm-up
             for concurrency in [int(c) for c in args.concurrency.split(",")]:

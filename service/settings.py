@@ -23,11 +23,11 @@ class ServiceSettings:
     warmup: bool = True  # a version must tag a warm-up sentence before it serves
     batching: bool = True  # coalesce concurrent requests into one model call
     max_batch_size: int = 64  # sentences per model call
-    batch_timeout_ms: float = 2.0  # longest wait for more requests once one is queued
+    batch_timeout_ms: float = 0.0  # longest wait for company; 0: take what queued while the model was busy
     max_body_bytes: int = 1 << 20  # 413 above this
     max_sentences: int = 128  # per request
     max_tokens_per_sentence: int = 200
-    max_token_chars: int = 100
+    max_token_chars: int = 1000  # EWT has 100+ character URLs; the model reads the first max_word_length
     max_text_chars: int = 5000  # per raw text
     max_top_k: int = 5
     tf_inter_op_threads: int = 2  # TensorFlow ops run at once (a BiLSTM's two directions)

@@ -1,29 +1,71 @@
-"""The trained tagger's forward pass rewritten in TensorFlow for serving: the same arithmetic, less waste.
+"""The trained tagger's forward pass rewritten in TensorFlow for serving: the same arithmetic, no padding.
 
 Export only (TensorFlow); training keeps the backend-agnostic Keras model of ``training.model``. The
-functions here read that model's own weight variables, so the SavedModel stores each weight once, and a
-test checks that they give the Keras model's probabilities. Measured on 2 CPU cores, three things make
-inference faster than calling the Keras layers (``benchmarks/inprocess_tagging.py``):
+functions here read that model's own weight variables, so the SavedModel stores each weight once, and
+tests check that they give the Keras model's probabilities.
 
-- **Character encoder, bucketed by word length.** The batch's distinct words are sorted by length and
-  encoded in a few chunks, each padded only to its own longest word: on EWT dev a batch of 256 sentences
-  pads distinct words to 20 characters when they average 6.
-- **Input projections hoisted out of the recurrence.** ``x @ kernel`` for every time step is one large
-  matrix product before the loop; each step then only multiplies the ``[B, H]`` state.
-- **No masks in the loop.** The backward direction runs over ``tf.reverse_sequence``, which reverses
-  only each sequence's real steps, so padding stays at the end for both directions and no step needs a
-  per-row mask; the two directions are independent loops that run side by side.
+A padded batch wastes most of its work on padding when its sequences differ in length: 32 random EWT
+sentences average 13 tokens and are padded to about 40, and a batch's distinct words average 6 characters
+and are padded to 20. So the recurrences run on **packed sequences** (as PyTorch's
+``pack_padded_sequence``): the rows sorted by length, longest first, and only the real steps stored,
+time-major: step t's inputs are the first ``n_t`` rows, contiguous. Each loop step multiplies only the
+``n_t`` rows still running, and the input projections ``x @ kernel`` of every real step are one matrix
+product before the loop. The backward direction runs over the same packed layout with each sequence's
+steps reversed (a permutation of packed positions), so padding never enters a computation, and the two
+directions are independent loops that TensorFlow runs side by side.
 
-Padding never influences a real position: in both directions padding comes after every real step, and
-the sentence tagger's outputs at padding are zeroed before the next layer, as Keras's masking does.
+Measured with ``benchmarks/inprocess_tagging.py`` on 2 CPU cores (see the README).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 import tensorflow as tf
 
-CHAR_CHUNKS = 4  # length buckets for the character encoder; more buckets pad less but loop more
+
+@dataclass
+class Packing:
+    """Where the real steps of right-padded sequences of ``lengths [B]`` sit in packed, time-major order.
+
+    Packed position ``p`` holds step ``time[p]`` of batch row ``row[p]``; positions of step t are
+    ``offsets[t] .. offsets[t] + active[t]`` (rows longest first), N = sum(lengths) positions in all.
+    """
+
+    active: tf.Tensor  # int32[T]: rows still running at step t
+    offsets: tf.Tensor  # int32[T]: first packed position of step t
+    row: tf.Tensor  # int32[N]: batch row of each packed position
+    time: tf.Tensor  # int32[N]: step of each packed position
+    reverse: tf.Tensor  # int32[N]: position of the same row's step (length - 1 - time); an involution
+    last: tf.Tensor  # int32[B]: packed position of each row's last real step; N (one past the end) for an empty row
+
+    @classmethod
+    def from_lengths(cls, lengths: tf.Tensor) -> "Packing":
+        order = tf.argsort(lengths, direction="DESCENDING", stable=True)  # [B]: rank -> batch row
+        sorted_lengths = tf.gather(lengths, order)  # [B]
+        steps = tf.range(tf.reduce_max(tf.concat([lengths, [0]], axis=0)))  # [T]
+        running = sorted_lengths[None, :] > steps[:, None]  # [T, B] by rank; each step's True ranks come first
+        active = tf.reduce_sum(tf.cast(running, tf.int32), axis=1)  # [T]
+        offsets = tf.cumsum(active, exclusive=True)  # [T]
+        coordinates = tf.cast(tf.where(running), tf.int32)  # [N, 2]: (step, rank), time-major
+        time, rank = coordinates[:, 0], coordinates[:, 1]
+        rank_lengths = tf.gather(sorted_lengths, rank)
+        reverse = tf.gather(offsets, rank_lengths - 1 - time) + rank
+        last_by_rank = tf.where(sorted_lengths > 0,
+                                tf.gather(tf.concat([offsets, [0]], axis=0), tf.maximum(sorted_lengths - 1, 0))
+                                + tf.range(tf.size(lengths)), tf.reduce_sum(lengths))
+        last = tf.scatter_nd(order[:, None], last_by_rank, tf.shape(lengths))  # [B], by batch row
+        return cls(active, offsets, tf.gather(order, rank), time, reverse, last)
+
+    def pack(self, padded: tf.Tensor) -> tf.Tensor:
+        """``[B, T, ...]`` -> ``[N, ...]``."""
+        return tf.gather_nd(padded, tf.stack([self.row, self.time], axis=1))
+
+    def unpack(self, packed: tf.Tensor, batch_shape: tf.Tensor) -> tf.Tensor:
+        """``[N, D]`` -> ``[B, T, D]`` (``batch_shape`` = [B, T]), zeros at padding."""
+        shape = tf.concat([batch_shape, tf.shape(packed)[1:]], axis=0)
+        return tf.scatter_nd(tf.stack([self.row, self.time], axis=1), packed, shape)
 
 
 def _lstm_weights(lstm: keras.layers.LSTM) -> tuple[tf.Variable, tf.Variable, tf.Variable]:
@@ -38,80 +80,69 @@ def _lstm_weights(lstm: keras.layers.LSTM) -> tuple[tf.Variable, tf.Variable, tf
 
 # Plain graph code: autograph would re-read this file's source when a function is traced (at export).
 @tf.autograph.experimental.do_not_convert
-def lstm_sequence(time_major: tf.Tensor, lstm: keras.layers.LSTM) -> tf.Tensor:
-    """One LSTM direction over ``time_major [T, B, D]`` from a zero state -> outputs ``[T, B, H]``."""
+def packed_lstm(inputs: tf.Tensor, packing: Packing, lstm: keras.layers.LSTM) -> tf.Tensor:
+    """One LSTM direction over packed ``inputs [N, D]`` from a zero state -> packed outputs ``[N, H]``."""
     kernel, recurrent_kernel, bias = _lstm_weights(lstm)
-    steps, batch = tf.shape(time_major)[0], tf.shape(time_major)[1]
-    # x @ kernel for every step in one matrix product, read back one step at a time: [T] x [B, 4H].
-    projections = tf.TensorArray(time_major.dtype, size=steps).unstack(tf.tensordot(time_major, kernel, 1) + bias)
+    projections = tf.matmul(inputs, kernel) + bias  # [N, 4H]: every real step's input projection at once
+    steps = tf.size(packing.active)
+    batch = tf.reduce_max(tf.concat([packing.active, [0]], axis=0))
 
     def step(t, h, c, outputs):
-        z = projections.read(t) + tf.matmul(h, recurrent_kernel)  # [B, 4H], gates in i, f, c, o order
+        n = packing.active[t]  # rows still running: the first n
+        z = tf.slice(projections, [packing.offsets[t], 0], [n, -1]) + tf.matmul(h[:n], recurrent_kernel)  # [n, 4H]
         i, f, g, o = tf.split(z, 4, axis=-1)
-        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-        h = tf.sigmoid(o) * tf.tanh(c)
-        return t + 1, h, c, outputs.write(t, h)
+        c_new = tf.sigmoid(f) * c[:n] + tf.sigmoid(i) * tf.tanh(g)
+        h_new = tf.sigmoid(o) * tf.tanh(c_new)  # [n, H]
+        # Finished rows keep their last state; they are never read again (rows are longest first).
+        return (t + 1, tf.concat([h_new, h[n:]], axis=0), tf.concat([c_new, c[n:]], axis=0),
+                outputs.write(t, h_new))
 
-    zeros = tf.zeros([batch, lstm.units], time_major.dtype)
-    outputs = tf.TensorArray(time_major.dtype, size=steps)
-    _, _, _, outputs = tf.while_loop(lambda t, *_: t < steps, step, (0, zeros, zeros, outputs))
-    return outputs.stack()
+    zeros = tf.zeros([batch, lstm.units], inputs.dtype)
+    outputs = tf.TensorArray(inputs.dtype, size=steps, infer_shape=False, element_shape=[None, lstm.units])
+    _, _, _, outputs = tf.while_loop(lambda t, *_: t < steps, step, (0, zeros, zeros, outputs),
+                                     shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, lstm.units]),
+                                                       tf.TensorShape([None, lstm.units]), tf.TensorShape(None)))
+    return tf.reshape(outputs.concat(), [-1, lstm.units])  # [N, H], in packed order
 
 
 @tf.autograph.experimental.do_not_convert
-def bidirectional_lstm(layer: keras.layers.Bidirectional, inputs: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
-    """Run a Keras ``Bidirectional(LSTM)`` over right-padded ``inputs [B, T, D]`` with ``lengths [B]`` (int32).
-
-    Returns ``[B, T, 2H]`` (forward and backward outputs per position; padding positions hold garbage the
-    caller masks) when the layer returns sequences, else ``[B, 2H]``, each direction's output after the
-    sequence's last real step (zeros for an empty sequence), as Keras gives with a mask.
-    """
-    time_major = tf.transpose(inputs, [1, 0, 2])  # [T, B, D]
-    # The two directions are independent loops, which TensorFlow runs side by side on two cores.
-    forward = lstm_sequence(time_major, layer.forward_layer)  # [T, B, H]
-    backward = lstm_sequence(tf.reverse_sequence(time_major, lengths, seq_axis=0, batch_axis=1),
-                             layer.backward_layer)  # [T, B, H], each row's real steps in reverse
+def packed_bidirectional_lstm(layer: keras.layers.Bidirectional, inputs: tf.Tensor, packing: Packing) -> tf.Tensor:
+    """A Keras ``Bidirectional(LSTM)`` over packed ``inputs [N, D]`` -> packed ``[N, 2H]`` (both directions'
+    output at each real step), or ``[B, 2H]`` (each direction's output after the last real step) when the
+    layer returns no sequences."""
+    forward = packed_lstm(inputs, packing, layer.forward_layer)  # [N, H]
+    backward = packed_lstm(tf.gather(inputs, packing.reverse), packing, layer.backward_layer)  # [N, H], reversed steps
     if layer.forward_layer.return_sequences:
-        backward = tf.reverse_sequence(backward, lengths, seq_axis=0, batch_axis=1)
-        return tf.transpose(tf.concat([forward, backward], axis=-1), [1, 0, 2])  # [B, T, 2H]
-    last = tf.stack([tf.maximum(lengths - 1, 0), tf.range(tf.shape(lengths)[0])], axis=1)  # [B, 2]: (last step, row)
-    final = tf.concat([tf.gather_nd(forward, last), tf.gather_nd(backward, last)], axis=-1)  # [B, 2H]
-    return tf.where((lengths > 0)[:, None], final, 0.0)
+        return tf.concat([forward, tf.gather(backward, packing.reverse)], axis=-1)
+    # Each direction's last step is step length - 1 of its own packed sequence: the same packed position.
+    # An empty row points one past the end, at an appended zero row: zeros, as Keras's mask gives.
+    final = tf.concat([forward, backward], axis=-1)  # [N, 2H]
+    return tf.gather(tf.pad(final, [[0, 1], [0, 0]]), packing.last)  # [B, 2H]
 
 
 @tf.autograph.experimental.do_not_convert
 def encode_characters(char_encoder: keras.Model, char_ids: tf.Tensor) -> tf.Tensor:
-    """Words' character ids ``[N, C]`` (0 pads on the right) -> character vectors ``[N, Dc]``."""
+    """Words' character ids ``[U, C]`` (0 pads on the right) -> character vectors ``[U, Dc]``."""
     if "char_bilstm" not in [layer.name for layer in char_encoder.layers]:
         return char_encoder(char_ids, training=False)  # the CNN encoder has no recurrence to speed up
-    embeddings = char_encoder.get_layer("char_embedding").embeddings.value
-    bilstm = char_encoder.get_layer("char_bilstm")
-    lengths = tf.reduce_sum(tf.cast(char_ids != 0, tf.int32), axis=-1)  # [N]
-    order = tf.argsort(lengths, stable=True)
-    count = tf.shape(char_ids)[0]
-    vectors = []
-    for chunk in range(CHAR_CHUNKS):
-        rows = order[count * chunk // CHAR_CHUNKS:count * (chunk + 1) // CHAR_CHUNKS]  # shortest words first
-        chunk_lengths = tf.gather(lengths, rows)
-        width = tf.reduce_max(tf.concat([chunk_lengths, [1]], axis=0))  # >= 1 even for an empty chunk
-        chunk_ids = tf.gather(char_ids, rows)[:, :width]  # [n, width]
-        vectors.append(bidirectional_lstm(bilstm, tf.gather(embeddings, chunk_ids), chunk_lengths))
-    # Back to the input order: row order[k] gets the k-th computed vector.
-    return tf.scatter_nd(order[:, None], tf.concat(vectors, axis=0),
-                         tf.stack([count, 2 * bilstm.forward_layer.units]))
+    lengths = tf.reduce_sum(tf.cast(char_ids != 0, tf.int32), axis=-1)  # [U]
+    packing = Packing.from_lengths(lengths)
+    characters = tf.gather(char_encoder.get_layer("char_embedding").embeddings.value, packing.pack(char_ids))
+    return packed_bidirectional_lstm(char_encoder.get_layer("char_bilstm"), characters, packing)  # [U, Dc]
 
 
 @tf.autograph.experimental.do_not_convert
 def tag_probabilities(sentence_tagger: keras.Model, word_ids: tf.Tensor, char_vectors: tf.Tensor) -> tf.Tensor:
-    """The sentence tagger's forward pass: word ids ``[B, T]`` and char vectors ``[B, T, Dc]`` -> ``[B, T, n_tags]``."""
-    is_token = word_ids != 0
-    lengths = tf.reduce_sum(tf.cast(is_token, tf.int32), axis=-1)  # [B]; tokens are right-padded
-    mask = tf.cast(is_token, char_vectors.dtype)[..., None]  # [B, T, 1]
-    words = tf.gather(sentence_tagger.get_layer("word_embedding").embeddings.value, word_ids)  # [B, T, word_dim]
-    x = tf.concat([words, char_vectors], axis=-1)
-    layer = 1
-    while f"bilstm_{layer}" in [lay.name for lay in sentence_tagger.layers]:
-        x = bidirectional_lstm(sentence_tagger.get_layer(f"bilstm_{layer}"), x, lengths) * mask  # [B, T, 2H]
-        layer += 1
+    """The sentence tagger's forward pass: word ids ``[B, T]`` and char vectors ``[B, T, Dc]`` -> ``[B, T, n_tags]``
+    (zeros at padding)."""
+    packing = Packing.from_lengths(tf.reduce_sum(tf.cast(word_ids != 0, tf.int32), axis=-1))  # right-padded
+    words = tf.gather(sentence_tagger.get_layer("word_embedding").embeddings.value, packing.pack(word_ids))
+    x = tf.concat([words, packing.pack(char_vectors)], axis=-1)  # [N, word_dim + Dc]
+    layer_names = [layer.name for layer in sentence_tagger.layers]
+    depth = 1
+    while f"bilstm_{depth}" in layer_names:
+        x = packed_bidirectional_lstm(sentence_tagger.get_layer(f"bilstm_{depth}"), x, packing)  # [N, 2H]
+        depth += 1
     dense = sentence_tagger.get_layer("tag_probabilities").layer
-    return tf.nn.softmax(tf.tensordot(x, dense.kernel.value, 1) + dense.bias.value)  # [B, T, n_tags]
+    probabilities = tf.nn.softmax(tf.matmul(x, dense.kernel.value) + dense.bias.value)  # [N, n_tags]
+    return packing.unpack(probabilities, tf.shape(word_ids))

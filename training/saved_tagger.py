@@ -46,6 +46,13 @@ def set_tensorflow_threads(inter_op: int = 2, intra_op: int = 0) -> bool:
     return True
 
 
+def _only_concrete_function(function):
+    """A restored function's single traced signature: called directly, it skips argument binding (~0.4 ms
+    a call, which a single-sentence request feels)."""
+    concrete = getattr(function, "concrete_functions", [])
+    return concrete[0] if len(concrete) == 1 else function
+
+
 @dataclass
 class TaggedTokens:
     tags: list[str]
@@ -58,8 +65,8 @@ class SavedTagger:
         self.directory = Path(model_dir)
         self.metadata = artifacts.read_metadata(self.directory) if (self.directory / artifacts.METADATA_FILE).is_file() else {}
         self.saved_model = tf.saved_model.load(str(self.directory))
-        self._serve = self.saved_model.serve
-        self._encode = self.saved_model.encode
+        self._serve = _only_concrete_function(self.saved_model.serve)
+        self._encode = _only_concrete_function(self.saved_model.encode)
 
     @property
     def labels(self) -> list[str]:

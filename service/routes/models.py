@@ -11,7 +11,7 @@ from werkzeug.routing import BaseConverter
 from service.errors import APIError
 from service.registry import MODEL_NAME, ModelLookupError, ModelRegistry
 from service.schemas import check_limits, parse_tag_request
-from service.tokenizer import tokenize
+from training.tokenizer import tokenize
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
