@@ -2,7 +2,7 @@
 
 import pytest
 
-from service.tokenizer import tokenize
+from training.tokenizer import tokenize
 
 
 @pytest.mark.parametrize("text, tokens", [
