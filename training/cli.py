@@ -1,4 +1,4 @@
-"""The ``seqtag`` command line: ``seqtag train pos ...`` and ``seqtag evaluate ...``.
+"""The ``seqtag`` command line: ``seqtag train pos|dialog-act|dialog-action ...``, ``export`` and ``evaluate``.
 
 ``main(argv=None)`` returns an exit status, so tests call it in-process. Logs go to stderr; the only
 thing written to stdout by ``evaluate --json`` is one JSON object. Bad input (a malformed data file,
@@ -50,15 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     pos.add_argument("--config", type=Path, help="JSON file of options (command-line options override it)")
     pos.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_options(pos)
+    from training.dialog_cli import add_train_parsers
+    add_train_parsers(tasks)
 
-    export = commands.add_parser("export", help="re-export a trained version with the current exporter")
-    export.add_argument("--from", dest="source", required=True, type=Path, help="models/<name>/<version> to re-export")
+    export = commands.add_parser("export", help="re-export a trained version, or export a dialog training checkpoint")
+    source = export.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from", dest="source", type=Path, help="models/pos/<version> to re-export")
+    source.add_argument("--from-checkpoint", dest="checkpoint", type=Path,
+                        help="a checkpoint written by 'seqtag train dialog-act|dialog-action'")
     export.add_argument("--out", required=True, type=Path, help="model directory that gets the new version")
 
     evaluate = commands.add_parser("evaluate", help="evaluate an exported model on a data file")
     evaluate.add_argument("--model", required=True, type=Path, help="models/<name> (highest version) or models/<name>/<version>")
     evaluate.add_argument("--data", required=True, type=Path, help="data file")
-    evaluate.add_argument("--format", default="conllu", choices=["conllu"], help="data format")
+    evaluate.add_argument("--format", choices=["conllu", "swda", "sgd", "jsonl"],
+                          help="data format (default: conllu for taggers, the training format for dialog models)")
     evaluate.add_argument("--tag-column", choices=["upos", "xpos"],
                           help="CoNLL-U column to compare with (default: the one the model was trained on)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -112,6 +118,9 @@ def command_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from training.reexport import reexport, tf_only
 
     tf_only()
+    if args.checkpoint:
+        from training.dialog_cli import export_checkpoint
+        return export_checkpoint(args.checkpoint, args.out, command=shlex.join(["seqtag", *argv]))
     _, directory = reexport(artifacts.resolve_model_dir(args.source), args.out, shlex.join(["seqtag", *argv]))
     print(directory)
     return 0
@@ -123,6 +132,11 @@ def command_evaluate(args: argparse.Namespace) -> int:
     from training.saved_tagger import SavedTagger
 
     model_dir = artifacts.resolve_model_dir(args.model)
+    if artifacts.read_metadata(model_dir).get("kind") == "dialog":
+        from training.dialog_cli import command_evaluate_dialog
+        return command_evaluate_dialog(model_dir, args.data, args.format, args.json)
+    if args.format not in (None, "conllu"):
+        raise ConfigError(f"{model_dir} is a tagger: it reads --format conllu, not {args.format}")
     tagger = SavedTagger(model_dir)
     tag_column = args.tag_column or tagger.metadata.get("tag_column", "upos")
     sentences = read_conllu(args.data, tag_column)
@@ -143,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "train":
+            if args.task != "pos":
+                from training.dialog_cli import command_train_dialog
+                return command_train_dialog(args, argv)
             return command_train_pos(args, argv)
         if args.command == "export":
             return command_export(args, argv)

@@ -1,0 +1,163 @@
+"""Dialog models end to end on small real slices: train and export with the CLI, then stream turn by turn.
+
+- ``step`` fed turn by turn (several sessions of different lengths in one call) gives ``serve``'s outputs;
+- a Keras ``stateful=True`` twin of the turn LSTM, stepped one turn at a time and reset, does too;
+- the SavedModel's own string preprocessing gives the Keras model's outputs on training's encoding;
+- ``seqtag evaluate`` prints the figures; a bad data file exits 2 naming file and line.
+"""
+
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+from training.cli import main
+from training.dialog_data import read_dialogs
+from training.dialog_model import dialog_parts
+from training.dialog_trainer import load_checkpoint
+from training.dialog_vocab import encode_dialog, pad_dialogs, turn_tokens
+from training.saved_dialog import SavedDialogModel, dialog_inputs
+
+from conftest import DATA
+
+SWDA = DATA / "swda"
+SGD = DATA / "sgd"
+TINY = ["--word-dim", "8", "--utterance-hidden", "6", "--speaker-dim", "3", "--turn-hidden", "10", "--epochs", "2",
+        "--batch-turns", "256", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def swda_slices(tmp_path_factory):
+    if not SWDA.is_dir():
+        pytest.skip(f"SwDA not found under {DATA}")
+    root = tmp_path_factory.mktemp("swda")
+    for split, count in (("train", 4), ("val", 2)):
+        (root / split).mkdir()
+        for source in sorted((SWDA / split).glob("*.txt"))[:count]:
+            shutil.copy(source, root / split / source.name)
+    return root / "train", root / "val"
+
+
+@pytest.fixture(scope="module")
+def sgd_slices(tmp_path_factory):
+    if not SGD.is_dir():
+        pytest.skip(f"SGD not found under {DATA}")
+    root = tmp_path_factory.mktemp("sgd")
+    for split, count in (("train", 60), ("dev", 12)):
+        with open(SGD / f"sgd-{split}.jsonl", encoding="utf-8") as source:
+            (root / f"{split}.jsonl").write_text("".join(next(source) for _ in range(count)), encoding="utf-8")
+    return root / "train.jsonl", root / "dev.jsonl"
+
+
+def train(task, data, fmt, tmp_path_factory):
+    out = tmp_path_factory.mktemp(task) / task
+    checkpoint = out.parent / "checkpoint"
+    argv = ["train", task, "--train", str(data[0]), "--dev", str(data[1]), "--format", fmt, "--out", str(out),
+            "--checkpoint", str(checkpoint), *TINY]
+    assert main(argv) == 0
+    return out / "1", checkpoint
+
+
+@pytest.fixture(scope="module")
+def act_model(swda_slices, tmp_path_factory):
+    return train("dialog-act", swda_slices, "swda", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def action_model(sgd_slices, tmp_path_factory):
+    return train("dialog-action", sgd_slices, "sgd", tmp_path_factory)
+
+
+@pytest.fixture(params=["act", "action"])
+def trained(request, act_model, action_model, swda_slices, sgd_slices):
+    if request.param == "act":
+        return act_model, read_dialogs(swda_slices[1], "swda")
+    return action_model, read_dialogs(sgd_slices[1], "sgd")
+
+
+def stream(model: SavedDialogModel, dialogs) -> list[np.ndarray]:
+    """Every dialog turn by turn through ``step``, all sessions in one call per turn index."""
+    inputs = [dialog_inputs(d, model.multi_label) for d in dialogs]
+    state_h, state_c = model.zero_state(len(dialogs))
+    outputs = [[] for _ in dialogs]
+    for t in range(max(len(d) for d in inputs)):
+        live = [i for i, d in enumerate(inputs) if t < len(d)]  # sessions still talking: fewer as t grows
+        result = model.step([inputs[i][t] for i in live], state_h[live], state_c[live])
+        state_h[live], state_c[live] = result["state_h"], result["state_c"]
+        for row, i in enumerate(live):
+            outputs[i].append(result["probabilities"][row])
+    return [np.stack(o) for o in outputs]
+
+
+def test_step_by_step_equals_whole_dialogs(trained):
+    (directory, _), dialogs = trained
+    model = SavedDialogModel(directory)
+    dialogs = dialogs[:5]
+    assert len({len(d.turns) for d in dialogs}) > 1  # sessions of different lengths share each step call
+    whole = model.predict([dialog_inputs(d, model.multi_label) for d in dialogs])
+    for streamed, expected in zip(stream(model, dialogs), whole):
+        assert streamed.shape == expected.shape
+        np.testing.assert_allclose(streamed, expected, atol=1e-5)
+
+
+def test_serving_preprocessing_matches_training_encoding(trained):
+    (directory, checkpoint), dialogs = trained
+    keras_model, vocabs, config, _, _ = load_checkpoint(checkpoint)
+    model = SavedDialogModel(directory)
+    dialogs = dialogs[:3]
+    encoded = [encode_dialog(d, [turn_tokens(t.text) for t in d.turns], vocabs, config.max_words, config.multi_label)
+               for d in dialogs]
+    inputs, _, _ = pad_dialogs(encoded, config.multi_label)
+    expected = np.asarray(keras_model(inputs, training=False))
+    for row, actual in enumerate(model.predict([dialog_inputs(d, model.multi_label) for d in dialogs])):
+        np.testing.assert_allclose(actual, expected[row, :len(dialogs[row].turns)], atol=1e-5)
+
+
+def test_stateful_keras_twin_reproduces_the_outputs_and_resets(trained):
+    """The seeds' semantics: a stateful LSTM stepped one turn at a time, ``reset_states()`` between dialogs."""
+    (_, checkpoint), dialogs = trained
+    keras_model, vocabs, config, _, _ = load_checkpoint(checkpoint)
+    features_model, turn_lstm, output_layer = dialog_parts(keras_model)
+    dialogs = dialogs[:3]
+    encoded = [encode_dialog(d, [turn_tokens(t.text) for t in d.turns], vocabs, config.max_words, config.multi_label)
+               for d in dialogs]
+    inputs, _, _ = pad_dialogs(encoded, config.multi_label)
+    expected = np.asarray(keras_model(inputs, training=False))
+    features = np.asarray(features_model(inputs, training=False))  # [B, D, F]
+    batch, turns = features.shape[:2]
+
+    twin_input = keras.Input(batch_shape=(batch, 1, features.shape[-1]))
+    twin_lstm = keras.layers.LSTM(config.turn_hidden, stateful=True, return_sequences=True)
+    twin = keras.Model(twin_input, keras.layers.TimeDistributed(output_layer)(twin_lstm(twin_input)))
+    twin_lstm.set_weights(turn_lstm.get_weights())
+    for _ in range(2):  # the second pass after reset_states() must repeat the first
+        outputs = np.concatenate([np.asarray(twin(features[:, t:t + 1])) for t in range(turns)], axis=1)
+        for row, dialog in enumerate(dialogs):
+            n = len(dialog.turns)  # past a dialog's end its row is padding, which the masked model skips
+            np.testing.assert_allclose(outputs[row, :n], expected[row, :n], atol=1e-5)
+        twin_lstm.reset_states()
+
+
+def test_metadata_and_evaluate_cli(act_model, action_model, swda_slices, sgd_slices, capsys):
+    for (directory, _), data, fmt, key, count in ((act_model, swda_slices[1], "swda", "accuracy", "utterances"),
+                                                  (action_model, sgd_slices[1], "sgd", "micro_f1", "turns")):
+        metadata = json.loads((directory / "metadata.json").read_text())
+        assert metadata["kind"] == "dialog" and metadata["version"] == 1 and metadata["labels"]
+        assert metadata["command"].startswith("seqtag train dialog-")
+        assert main(["evaluate", "--model", str(directory.parent), "--data", str(data), "--format", fmt, "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result[key] == pytest.approx(metadata["metrics"]["dev"][key])
+        assert result[count] == sum(1 for d in read_dialogs(data, fmt) for t in d.turns if t.labels is not None)
+    action_labels = json.loads((action_model[0] / "metadata.json").read_text())["labels"]
+    assert all(label[0].isupper() for label in action_labels) and any("(" in label for label in action_labels)
+
+
+def test_bad_dialog_file_is_a_clear_cli_error(tmp_path, swda_slices, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "0001.txt").write_text("A|Hello there.|fp\nB|no tag here\n", encoding="utf-8")
+    assert main(["train", "dialog-act", "--train", str(bad), "--dev", str(swda_slices[1]), "--out",
+                 str(tmp_path / "m"), *TINY]) == 2
+    assert "0001.txt:2" in capsys.readouterr().err

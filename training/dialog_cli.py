@@ -1,0 +1,120 @@
+"""``seqtag train dialog-act|dialog-action``, ``seqtag export --from-checkpoint`` and dialog evaluation.
+
+Training writes a checkpoint (weights, vocabularies, thresholds, the training record) before it exports,
+so an export that fails can be run again from the checkpoint without retraining.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from training import artifacts
+from training.config import DialogConfig
+from training.dialog_data import FORMATS, read_dialogs
+from training.errors import ConfigError
+
+logger = logging.getLogger("seqtag")
+
+DEFAULT_FORMATS = {"dialog-act": "swda", "dialog-action": "sgd"}
+
+
+def add_train_parsers(tasks) -> None:
+    for task, what in (("dialog-act", "a dialog-act tagger (one act per utterance, causal)"),
+                       ("dialog-action", "a next-system-action predictor (a set of act(slot) labels per user turn)")):
+        parser = tasks.add_parser(task, help=what)
+        parser.add_argument("--train", required=True, type=Path, help="training dialogs (a SwDA directory or a JSONL file)")
+        parser.add_argument("--dev", required=True, type=Path, help="dev dialogs (early stopping, thresholds)")
+        parser.add_argument("--format", choices=FORMATS, default=DEFAULT_FORMATS[task], help="data format")
+        parser.add_argument("--out", required=True, type=Path, help=f"model directory, e.g. models/{task}")
+        parser.add_argument("--checkpoint", type=Path,
+                            help="where to keep the trained weights before export (default: checkpoints/<task>-<time>)")
+        parser.add_argument("--quiet", action="store_true", help="no progress bar")
+        group = parser.add_argument_group("model and run options")
+        for field in dataclasses.fields(DialogConfig):
+            if field.name == "task":
+                continue
+            kind = type(field.default)
+            group.add_argument("--" + field.name.replace("_", "-"), dest="config_" + field.name, type=kind, default=None,
+                               metavar=kind.__name__.upper(), help=f"default {field.default!r}")
+
+
+def data_record(path: Path, dialogs) -> dict:
+    files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
+    record = {"path": str(path), "dialogs": len(dialogs), "turns": sum(len(d.turns) for d in dialogs)}
+    if path.is_dir():  # a directory of conversations: one digest over the files' names and digests
+        import hashlib
+        digest = hashlib.sha256("".join(f"{f.name}:{artifacts.sha256_file(f)}\n" for f in files).encode()).hexdigest()
+        record.update({"sha256": digest, "sha256_of": "the lines '<file name>:<sha256>' of its *.txt files, sorted",
+                       "files": len(files)})
+    else:
+        record["sha256"] = artifacts.sha256_file(path)
+    return record
+
+
+def command_train_dialog(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    import keras
+
+    from training.dialog_trainer import save_checkpoint, train_dialog_model
+
+    values = {"task": args.task}
+    for name in DialogConfig.field_names():
+        override = getattr(args, "config_" + name, None)
+        if override is not None:
+            values[name] = override
+    config = DialogConfig.from_dict(values)
+    train = read_dialogs(args.train, args.format)
+    dev = read_dialogs(args.dev, args.format)
+    verbose = 0 if args.quiet or not sys.stdout.isatty() else 1
+    result = train_dialog_model(config, train, dev, verbose=verbose)
+    metadata = {
+        "task": args.task, "data_format": args.format,
+        "data": {"train": data_record(args.train, train), "dev": data_record(args.dev, dev)},
+        "command": shlex.join(["seqtag", *argv]),
+        "training": {"backend": keras.backend.backend(), "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+                     "seconds": round(result.seconds, 1), "history": result.history},
+    }
+    checkpoint = args.checkpoint or Path("checkpoints") / f"{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    save_checkpoint(result, checkpoint, metadata)
+    if keras.backend.backend() != "tensorflow":
+        logger.info("trained under %s: export with KERAS_BACKEND=tensorflow seqtag export --from-checkpoint %s --out %s",
+                    keras.backend.backend(), checkpoint, args.out)
+        return 0
+    return export_checkpoint(checkpoint, args.out, dev)
+
+
+def export_checkpoint(checkpoint: Path, out: Path, dev=None, command: str | None = None) -> int:
+    from training.dialog_export import export_dialog_model
+    from training.dialog_trainer import load_checkpoint
+
+    model, vocabs, config, thresholds, metadata = load_checkpoint(checkpoint)
+    if command:
+        metadata = {**metadata, "export_command": command}
+    if dev is None:
+        record = metadata.get("data", {}).get("dev")
+        if record and Path(record["path"]).exists():
+            dev = read_dialogs(record["path"], metadata.get("data_format", DEFAULT_FORMATS[config.task]))
+    _, directory = export_dialog_model(model, vocabs, config, thresholds, out, metadata, dev_dialogs=dev)
+    print(directory)
+    return 0
+
+
+def command_evaluate_dialog(model_dir: Path, data: Path, data_format: str | None, as_json: bool) -> int:
+    from training.dialog_evaluate import format_dialog_report
+    from training.saved_dialog import SavedDialogModel, evaluate_dialog_model
+
+    model = SavedDialogModel(model_dir)
+    data_format = data_format or model.metadata.get("data_format", DEFAULT_FORMATS[model.task])
+    if data_format not in FORMATS:
+        raise ConfigError(f"--format for a dialog model must be one of {', '.join(FORMATS)}, not {data_format!r}")
+    metrics = evaluate_dialog_model(model, read_dialogs(data, data_format))
+    metrics = {"model": str(model_dir), "data": str(data), "format": data_format, **metrics}
+    print(json.dumps(metrics) if as_json else format_dialog_report(metrics))
+    return 0

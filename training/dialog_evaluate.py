@@ -1,0 +1,84 @@
+"""Scores of dialog models (scikit-learn): dialog acts (one label a turn) and system actions (a set a turn).
+
+Only turns with a gold label count (``Turn.labels is not None``). A gold label the model does not know
+counts as wrong: it is scored under its own name, so a model cannot look better by ignoring it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, classification_report, f1_score
+from sklearn.preprocessing import MultiLabelBinarizer
+
+
+def act_metrics(gold: Sequence[str], predicted: Sequence[str]) -> dict:
+    """Accuracy, macro-F1 over the gold labels, and per-label precision/recall/F1/support."""
+    labels = sorted(set(gold))
+    report = classification_report(gold, predicted, labels=labels, output_dict=True, zero_division=0)
+    return {"accuracy": float(accuracy_score(gold, predicted)),
+            "macro_f1": float(f1_score(gold, predicted, labels=labels, average="macro", zero_division=0)),
+            "utterances": len(gold),
+            "per_label": {label: {k: float(v) for k, v in report[label].items()} for label in labels}}
+
+
+def action_metrics(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict:
+    """Micro- and macro-F1 over act(slot) labels, exact-set match, and a per-label report."""
+    binarizer = MultiLabelBinarizer()
+    binarizer.fit([*gold, *predicted])
+    y_true, y_pred = binarizer.transform(gold), binarizer.transform(predicted)
+    classes = list(binarizer.classes_)
+    in_gold = [i for i, _ in enumerate(classes) if y_true[:, i].any()]
+    report = classification_report(y_true, y_pred, labels=list(range(len(classes))), target_names=classes,
+                                   output_dict=True, zero_division=0)
+    exact = float(np.mean([set(g) == set(p) for g, p in zip(gold, predicted)])) if gold else 0.0
+    return {"micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+            "macro_f1": float(f1_score(y_true, y_pred, labels=in_gold, average="macro", zero_division=0)),
+            "exact_match": exact, "turns": len(gold),
+            "per_label": {label: {k: float(v) for k, v in report[label].items()} for label in classes}}
+
+
+def format_dialog_report(metrics: dict, top: int = 15) -> str:
+    """A readable summary: headline figures, then the most frequent labels' scores."""
+    if "accuracy" in metrics:
+        lines = [f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  over {metrics['utterances']} utterances"]
+    else:
+        lines = [f"micro-F1 {metrics['micro_f1']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+                 f"exact match {metrics['exact_match']:.4f}  over {metrics['turns']} turns"]
+    lines.append(f"{'label':<32} {'precision':>9} {'recall':>9} {'F1':>9} {'support':>9}")
+    by_support = sorted(metrics["per_label"].items(), key=lambda item: -item[1]["support"])
+    for label, scores in by_support[:top]:
+        lines.append(f"{label:<32} {scores['precision']:9.3f} {scores['recall']:9.3f} {scores['f1-score']:9.3f} "
+                     f"{int(scores['support']):9d}")
+    return "\n".join(lines)
+
+
+def tune_thresholds(probabilities: np.ndarray, targets: np.ndarray, min_support: int = 10) -> tuple[np.ndarray, float]:
+    """Per-label thresholds that maximize each label's F1 on ``probabilities [N, L]`` vs bits ``targets [N, L]``.
+
+    Labels with fewer than ``min_support`` positives use one global threshold (the one maximizing
+    micro-F1 over all labels), since a threshold tuned on a handful of examples would overfit them.
+    Returns (thresholds [L], the global threshold).
+    """
+    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
+
+    def f1(tp, fp, fn):
+        return 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+
+    positive = targets > 0.5
+    best_global, best_global_f1 = 0.5, -1.0
+    per_label_f1 = np.full((len(grid), targets.shape[1]), -1.0)
+    for g, threshold in enumerate(grid):
+        predicted = probabilities >= threshold
+        tp = (predicted & positive).sum(0)
+        fp = (predicted & ~positive).sum(0)
+        fn = (~predicted & positive).sum(0)
+        per_label_f1[g] = f1(tp, fp, fn)
+        micro = f1(tp.sum(), fp.sum(), fn.sum())
+        if micro > best_global_f1:
+            best_global, best_global_f1 = float(threshold), float(micro)
+    thresholds = np.full(targets.shape[1], best_global, dtype=np.float32)
+    supported = positive.sum(0) >= min_support
+    thresholds[supported] = grid[np.argmax(per_label_f1[:, supported], axis=0)]
+    return thresholds, best_global

@@ -1,0 +1,164 @@
+"""Export a trained dialog model as a SavedModel with whole-dialog and turn-by-turn signatures.
+
+Vocabularies live inside (``StringLookup`` layers); token strings go in, as ``training.dialog_vocab``
+encodes them for training (a test checks both encodings agree). Signatures, with L labels and H the
+turn LSTM's units:
+
+    serve(tokens string[B, D, W] ("" pads), speakers string[B, D], turns int32[B]
+          (+ previous_actions float32[B, D, L] for dialog-action))
+        -> probabilities float32[B, D, L]; dialog-act: labels string[B, D], scores float32[B, D];
+           dialog-action: predicted bool[B, D, L] (probability >= the label's tuned threshold)
+    step(tokens string[B, W], speakers string[B], state_h float32[B, H], state_c float32[B, H]
+         (+ previous_actions float32[B, L]))
+        -> the same outputs for one turn of each of B sessions, plus the new state_h, state_c
+    zero_state(batch_size int32[]) -> state_h, state_c: zeros [batch_size, H], a new conversation's state
+
+``step`` from the zero state, fed a dialog's turns one by one, gives ``serve``'s outputs (a test checks
+it to 1e-5), so a server can stream a conversation by keeping only (h, c) per session.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras
+import tensorflow as tf
+
+from training import artifacts
+from training.config import DialogConfig
+from training.dialog_data import Dialog
+from training.dialog_model import dialog_parts
+from training.dialog_vocab import TURN_START_ID, DialogVocabs
+from training.export import normalize_words_tf
+from training.vocab import PAD_TOKEN, UNK_ID
+
+logger = logging.getLogger(__name__)
+
+VOCAB_FILE = "vocab.json"
+
+
+class DialogSignatures:
+    """Builds ``serve``, ``step`` and ``zero_state`` around a trained dialog model."""
+
+    def __init__(self, model: keras.Model, vocabs: DialogVocabs, config: DialogConfig, thresholds: Sequence[float] | None):
+        self.model = model
+        self.config = config
+        self.features, self.turn_lstm, self.output_layer = dialog_parts(model)
+        self.units = config.turn_hidden
+        self.n_labels = len(vocabs.labels)
+        self.word_lookup = keras.layers.StringLookup(vocabulary=vocabs.words.lookup_items, mask_token=PAD_TOKEN,
+                                                     num_oov_indices=1, output_mode="int", name="word_lookup")
+        self.speaker_lookup = keras.layers.StringLookup(vocabulary=vocabs.speakers.lookup_items, mask_token=PAD_TOKEN,
+                                                        num_oov_indices=1, output_mode="int", name="speaker_lookup")
+        self.labels = tf.constant(list(vocabs.labels.items), dtype=tf.string)
+        self.thresholds = tf.constant(thresholds if thresholds is not None else [0.5] * self.n_labels, tf.float32)
+        self.word_ids(tf.constant([["build"]]))  # builds the lookup layers, which export needs
+        self.speaker_ids(tf.constant(["build"]))
+
+    # --- preprocessing, mirrored by training.dialog_vocab ---
+    def word_ids(self, tokens: tf.Tensor) -> tf.Tensor:
+        """Tokens ``[..., W]`` -> ``[..., min(W, max_words - 1) + 1]``: the start marker, then word ids."""
+        ids = tf.cast(self.word_lookup(normalize_words_tf(tokens[..., :self.config.max_words - 1])), tf.int32)
+        start = tf.fill(tf.concat([tf.shape(ids)[:-1], [1]], axis=0), TURN_START_ID)
+        return tf.concat([start, ids], axis=-1)
+
+    def speaker_ids(self, speakers: tf.Tensor) -> tf.Tensor:
+        """Speaker names -> ids; "" and unseen names are unknown (1), never padding."""
+        return tf.where(speakers == PAD_TOKEN, UNK_ID, tf.cast(self.speaker_lookup(speakers), tf.int32))
+
+    def _outputs(self, probabilities: tf.Tensor, real: tf.Tensor) -> dict[str, tf.Tensor]:
+        if self.config.multi_label:
+            predicted = (probabilities >= self.thresholds) & real[..., None]
+            return {"probabilities": probabilities, "predicted": predicted}
+        best = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        return {"probabilities": probabilities,
+                "labels": tf.where(real, tf.gather(self.labels, best), tf.constant(PAD_TOKEN)),
+                "scores": tf.where(real, tf.reduce_max(probabilities, axis=-1), 0.0)}
+
+    # --- signatures ---
+    def serve(self, tokens, speakers, turns, previous_actions=None) -> dict[str, tf.Tensor]:
+        real = tf.sequence_mask(turns, tf.shape(speakers)[1])  # [B, D]
+        inputs = {"word_ids": self.word_ids(tokens),
+                  "speaker_ids": tf.where(real, self.speaker_ids(speakers), 0)}  # speaker id 0 marks padding turns
+        if self.config.multi_label:
+            inputs["previous_actions"] = previous_actions
+        probabilities = self.model(inputs, training=False)  # [B, D, L]
+        return self._outputs(probabilities, real)
+
+    def step(self, tokens, speakers, state_h, state_c, previous_actions=None) -> dict[str, tf.Tensor]:
+        inputs = {"word_ids": self.word_ids(tokens)[:, None, :], "speaker_ids": self.speaker_ids(speakers)[:, None]}
+        if self.config.multi_label:
+            inputs["previous_actions"] = previous_actions[:, None, :]
+        features = self.features(inputs, training=False)[:, 0]  # [B, F]
+        output, (state_h, state_c) = self.turn_lstm.cell(features, [state_h, state_c], training=False)
+        probabilities = self.output_layer(output)  # [B, L]
+        return {**self._outputs(probabilities, tf.ones(tf.shape(speakers), tf.bool)),
+                "state_h": state_h, "state_c": state_c}
+
+    def zero_state(self, batch_size) -> dict[str, tf.Tensor]:
+        zeros = tf.zeros(tf.stack([batch_size, self.units]), tf.float32)
+        return {"state_h": zeros, "state_c": zeros}
+
+    def write(self, directory: Path) -> None:
+        multi = self.config.multi_label
+        string = tf.string
+        serve_spec = [tf.TensorSpec([None, None, None], string, name="tokens"), tf.TensorSpec([None, None], string, name="speakers"),
+                      tf.TensorSpec([None], tf.int32, name="turns")]
+        step_spec = [tf.TensorSpec([None, None], string, name="tokens"), tf.TensorSpec([None], string, name="speakers"),
+                     tf.TensorSpec([None, self.units], tf.float32, name="state_h"),
+                     tf.TensorSpec([None, self.units], tf.float32, name="state_c")]
+        if multi:
+            serve_spec.append(tf.TensorSpec([None, None, self.n_labels], tf.float32, name="previous_actions"))
+            step_spec.append(tf.TensorSpec([None, self.n_labels], tf.float32, name="previous_actions"))
+        archive = keras.export.ExportArchive()
+        archive.track(self.word_lookup)
+        archive.track(self.speaker_lookup)
+        archive.add_endpoint("serve", tf.function(self.serve, input_signature=serve_spec))
+        archive.add_endpoint("step", tf.function(self.step, input_signature=step_spec))
+        archive.add_endpoint("zero_state", tf.function(self.zero_state, input_signature=[tf.TensorSpec([], tf.int32, name="batch_size")]))
+        archive.write_out(str(directory), verbose=False)
+
+
+def export_dialog_model(model: keras.Model, vocabs: DialogVocabs, config: DialogConfig, thresholds: Sequence[float] | None,
+                        model_root: str | Path, metadata: dict[str, Any],
+                        dev_dialogs: Sequence[Dialog] | None = None) -> tuple[int, Path]:
+    """Write ``model_root/<next version>/``; with ``dev_dialogs``, the exported model is scored on them."""
+    from training.saved_dialog import SavedDialogModel, evaluate_dialog_model
+
+    model_root = Path(model_root)
+    model_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_root))
+    staging.chmod(0o755)
+    try:
+        DialogSignatures(model, vocabs, config, thresholds).write(staging)
+        (staging / VOCAB_FILE).write_text(json.dumps(vocabs.to_dict(), ensure_ascii=False), encoding="utf-8")
+        outputs = "labels, scores, probabilities" if not config.multi_label else "predicted, probabilities"
+        metadata = {**metadata, "name": model_root.name, "kind": "dialog", "task": config.task,
+                    "multi_label": config.multi_label, "format": "tf_saved_model",
+                    "signatures": {"serve": f"tokens string[B, D, W], speakers string[B, D], turns int32[B]"
+                                            f"{', previous_actions float32[B, D, L]' if config.multi_label else ''} -> {outputs}",
+                                   "step": f"tokens string[B, W], speakers string[B], state_h, state_c float32[B, H]"
+                                           f"{', previous_actions float32[B, L]' if config.multi_label else ''} -> {outputs}, state_h, state_c",
+                                   "zero_state": "batch_size int32 -> state_h, state_c"},
+                    "state_size": config.turn_hidden, "labels": list(vocabs.labels.items),
+                    "thresholds": list(thresholds) if thresholds is not None else None,
+                    "word_vocabulary_size": len(vocabs.words), "speakers": list(vocabs.speakers.items[2:]),
+                    "config": config.to_dict(), "parameters": int(model.count_params()),
+                    "libraries": artifacts.library_versions()}
+        if dev_dialogs is not None:
+            metrics = evaluate_dialog_model(SavedDialogModel(staging, metadata), dev_dialogs)
+            metadata.setdefault("metrics", {})["dev"] = metrics
+            logger.info("exported model on dev: %s", {k: v for k, v in metrics.items() if k != "per_label"})
+        artifacts.write_metadata(staging, metadata)
+        version, target = artifacts.publish_version(staging, model_root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    artifacts.write_metadata(target, {**artifacts.read_metadata(target), "version": version})
+    logger.info("wrote %s (version %d)", target, version)
+    return version, target

@@ -1,0 +1,95 @@
+"""The dialog models (Keras 3, backend-agnostic): a label, or a set of labels, for each turn, seeing only the past.
+
+    word_ids [B, D, W] -> per turn (FoldedTimeDistributed): word Embedding -> BiLSTM(return_sequences)
+                          -> max and mean over the turn's words                    -> [B, D, 4 * utterance_hidden]
+    speaker_ids [B, D] -> speaker Embedding                                         -> [B, D, speaker_dim]
+    (dialog-action) previous_actions [B, D, L]: the system's previous actions as bits
+    concat -> Dropout                                       = turn features         -> [B, D, F]
+    -> LSTM(turn_hidden, return_sequences=True), causal; padding turns (speaker id 0) masked
+    -> Dropout -> TimeDistributed(Dense(L, softmax | sigmoid))                      -> [B, D, L]
+
+``turn_features`` is a sub-model, so the exported ``step`` function can compute one turn's features and
+advance the turn LSTM's cell by one step from a given state (``training.dialog_export``).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from training.config import DialogConfig
+from training.model import FoldedTimeDistributed
+
+
+@keras.saving.register_keras_serializable(package="seqtag")
+class MaskedMaxMeanPooling(layers.Layer):
+    """``[N, W, E]`` with a word mask -> ``[N, 2E]``: max and mean over the real words (zeros if there are none)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            mask = ops.ones(ops.shape(inputs)[:2], dtype="bool")
+        weights = ops.expand_dims(ops.cast(mask, inputs.dtype), -1)  # [N, W, 1]
+        count = ops.sum(weights, axis=1)  # [N, 1]
+        mean = ops.sum(inputs * weights, axis=1) / ops.maximum(count, 1.0)
+        maximum = ops.max(ops.where(weights > 0, inputs, -1e9), axis=1)
+        maximum = ops.where(count > 0, maximum, 0.0)
+        return ops.concatenate([maximum, mean], axis=-1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2 * input_shape[-1])
+
+
+def build_utterance_encoder(config: DialogConfig, n_words: int) -> keras.Model:
+    """One turn's word ids ``int32[W]`` (0 pads) -> one vector ``[4 * utterance_hidden]``."""
+    word_ids = keras.Input(shape=(None,), dtype="int32", name="words")
+    x = layers.Embedding(n_words, config.word_dim, mask_zero=True, name="word_embedding")(word_ids)  # [W, word_dim]
+    x = layers.Dropout(config.dropout, name="word_dropout")(x)
+    x = layers.Bidirectional(layers.LSTM(config.utterance_hidden, return_sequences=True), name="utterance_bilstm")(x)
+    vector = MaskedMaxMeanPooling(name="utterance_pooling")(x)  # [4 * utterance_hidden]
+    return keras.Model(word_ids, vector, name="utterance_encoder")
+
+
+def build_turn_features(config: DialogConfig, n_words: int, n_speakers: int, n_labels: int) -> keras.Model:
+    """Inputs of D turns -> turn features ``[B, D, F]`` (the turn LSTM's input)."""
+    inputs = {"word_ids": keras.Input(shape=(None, None), dtype="int32", name="word_ids"),
+              "speaker_ids": keras.Input(shape=(None,), dtype="int32", name="speaker_ids")}
+    utterances = FoldedTimeDistributed(build_utterance_encoder(config, n_words), name="utterances")(inputs["word_ids"])
+    speakers = layers.Embedding(n_speakers, config.speaker_dim, name="speaker_embedding")(inputs["speaker_ids"])
+    parts = [utterances, speakers]
+    if config.multi_label:
+        inputs["previous_actions"] = keras.Input(shape=(None, n_labels), dtype="float32", name="previous_actions")
+        parts.append(inputs["previous_actions"])
+    features = layers.Concatenate(name="turn_inputs")(parts)
+    features = layers.Dropout(config.dropout, name="turn_dropout")(features)
+    return keras.Model(inputs, features, name="turn_features")
+
+
+def turn_input_names(config: DialogConfig) -> list[str]:
+    return ["word_ids", "speaker_ids"] + (["previous_actions"] if config.multi_label else [])
+
+
+def build_dialog_model(config: DialogConfig, n_words: int, n_speakers: int, n_labels: int) -> keras.Model:
+    inputs = {"word_ids": keras.Input(shape=(None, None), dtype="int32", name="word_ids"),
+              "speaker_ids": keras.Input(shape=(None,), dtype="int32", name="speaker_ids")}
+    if config.multi_label:
+        inputs["previous_actions"] = keras.Input(shape=(None, n_labels), dtype="float32", name="previous_actions")
+    features = build_turn_features(config, n_words, n_speakers, n_labels)(inputs)  # [B, D, F]
+    turn_mask = ops.not_equal(inputs["speaker_ids"], 0)  # [B, D]: padding turns have speaker id 0
+    # Unidirectional: a turn's output depends on it and the turns before it only, so it can stream.
+    states = layers.LSTM(config.turn_hidden, return_sequences=True, name="turn_lstm")(features, mask=turn_mask)
+    states = layers.Dropout(config.dropout, name="state_dropout")(states)
+    activation = "sigmoid" if config.multi_label else "softmax"
+    probabilities = layers.TimeDistributed(layers.Dense(n_labels, activation=activation), name="label_probabilities")(states)
+    return keras.Model(inputs, probabilities, name=config.task.replace("-", "_"))
+
+
+def dialog_parts(model: keras.Model) -> tuple[keras.Model, layers.LSTM, layers.Dense]:
+    """(turn features sub-model, turn LSTM, output Dense) of a model built by ``build_dialog_model``."""
+    return model.get_layer("turn_features"), model.get_layer("turn_lstm"), model.get_layer("label_probabilities").layer

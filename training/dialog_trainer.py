@@ -1,0 +1,185 @@
+"""Training loop of the dialog models: Keras ``fit`` on batches of whole dialogs, a dev score after every epoch.
+
+The dev score is accuracy (dialog acts) or micro-F1 at threshold 0.5 (actions); early stopping restores
+the best epoch's weights. For actions, per-label thresholds are then tuned on dev
+(``dialog_evaluate.tune_thresholds``). Seeds are fixed; one log line per epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from training.config import DialogConfig
+from training.dialog_data import Dialog
+from training.dialog_model import build_dialog_model
+from training.dialog_vocab import DialogBatches, DialogVocabs, EncodedDialog, encode_dialog, turn_tokens
+
+logger = logging.getLogger(__name__)
+
+
+def tokenize_dialogs(dialogs: Sequence[Dialog]) -> list[list[list[str]]]:
+    return [[turn_tokens(turn.text) for turn in dialog.turns] for dialog in dialogs]
+
+
+def encode_dialogs(dialogs: Sequence[Dialog], tokenized, vocabs: DialogVocabs, config: DialogConfig) -> list[EncodedDialog]:
+    return [encode_dialog(d, t, vocabs, config.max_words, config.multi_label) for d, t in zip(dialogs, tokenized)]
+
+
+def predict_batches(model: keras.Model, batches: DialogBatches) -> list[np.ndarray]:
+    """Probabilities ``[D, L]`` for each dialog of ``batches``, in the order the dialogs were given."""
+    outputs: list[np.ndarray | None] = [None] * len(batches.dialogs)
+    for index, members in enumerate(batches.batches):
+        inputs, _, _ = batches[index]
+        probabilities = np.asarray(model.predict_on_batch(inputs))
+        for row, i in enumerate(members):
+            outputs[i] = probabilities[row, :len(batches.dialogs[i].speaker_ids)]
+    return outputs  # type: ignore[return-value]
+
+
+def dev_score(model: keras.Model, batches: DialogBatches, multi_label: bool) -> float:
+    """Accuracy over labeled turns (acts), or micro-F1 at 0.5 (actions)."""
+    tp = fp = fn = correct = total = 0.0
+    for dialog, probabilities in zip(batches.dialogs, predict_batches(model, batches)):
+        labeled = dialog.labeled > 0
+        if multi_label:
+            predicted, gold = probabilities[labeled] >= 0.5, dialog.targets[labeled] > 0.5
+            tp += (predicted & gold).sum()
+            fp += (predicted & ~gold).sum()
+            fn += (~predicted & gold).sum()
+        else:
+            correct += (probabilities.argmax(-1) == dialog.targets)[labeled].sum()
+            total += labeled.sum()
+    return float(2 * tp / max(2 * tp + fp + fn, 1)) if multi_label else float(correct / max(total, 1))
+
+
+class DialogDevEvaluation(keras.callbacks.Callback):
+    """Puts ``dev_score`` into the epoch logs (for early stopping), logs one line per epoch, keeps a time budget."""
+
+    def __init__(self, dev_batches: DialogBatches, multi_label: bool, train_turns: int, max_seconds: float = 0.0):
+        super().__init__()
+        self.dev_batches = dev_batches
+        self.multi_label = multi_label
+        self.train_turns = train_turns
+        self.max_seconds = max_seconds
+        self.history: list[dict] = []
+        self._train_start = self._epoch_start = 0.0
+
+    def on_train_begin(self, logs=None):
+        self._train_start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._epoch_start
+        score = dev_score(self.model, self.dev_batches, self.multi_label)
+        if logs is not None:
+            logs["dev_score"] = score
+        record = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))) if logs else float("nan"),
+                  "dev_score": score, "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+                  "seconds": seconds, "turns_per_second": self.train_turns / seconds}
+        self.history.append(record)
+        logger.info("epoch %d: loss %.4f, dev %s %.4f, lr %.2g, %.0f turns/s, %.0f s", record["epoch"], record["loss"],
+                    "micro-F1" if self.multi_label else "accuracy", score, record["learning_rate"],
+                    record["turns_per_second"], seconds)
+        if self.max_seconds and time.perf_counter() - self._train_start > self.max_seconds:
+            logger.info("time budget of %.0f minutes used up: stopping", self.max_seconds / 60)
+            self.model.stop_training = True
+
+
+@dataclass
+class DialogTrainingResult:
+    model: keras.Model
+    vocabs: DialogVocabs
+    config: DialogConfig
+    thresholds: list[float] | None  # per label (actions only)
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_dev_score: float = 0.0
+    seconds: float = 0.0
+
+
+def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Sequence[Dialog], *,
+                       verbose: int = 0) -> DialogTrainingResult:
+    if not train or not dev:
+        raise ValueError("the training and dev data must each hold at least one dialog")
+    keras.utils.set_random_seed(config.seed)
+    start = time.perf_counter()
+    train_tokens, dev_tokens = tokenize_dialogs(train), tokenize_dialogs(dev)
+    vocabs = DialogVocabs.build(train, train_tokens, config.min_word_count)
+    logger.info("tokenized %d + %d dialogs in %.0f s; vocabularies: %d words, %d speakers, %d labels",
+                len(train), len(dev), time.perf_counter() - start, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels))
+    unseen = sorted({label for d in dev for t in d.turns for label in (t.labels or ())} - set(vocabs.labels.items))
+    if unseen:
+        logger.warning("dev labels never seen in train (always counted wrong): %s", ", ".join(unseen[:20]))
+
+    train_batches = DialogBatches(encode_dialogs(train, train_tokens, vocabs, config), config.batch_turns,
+                                  config.multi_label, shuffle=True, word_dropout=config.word_dropout, seed=config.seed)
+    dev_batches = DialogBatches(encode_dialogs(dev, dev_tokens, vocabs, config), 4 * config.batch_turns,
+                                config.multi_label, shuffle=False)
+    model = build_dialog_model(config, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels))
+    loss = "binary_crossentropy" if config.multi_label else "sparse_categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm), loss=loss,
+                  jit_compile=False)
+    logger.info("model: %d parameters, %d training batches", model.count_params(), len(train_batches))
+
+    evaluation = DialogDevEvaluation(dev_batches, config.multi_label, sum(len(d.turns) for d in train), config.max_minutes * 60)
+    callbacks = [
+        evaluation,  # first: the others read the dev_score it adds to the logs
+        keras.callbacks.ReduceLROnPlateau(monitor="dev_score", mode="max", factor=0.5,
+                                          patience=config.lr_decay_patience, min_lr=1e-5),
+        keras.callbacks.EarlyStopping(monitor="dev_score", mode="max", patience=config.patience, restore_best_weights=True),
+    ]
+    fit_start = time.perf_counter()
+    model.fit(train_batches, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
+    seconds = time.perf_counter() - fit_start
+    best = max(evaluation.history, key=lambda r: r["dev_score"])
+    logger.info("best epoch %d of %d: dev %.4f (%.0f s of training)", best["epoch"], len(evaluation.history),
+                best["dev_score"], seconds)
+
+    thresholds = None
+    if config.multi_label:
+        from training.dialog_evaluate import tune_thresholds
+
+        probabilities = predict_batches(model, dev_batches)
+        labeled = [d.labeled > 0 for d in dev_batches.dialogs]
+        tuned, global_threshold = tune_thresholds(
+            np.concatenate([p[m] for p, m in zip(probabilities, labeled)]),
+            np.concatenate([d.targets[m] for d, m in zip(dev_batches.dialogs, labeled)]))
+        thresholds = [float(t) for t in tuned]
+        logger.info("thresholds tuned on dev: global %.2f, per label %.2f..%.2f", global_threshold, tuned.min(), tuned.max())
+    return DialogTrainingResult(model, vocabs, config, thresholds, evaluation.history, best["epoch"], best["dev_score"], seconds)
+
+
+CHECKPOINT_WEIGHTS = "model.weights.h5"
+CHECKPOINT_STATE = "training.json"
+
+
+def save_checkpoint(result: DialogTrainingResult, directory: Path, metadata: dict) -> Path:
+    """Weights, vocabularies, thresholds and the training record, written before any export is tried:
+    a failed export loses nothing (``seqtag export --from-checkpoint DIR`` exports it again)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    result.model.save_weights(directory / CHECKPOINT_WEIGHTS)
+    state = {"config": result.config.to_dict(), "vocabs": result.vocabs.to_dict(), "thresholds": result.thresholds,
+             "metadata": metadata}
+    (directory / CHECKPOINT_STATE).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
+    logger.info("checkpoint written to %s", directory)
+    return directory
+
+
+def load_checkpoint(directory: Path) -> tuple[keras.Model, DialogVocabs, DialogConfig, list[float] | None, dict]:
+    """-> (model with the trained weights, vocabularies, config, thresholds, training metadata)."""
+    state = json.loads((directory / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+    config = DialogConfig.from_dict(state["config"])
+    vocabs = DialogVocabs.from_dict(state["vocabs"])
+    model = build_dialog_model(config, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels))
+    model.load_weights(directory / CHECKPOINT_WEIGHTS)
+    return model, vocabs, config, state["thresholds"], state["metadata"]

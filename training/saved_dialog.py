@@ -1,0 +1,126 @@
+"""An exported dialog SavedModel as a Python object: whole dialogs, or one turn per session from a given state.
+
+Used by evaluation and by the service, so both call the model as a deployed consumer would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from training import artifacts
+from training.dialog_data import Dialog
+from training.dialog_evaluate import act_metrics, action_metrics
+from training.dialog_vocab import turn_tokens
+from training.saved_tagger import SavedTagger
+from training.vocab import PAD_TOKEN
+
+
+@dataclass
+class DialogTurnInput:
+    tokens: list[str]
+    speaker: str
+    previous_actions: list[str] | None = None  # dialog-action: the system's previous actions (None: none)
+
+
+def pad_tokens(rows: Sequence[Sequence[str]]) -> np.ndarray:
+    return SavedTagger.pad(rows)
+
+
+class SavedDialogModel:
+    def __init__(self, model_dir: str | Path, metadata: dict | None = None):
+        self.directory = Path(model_dir)
+        self.metadata = metadata if metadata is not None else artifacts.read_metadata(self.directory)
+        self.saved_model = tf.saved_model.load(str(self.directory))
+        self.labels: list[str] = list(self.metadata["labels"])
+        self.label_index = {label: i for i, label in enumerate(self.labels)}
+        self.multi_label: bool = bool(self.metadata.get("multi_label"))
+        self.task: str = self.metadata.get("task", "dialog-act")
+        self.state_size: int = int(self.metadata["state_size"])
+        thresholds = self.metadata.get("thresholds")
+        self.thresholds = np.array(thresholds if thresholds else [0.5] * len(self.labels), dtype=np.float32)
+
+    def action_bits(self, actions: Sequence[str] | None) -> np.ndarray:
+        """Action labels -> bits ``[L]``; labels the model does not know are left out."""
+        bits = np.zeros(len(self.labels), dtype=np.float32)
+        for action in actions or ():
+            if action in self.label_index:
+                bits[self.label_index[action]] = 1.0
+        return bits
+
+    def predict(self, dialogs: Sequence[Sequence[DialogTurnInput]], max_turns_per_call: int = 4096) -> list[np.ndarray]:
+        """Probabilities ``[D, L]`` for each dialog (``serve``), batched by length; results in input order."""
+        order = sorted(range(len(dialogs)), key=lambda i: len(dialogs[i]))
+        results: list[np.ndarray | None] = [None] * len(dialogs)
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and (end - start + 1) * len(dialogs[order[end]]) <= max_turns_per_call:
+                end += 1
+            rows = [dialogs[i] for i in order[start:end]]
+            turns = max(len(d) for d in rows)
+            words = max((len(t.tokens) for d in rows for t in d), default=0)
+            tokens = np.full((len(rows), turns, words), PAD_TOKEN, dtype=object)
+            speakers = np.full((len(rows), turns), PAD_TOKEN, dtype=object)
+            for r, dialog in enumerate(rows):
+                for t, turn in enumerate(dialog):
+                    tokens[r, t, :len(turn.tokens)] = turn.tokens
+                    speakers[r, t] = turn.speaker
+            args = [tf.constant(tokens, tf.string), tf.constant(speakers, tf.string),
+                    tf.constant([len(d) for d in rows], tf.int32)]
+            if self.multi_label:
+                actions = np.zeros((len(rows), turns, len(self.labels)), dtype=np.float32)
+                for r, dialog in enumerate(rows):
+                    for t, turn in enumerate(dialog):
+                        actions[r, t] = self.action_bits(turn.previous_actions)
+                args.append(tf.constant(actions))
+            probabilities = self.saved_model.serve(*args)["probabilities"].numpy()
+            for r, i in enumerate(order[start:end]):
+                results[i] = probabilities[r, :len(dialogs[i])]
+            start = end
+        return results  # type: ignore[return-value]
+
+    def zero_state(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        state = self.saved_model.zero_state(tf.constant(batch_size, tf.int32))
+        return state["state_h"].numpy(), state["state_c"].numpy()
+
+    def step(self, turns: Sequence[DialogTurnInput], state_h: np.ndarray, state_c: np.ndarray) -> dict[str, np.ndarray]:
+        """One turn for each of ``len(turns)`` sessions, stacked states ``[B, H]`` in -> outputs and new states."""
+        args = [tf.constant(pad_tokens([t.tokens for t in turns]), tf.string),
+                tf.constant(np.array([t.speaker for t in turns], dtype=object), tf.string),
+                tf.constant(state_h, tf.float32), tf.constant(state_c, tf.float32)]
+        if self.multi_label:
+            args.append(tf.constant(np.stack([self.action_bits(t.previous_actions) for t in turns])))
+        return {name: value.numpy() for name, value in self.saved_model.step(*args).items()}
+
+    def decide(self, probabilities: np.ndarray) -> list[str] | str:
+        """One turn's probabilities ``[L]`` -> its act, or its set of actions (tuned thresholds)."""
+        if self.multi_label:
+            return [self.labels[i] for i in np.flatnonzero(probabilities >= self.thresholds)]
+        return self.labels[int(np.argmax(probabilities))]
+
+
+def dialog_inputs(dialog: Dialog, multi_label: bool) -> list[DialogTurnInput]:
+    """A read dialog as model inputs; for actions, each turn gets the previous turn's gold actions (what the
+    system did), as in training."""
+    inputs, previous = [], None
+    for turn in dialog.turns:
+        inputs.append(DialogTurnInput(turn_tokens(turn.text), turn.speaker, list(previous or ()) if multi_label else None))
+        previous = turn.labels
+    return inputs
+
+
+def evaluate_dialog_model(model: SavedDialogModel, dialogs: Sequence[Dialog]) -> dict:
+    probabilities = model.predict([dialog_inputs(d, model.multi_label) for d in dialogs])
+    gold, predicted = [], []
+    for dialog, dialog_probabilities in zip(dialogs, probabilities):
+        for turn, turn_probabilities in zip(dialog.turns, dialog_probabilities):
+            if turn.labels is None:
+                continue
+            gold.append(list(turn.labels) if model.multi_label else turn.labels[0])
+            predicted.append(model.decide(turn_probabilities))
+    return action_metrics(gold, predicted) if model.multi_label else act_metrics(gold, predicted)
