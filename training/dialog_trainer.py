@@ -45,19 +45,24 @@ def predict_batches(model: keras.Model, batches: DialogBatches) -> list[np.ndarr
 
 
 def dev_score(model: keras.Model, batches: DialogBatches, multi_label: bool) -> float:
-    """Accuracy over labeled turns (acts), or micro-F1 at 0.5 (actions)."""
-    tp = fp = fn = correct = total = 0.0
-    for dialog, probabilities in zip(batches.dialogs, predict_batches(model, batches)):
-        labeled = dialog.labeled > 0
-        if multi_label:
-            predicted, gold = probabilities[labeled] >= 0.5, dialog.targets[labeled] > 0.5
-            tp += (predicted & gold).sum()
-            fp += (predicted & ~gold).sum()
-            fn += (~predicted & gold).sum()
-        else:
-            correct += (probabilities.argmax(-1) == dialog.targets)[labeled].sum()
-            total += labeled.sum()
-    return float(2 * tp / max(2 * tp + fp + fn, 1)) if multi_label else float(correct / max(total, 1))
+    """Accuracy over labeled turns (acts), or micro-F1 at the best single threshold (actions).
+
+    For actions a fixed 0.5 would score 0 for the first epochs, while rare labels' probabilities are
+    still low everywhere, and early stopping would give up on a model that is learning.
+    """
+    probabilities = predict_batches(model, batches)
+    labeled = [d.labeled > 0 for d in batches.dialogs]
+    if not multi_label:
+        correct = sum(int((p.argmax(-1) == d.targets)[m].sum()) for p, d, m in zip(probabilities, batches.dialogs, labeled))
+        return correct / max(sum(int(m.sum()) for m in labeled), 1)
+    scores = np.concatenate([p[m] for p, m in zip(probabilities, labeled)])
+    gold = np.concatenate([d.targets[m] for d, m in zip(batches.dialogs, labeled)]) > 0.5
+    best = 0.0
+    for threshold in np.arange(0.1, 0.95, 0.05):
+        predicted = scores >= threshold
+        tp, fp, fn = (predicted & gold).sum(), (predicted & ~gold).sum(), (~predicted & gold).sum()
+        best = max(best, float(2 * tp / max(2 * tp + fp + fn, 1)))
+    return best
 
 
 class DialogDevEvaluation(keras.callbacks.Callback):
@@ -88,7 +93,7 @@ class DialogDevEvaluation(keras.callbacks.Callback):
                   "seconds": seconds, "turns_per_second": self.train_turns / seconds}
         self.history.append(record)
         logger.info("epoch %d: loss %.4f, dev %s %.4f, lr %.2g, %.0f turns/s, %.0f s", record["epoch"], record["loss"],
-                    "micro-F1" if self.multi_label else "accuracy", score, record["learning_rate"],
+                    "micro-F1 (best threshold)" if self.multi_label else "accuracy", score, record["learning_rate"],
                     record["turns_per_second"], seconds)
         if self.max_seconds and time.perf_counter() - self._train_start > self.max_seconds:
             logger.info("time budget of %.0f minutes used up: stopping", self.max_seconds / 60)
