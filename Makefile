@@ -17,6 +17,7 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 test: $(INSTALLED)
+	.ci/ensure-redis
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 serve: $(INSTALLED)

@@ -53,6 +53,7 @@ def start_server(models_dir: str, batching: bool, workers: int, threads: int,
     port = free_port()
     env = {**os.environ, "PORT": str(port), "SEQTAG_HOST": "127.0.0.1", "SEQTAG_MODELS_DIR": models_dir,
            "SEQTAG_BATCHING": "true" if batching else "false", "SEQTAG_WORKERS": str(workers),
+           "SEQTAG_DIALOG_SESSIONS": "false",  # tagging only, so several workers need no Redis
            "SEQTAG_THREADS": str(threads), "SEQTAG_ACCESS_LOG": "", "SEQTAG_POLL_INTERVAL_SECONDS": "0"}
     if batch_timeout_ms is not None:
         env["SEQTAG_BATCH_TIMEOUT_MS"] = str(batch_timeout_ms)

@@ -16,7 +16,8 @@ from flask import Flask  # noqa: E402
 
 from service.errors import register_error_handlers  # noqa: E402
 from service.registry import ModelRegistry  # noqa: E402
-from service.routes import health, models  # noqa: E402
+from service.routes import dialogs, health, models  # noqa: E402
+from service.sessions import InProcessSessionStore, RedisSessionStore  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 from training.saved_tagger import set_tensorflow_threads  # noqa: E402
 
@@ -33,6 +34,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["seqtag.settings"] = settings
     register_error_handlers(app)
     ModelRegistry(settings).init_app(app)
+    if settings.dialog_sessions:
+        if settings.redis_url:
+            app.extensions["seqtag.sessions"] = RedisSessionStore(settings.redis_url, settings.session_ttl_seconds)
+        else:
+            app.extensions["seqtag.sessions"] = InProcessSessionStore(settings.max_sessions, settings.session_ttl_seconds)
+        app.register_blueprint(dialogs.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(models.bp)
     return app

@@ -16,3 +16,11 @@ graceful_timeout = int(os.environ.get("SEQTAG_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
 preload_app = False
 accesslog = os.environ.get("SEQTAG_ACCESS_LOG", "-") or None  # "-": stdout; "": none
+
+# Dialog sessions kept in one process would scatter across workers: each worker would know only the
+# sessions it opened. Several workers need the shared Redis store (or dialog sessions turned off).
+_sessions_on = os.environ.get("SEQTAG_DIALOG_SESSIONS", "true").lower() not in ("0", "false", "no", "off")
+if workers > 1 and _sessions_on and not os.environ.get("SEQTAG_REDIS_URL"):
+    raise SystemExit(f"seqtag: SEQTAG_WORKERS={workers} with dialog sessions kept in process would scatter sessions "
+                     "across workers. Set SEQTAG_REDIS_URL=redis://host:6379/0 to share them, use one worker "
+                     "(SEQTAG_THREADS gives concurrency), or set SEQTAG_DIALOG_SESSIONS=false for tagging only.")

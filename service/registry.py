@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from training import artifacts
+from training.saved_dialog import DialogTurnInput, SavedDialogModel
 from training.saved_tagger import SavedTagger, TaggedTokens
 
 from service.batcher import MicroBatcher
@@ -28,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # also the URL converter's pattern
 WARMUP_SENTENCE = ["This", "is", "a", "warm-up", "sentence", "."]
-SUPPORTED_KINDS = ("tagger",)
+WARMUP_TURN = ["Hello", ",", "how", "are", "you", "?"]
+SUPPORTED_KINDS = ("tagger", "dialog")
 
 
 class ModelLookupError(LookupError):
@@ -40,16 +44,50 @@ class ModelLookupError(LookupError):
 
 
 @dataclass
+class StepRequest:
+    """One session's turn and its state; the unit the step batcher stacks across sessions."""
+
+    turn: DialogTurnInput
+    state_h: np.ndarray  # float32[H]
+    state_c: np.ndarray
+
+    def __len__(self) -> int:  # the batcher sorts by length: turns of similar length pad little
+        return len(self.turn.tokens)
+
+
+@dataclass
+class StepResult:
+    probabilities: np.ndarray  # float32[L]
+    state_h: np.ndarray
+    state_c: np.ndarray
+
+
+def step_batch(model: SavedDialogModel, requests: list[StepRequest]) -> list[StepResult]:
+    """Many sessions' turns through one ``step`` call: states stacked in, split out."""
+    outputs = model.step([r.turn for r in requests], np.stack([r.state_h for r in requests]),
+                         np.stack([r.state_c for r in requests]))
+    return [StepResult(outputs["probabilities"][i], outputs["state_h"][i], outputs["state_c"][i])
+            for i in range(len(requests))]
+
+
+@dataclass
 class ModelVersion:
-    """One loaded, warmed-up version; ``tag`` goes through its micro-batcher when batching is on."""
+    """One loaded, warmed-up version. Taggers ``tag``, dialog models ``step``; both go through a
+    micro-batcher when batching is on (a dialog model's batches gather turns of different sessions)."""
 
     name: str
     version: int
     directory: Path
     metadata: dict[str, Any]
-    tagger: SavedTagger
+    tagger: SavedTagger | None
     batcher: MicroBatcher | None
+    dialog: SavedDialogModel | None = None
     loaded_at: float = field(default_factory=time.time)
+
+    def step(self, requests: list[StepRequest]) -> list[StepResult]:
+        if self.batcher is not None:
+            return self.batcher.submit(requests)
+        return step_batch(self.dialog, requests)
 
     @property
     def kind(self) -> str:
@@ -149,7 +187,8 @@ class ModelRegistry:
             "pinned_version": self.settings.model_versions.get(name),
             "versions": sorted(versions, key=lambda v: v["version"], reverse=True),
             "labels": serving.labels if serving else [],
-            "metrics": {k: metrics[k] for k in ("accuracy", "tokens", "macro_f1", "oov", "in_vocabulary") if k in metrics},
+            "metrics": {k: metrics[k] for k in ("accuracy", "tokens", "macro_f1", "oov", "in_vocabulary", "micro_f1",
+                                                "exact_match", "utterances", "turns") if k in metrics},
         }
 
     # --- loading (start-up and the poller thread) ---
@@ -240,19 +279,42 @@ class ModelRegistry:
         if not metadata.get("labels"):
             raise ValueError("metadata.json lists no labels")
         started = time.perf_counter()
-        tagger = SavedTagger(directory)
+        if kind == "dialog":
+            model = self._load_dialog(name, version, directory, metadata)
+        else:
+            tagger = SavedTagger(directory)
+            batcher = None
+            if self.settings.batching:
+                batcher = MicroBatcher(tagger.tag, self.settings.max_batch_size, self.settings.batch_timeout_ms / 1000,
+                                       name=f"batcher-{name}-{version}")
+            model = ModelVersion(name, version, directory, metadata, tagger, batcher)
+            if self.settings.warmup:
+                try:
+                    result = tagger.tag([WARMUP_SENTENCE])[0]
+                    if len(result.tags) != len(WARMUP_SENTENCE) or not set(result.tags) <= set(model.labels):
+                        raise ValueError(f"warm-up request answered {result.tags!r}")
+                except Exception:
+                    model.close()
+                    raise
+        logger.info("loaded %s version %d from %s in %.1f s", name, version, directory, time.perf_counter() - started)
+        return model
+
+    def _load_dialog(self, name: str, version: int, directory: Path, metadata: dict[str, Any]) -> ModelVersion:
+        dialog = SavedDialogModel(directory, metadata)
         batcher = None
         if self.settings.batching:
-            batcher = MicroBatcher(tagger.tag, self.settings.max_batch_size, self.settings.batch_timeout_ms / 1000,
-                                   name=f"batcher-{name}-{version}")
-        model = ModelVersion(name, version, directory, metadata, tagger, batcher)
+            batcher = MicroBatcher(lambda requests: step_batch(dialog, requests), self.settings.max_batch_size,
+                                   self.settings.batch_timeout_ms / 1000, name=f"batcher-{name}-{version}")
+        model = ModelVersion(name, version, directory, metadata, None, batcher, dialog)
         if self.settings.warmup:
             try:
-                result = tagger.tag([WARMUP_SENTENCE])[0]
-                if len(result.tags) != len(WARMUP_SENTENCE) or not set(result.tags) <= set(model.labels):
-                    raise ValueError(f"warm-up request answered {result.tags!r}")
+                state_h, state_c = dialog.zero_state(1)
+                result = step_batch(dialog, [StepRequest(DialogTurnInput(WARMUP_TURN, "A"), state_h[0], state_c[0])])[0]
+                if result.probabilities.shape != (len(model.labels),) or not np.isfinite(result.probabilities).all():
+                    raise ValueError(f"warm-up turn answered probabilities of shape {result.probabilities.shape}")
+                if result.state_h.shape != (dialog.state_size,):
+                    raise ValueError(f"warm-up turn answered a state of shape {result.state_h.shape}")
             except Exception:
                 model.close()
                 raise
-        logger.info("loaded %s version %d from %s in %.1f s", name, version, directory, time.perf_counter() - started)
         return model

@@ -69,3 +69,33 @@ def check_tokens(tokens: list[str], settings: ServiceSettings, where: str) -> No
             raise APIError(400, "invalid_token", f"{where}.{j}: a token must not be empty or blank")
         if len(token) > settings.max_token_chars:
             raise APIError(400, "token_too_long", f"{where}.{j}: {len(token)} characters, at most {settings.max_token_chars}")
+
+
+class CreateDialogRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str = Field(description="a dialog model's name, e.g. dialog-act")
+    version: int | None = Field(None, ge=1, description="a loaded version (default: the serving one)")
+
+
+class TurnRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: str | None = Field(None, description="the turn's raw text, tokenized by the service")
+    tokens: list[str] | None = Field(None, description="the turn, pre-tokenized")
+    speaker: str = Field("", max_length=100, description="who speaks (as in the training data: A/B, USER, ...)")
+    system_actions: list[str] | None = Field(
+        None, description="action models: what the system actually did last; without it the model's own last prediction stands in")
+
+    @model_validator(mode="after")
+    def exactly_one_input(self) -> "TurnRequest":
+        if (self.text is None) == (self.tokens is None):
+            raise ValueError("give exactly one of 'text' (a string) or 'tokens' (a list of strings)")
+        return self
+
+
+def parse_body(schema: type[BaseModel], body: object) -> BaseModel:
+    try:
+        return schema.model_validate(body)
+    except ValidationError as error:
+        raise APIError(400, "invalid_request", describe_validation_error(error)) from None

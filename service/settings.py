@@ -30,6 +30,10 @@ class ServiceSettings:
     max_token_chars: int = 1000  # EWT has 100+ character URLs; the model reads the first max_word_length
     max_text_chars: int = 5000  # per raw text
     max_top_k: int = 5
+    dialog_sessions: bool = True  # /v1/dialogs; off: tagging only (then any number of workers without Redis)
+    redis_url: str = ""  # dialog sessions in Redis (any number of workers and hosts); "": in this process
+    max_sessions: int = 10000  # in-process store: the least recently active session goes beyond this
+    session_ttl_seconds: float = 3600.0  # a session idle this long is gone (404)
     tf_inter_op_threads: int = 2  # TensorFlow ops run at once (a BiLSTM's two directions)
     tf_intra_op_threads: int = 0  # threads per op; 0: half the usable cores
 

@@ -83,3 +83,82 @@ def export_random_tagger(model_root: Path, sentences=TINY_SENTENCES, **config_ch
 def random_tagger_dir(tmp_path_factory):
     """A version directory holding a tiny untrained tagger, to copy into test model trees."""
     return export_random_tagger(tmp_path_factory.mktemp("random") / "pos")[4]
+
+
+TINY_DIALOGS = [
+    [("A", "Do you have any pets?", "qy"), ("B", "Yes, two cats.", "ny"), ("A", "Oh, nice.", "ba"), ("B", "Uh-huh.", "b")],
+    [("A", "What do you think about the weather?", "qw"), ("B", "It has been awful.", "sv"), ("A", "Yeah.", "b")],
+]
+TINY_ACTION_DIALOGS = [
+    [("USER", "I need a table for two in Paris.", ["REQUEST(time)"]), ("USER", "At 7 pm.", ["CONFIRM(time)", "CONFIRM(city)"]),
+     ("USER", "Yes please.", ["NOTIFY_SUCCESS"]), ("USER", "Thanks, bye.", ["GOODBYE"])],
+    [("USER", "Find me a movie.", ["REQUEST(genre)"]), ("USER", "A comedy.", ["OFFER(title)"]), ("USER", "Great.", ["GOODBYE"])],
+]
+
+
+def export_random_dialog_model(model_root: Path, task: str = "dialog-act"):
+    """Export an untrained tiny dialog model as the next version under ``model_root``: fast, real signatures.
+
+    Returns (keras model, vocabs, config, version, directory).
+    """
+    from training.config import DialogConfig
+    from training.dialog_data import Dialog, Turn
+    from training.dialog_export import export_dialog_model
+    from training.dialog_model import build_dialog_model
+    from training.dialog_vocab import DialogVocabs, turn_tokens
+
+    multi = task == "dialog-action"
+    source = TINY_ACTION_DIALOGS if multi else TINY_DIALOGS
+    dialogs = [Dialog(f"d{i}", tuple(Turn(s, t, tuple(sorted(l)) if multi else (l,)) for s, t, l in turns), "inline")
+               for i, turns in enumerate(source)]
+    config = DialogConfig(task=task, word_dim=8, utterance_hidden=6, speaker_dim=3, turn_hidden=10, min_word_count=1)
+    vocabs = DialogVocabs.build(dialogs, [[turn_tokens(t.text) for t in d.turns] for d in dialogs], 1)
+    model = build_dialog_model(config, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels))
+    thresholds = [0.5] * len(vocabs.labels) if multi else None
+    version, directory = export_dialog_model(model, vocabs, config, thresholds, model_root, {"task": task})
+    return model, vocabs, config, version, directory
+
+
+@pytest.fixture(scope="session")
+def random_dialog_dirs(tmp_path_factory):
+    """Version directories of tiny untrained dialog-act and dialog-action models, to copy into model trees."""
+    root = tmp_path_factory.mktemp("random-dialogs")
+    return {task: export_random_dialog_model(root / task, task)[4] for task in ("dialog-act", "dialog-action")}
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real Redis server on a free loopback port for the test session (``.ci/run`` installs redis-server)."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed (.ci/run installs it)")
+        pytest.skip("redis-server is not installed: apt-get install redis-server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+    client.close()
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(timeout=10)

@@ -1,0 +1,227 @@
+"""Dialog sessions: each conversation's recurrent state, kept between turns, in-process or in Redis.
+
+A session holds what the model needs to go on: the turn LSTM's (h, c), the model version it started
+with, the turn count and, for action models, the actions that stand for "what the system did last".
+It is stored as bytes (a small JSON header, then h and c as float32), with an idle TTL.
+
+``SessionStore.update(id, change)`` applies one turn atomically: ``change`` gets the current state and
+returns the new one; if it raises, the stored state is left as it was. Two turns sent to one session at
+once are applied one after the other: the in-process store holds a per-session lock, the Redis store
+does an optimistic check-and-set (WATCH/MULTI/EXEC) and runs ``change`` again on the newer state if
+another writer got there first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import struct
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<I")  # length of the JSON header
+
+
+class SessionNotFound(KeyError):
+    pass
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(24)  # 192 random bits
+
+
+@dataclass
+class SessionState:
+    session_id: str
+    model: str
+    version: int
+    state_h: np.ndarray  # float32[H]
+    state_c: np.ndarray  # float32[H]
+    turn: int = 0
+    last_actions: list[str] | None = None  # action models: the previous actions fed to the next turn
+    created: float = field(default_factory=time.time)
+    last_active: float = field(default_factory=time.time)
+
+    def to_bytes(self) -> bytes:
+        header = json.dumps({"id": self.session_id, "model": self.model, "version": self.version, "turn": self.turn,
+                             "last_actions": self.last_actions, "created": self.created,
+                             "last_active": self.last_active, "units": int(self.state_h.shape[0])}).encode()
+        return (_HEADER.pack(len(header)) + header + self.state_h.astype("<f4").tobytes()
+                + self.state_c.astype("<f4").tobytes())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "SessionState":
+        (length,) = _HEADER.unpack_from(data)
+        header = json.loads(data[_HEADER.size:_HEADER.size + length])
+        units = header["units"]
+        arrays = np.frombuffer(data, dtype="<f4", offset=_HEADER.size + length, count=2 * units).astype(np.float32)
+        return cls(header["id"], header["model"], header["version"], arrays[:units].copy(), arrays[units:].copy(),
+                   header["turn"], header["last_actions"], header["created"], header["last_active"])
+
+    def reset(self) -> "SessionState":
+        return replace(self, state_h=np.zeros_like(self.state_h), state_c=np.zeros_like(self.state_c), turn=0,
+                       last_actions=None, last_active=time.time())
+
+
+Change = Callable[[SessionState], SessionState]
+
+
+class SessionStore:
+    """One interface, two backends."""
+
+    backend = "abstract"
+
+    def create(self, state: SessionState) -> None:
+        raise NotImplementedError
+
+    def get(self, session_id: str) -> SessionState:
+        """The state, or SessionNotFound (unknown or expired)."""
+        raise NotImplementedError
+
+    def update(self, session_id: str, change: Change) -> SessionState:
+        raise NotImplementedError
+
+    def delete(self, session_id: str) -> bool:
+        raise NotImplementedError
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class InProcessSessionStore(SessionStore):
+    """At most ``max_sessions`` (least recently active evicted), idle ones expire after ``ttl_seconds``.
+
+    Lives in one process: gunicorn must then run one worker (threads for concurrency).
+    """
+
+    backend = "memory"
+
+    def __init__(self, max_sessions: int, ttl_seconds: float):
+        self.max_sessions = max_sessions
+        self.ttl_seconds = ttl_seconds
+        self._sessions: OrderedDict[str, bytes] = OrderedDict()  # least recently active first
+        self._locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def _expire(self, now: float) -> None:
+        # Sessions are in order of activity, so the expired ones are at the front.
+        while self._sessions:
+            session_id, data = next(iter(self._sessions.items()))
+            if now - SessionState.from_bytes(data).last_active <= self.ttl_seconds:
+                break
+            self._drop(session_id)
+
+    def _drop(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+        self._locks.pop(session_id, None)
+
+    def create(self, state: SessionState) -> None:
+        with self._lock:
+            self._expire(time.time())
+            while len(self._sessions) >= self.max_sessions:
+                evicted, _ = self._sessions.popitem(last=False)
+                self._locks.pop(evicted, None)
+                logger.info("session store full: evicted the least recently active session")
+            self._sessions[state.session_id] = state.to_bytes()
+            self._locks[state.session_id] = threading.Lock()
+
+    def _lookup(self, session_id: str) -> tuple[SessionState, threading.Lock]:
+        with self._lock:
+            self._expire(time.time())
+            data, lock = self._sessions.get(session_id), self._locks.get(session_id)
+            if data is None or lock is None:
+                raise SessionNotFound(session_id)
+            return SessionState.from_bytes(data), lock
+
+    def get(self, session_id: str) -> SessionState:
+        return self._lookup(session_id)[0]
+
+    def update(self, session_id: str, change: Change) -> SessionState:
+        _, session_lock = self._lookup(session_id)
+        with session_lock:  # one turn at a time per session; other sessions go on
+            current = self.get(session_id)  # re-read under the lock: the previous turn's result
+            new = change(current)
+            with self._lock:
+                if session_id not in self._sessions:  # deleted meanwhile
+                    raise SessionNotFound(session_id)
+                self._sessions[session_id] = new.to_bytes()
+                self._sessions.move_to_end(session_id)
+            return new
+
+    def delete(self, session_id: str) -> bool:
+        with self._lock:
+            found = session_id in self._sessions
+            self._drop(session_id)
+            return found
+
+    def count(self) -> int:
+        with self._lock:
+            self._expire(time.time())
+            return len(self._sessions)
+
+
+class RedisSessionStore(SessionStore):
+    """Sessions shared by every worker and host that reach one Redis; each key expires when idle."""
+
+    backend = "redis"
+    PREFIX = "seqtag:session:"
+
+    def __init__(self, url: str, ttl_seconds: float, max_retries: int = 50):
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.client.ping()  # fail at start-up, not on the first turn
+        self.ttl_ms = int(ttl_seconds * 1000)
+        self.max_retries = max_retries
+
+    def _key(self, session_id: str) -> str:
+        return self.PREFIX + session_id
+
+    def create(self, state: SessionState) -> None:
+        self.client.set(self._key(state.session_id), state.to_bytes(), px=self.ttl_ms)
+
+    def get(self, session_id: str) -> SessionState:
+        data = self.client.get(self._key(session_id))
+        if data is None:
+            raise SessionNotFound(session_id)
+        return SessionState.from_bytes(data)
+
+    def update(self, session_id: str, change: Change) -> SessionState:
+        import redis
+
+        key = self._key(session_id)
+        for attempt in range(self.max_retries):
+            with self.client.pipeline() as pipe:
+                try:
+                    pipe.watch(key)
+                    data = pipe.get(key)
+                    if data is None:
+                        raise SessionNotFound(session_id)
+                    new = change(SessionState.from_bytes(data))  # may raise: nothing is written
+                    pipe.multi()
+                    pipe.set(key, new.to_bytes(), px=self.ttl_ms)
+                    pipe.execute()  # fails if the key changed since WATCH
+                    return new
+                except redis.WatchError:
+                    time.sleep(min(0.001 * 2 ** attempt, 0.05) * (0.5 + secrets.randbelow(1000) / 1000))
+        raise RuntimeError(f"session {session_id}: too many concurrent turns, gave up after {self.max_retries} tries")
+
+    def delete(self, session_id: str) -> bool:
+        return bool(self.client.delete(self._key(session_id)))
+
+    def count(self) -> int:
+        return sum(1 for _ in self.client.scan_iter(match=self.PREFIX + "*", count=1000))
+
+    def close(self) -> None:
+        self.client.close()

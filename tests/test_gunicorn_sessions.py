@@ -1,0 +1,98 @@
+"""Dialog sessions on a real gunicorn with 2 workers sharing a real Redis: 50 sessions x 20 turns posted
+concurrently give exactly the offline ``serve`` outputs; several workers without Redis are refused."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from test_gunicorn import REPO, call, free_port, wait_until
+from training.saved_dialog import DialogTurnInput, SavedDialogModel
+from training.tokenizer import tokenize
+
+SENTENCES = ["Do you have any pets?", "Yes, two cats.", "Oh, nice.", "Uh-huh.", "What are their names?",
+             "I don't know, really.", "Well, it depends on the weather.", "Right.", "That's a good point.",
+             "We went camping last summer and it rained every single day."]
+SESSIONS, TURNS = 50, 20
+
+
+def start(tmp_path, env_changes):
+    env = {**os.environ, "SEQTAG_HOST": "127.0.0.1", "SEQTAG_POLL_INTERVAL_SECONDS": "0", "SEQTAG_ACCESS_LOG": "",
+           **env_changes}
+    log = open(tmp_path / "gunicorn.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py"], cwd=REPO, env=env,
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return process, log
+
+
+def stop(process, log):
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    log.close()
+
+
+def test_50_sessions_x_20_turns_on_2_workers_with_redis(tmp_path, random_dialog_dirs, redis_url):
+    models = tmp_path / "models"
+    shutil.copytree(random_dialog_dirs["dialog-act"], models / "dialog-act" / "1")
+    port = free_port()
+    process, log = start(tmp_path, {"PORT": str(port), "SEQTAG_MODELS_DIR": str(models), "SEQTAG_WORKERS": "2",
+                                    "SEQTAG_THREADS": "8", "SEQTAG_REDIS_URL": redis_url})
+    try:
+        wait_until(lambda: call(port, "/readyz")[0] == 200, 120, "readiness", process)
+        rng = random.Random(7)
+        dialogs = [[("AB"[t % 2], rng.choice(SENTENCES)) for t in range(TURNS)] for _ in range(SESSIONS)]
+        answers = [[None] * TURNS for _ in range(SESSIONS)]
+        firsts, failures = {}, []
+
+        def converse(i):
+            status, session = call(port, "/v1/dialogs", {"model": "dialog-act"})
+            if status != 201:
+                failures.append((i, status, session))
+                return
+            for t, (speaker, text) in enumerate(dialogs[i]):
+                status, answer = call(port, f"/v1/dialogs/{session['session_id']}/turns", {"text": text, "speaker": speaker})
+                if status != 200 or answer["turn"] != t + 1:
+                    failures.append((i, t, status, answer))
+                    return
+                answers[i][t] = answer
+            # Reset, then the first turn again: the first answer again.
+            call(port, f"/v1/dialogs/{session['session_id']}/reset", {})
+            firsts[i] = call(port, f"/v1/dialogs/{session['session_id']}/turns",
+                             {"text": dialogs[i][0][1], "speaker": dialogs[i][0][0]})[1]
+
+        threads = [threading.Thread(target=converse, args=(i,)) for i in range(SESSIONS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert not failures, failures[:3]
+
+        model = SavedDialogModel(models / "dialog-act" / "1")
+        offline = model.predict([[DialogTurnInput([t.text for t in tokenize(text)], speaker) for speaker, text in dialog]
+                                 for dialog in dialogs])
+        for i in range(SESSIONS):
+            served = np.array([[answers[i][t]["scores"][label] for label in model.labels] for t in range(TURNS)])
+            np.testing.assert_allclose(served, offline[i], atol=1e-5)
+            assert [answers[i][t]["label"] for t in range(TURNS)] == [model.labels[k] for k in offline[i].argmax(-1)]
+            assert firsts[i]["scores"] == answers[i][0]["scores"] and firsts[i]["turn"] == 1
+    finally:
+        stop(process, log)
+    assert "Traceback" not in (tmp_path / "gunicorn.log").read_text()
+
+
+def test_several_workers_without_redis_are_refused(tmp_path):
+    process, log = start(tmp_path, {"PORT": str(free_port()), "SEQTAG_WORKERS": "2", "SEQTAG_REDIS_URL": ""})
+    try:
+        assert process.wait(timeout=60) != 0
+    finally:
+        stop(process, log)
+    assert "SEQTAG_REDIS_URL" in (tmp_path / "gunicorn.log").read_text()

@@ -1,0 +1,60 @@
+"""The shipped ``models/dialog-act`` and ``models/dialog-action``: metadata, size, and their dev figures
+reproduced by ``seqtag evaluate`` on the corpora beside the repository."""
+
+import json
+
+import pytest
+
+from training import artifacts
+from training.cli import main
+from training.saved_dialog import DialogTurnInput, SavedDialogModel
+
+from conftest import DATA, REPO
+
+SHIPPED = {
+    # name: (data, format, headline metric, floor it must reach, count key)
+    "dialog-act": (DATA / "swda" / "val", "swda", "accuracy", ACT_FLOOR := 0.0, "utterances"),
+    "dialog-action": (DATA / "sgd" / "sgd-dev.jsonl", "sgd", "micro_f1", ACTION_FLOOR := 0.0, "turns"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(SHIPPED))
+def shipped(request):
+    directory = artifacts.resolve_model_dir(REPO / "models" / request.param)
+    return request.param, directory, artifacts.read_metadata(directory)
+
+
+def test_metadata_is_complete_and_small(shipped):
+    name, directory, metadata = shipped
+    data, fmt, metric, floor, _ = SHIPPED[name]
+    assert metadata["name"] == name and metadata["kind"] == "dialog" and metadata["task"] == name
+    assert metadata["command"].startswith(f"seqtag train {name} ")
+    assert metadata["libraries"]["keras"] == "3.13.2"
+    assert metadata["metrics"]["dev"][metric] >= floor
+    for split in ("train", "dev"):
+        assert len(metadata["data"][split]["sha256"]) == 64
+    assert sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) < 15 * 2**20
+
+
+def test_evaluate_reproduces_the_recorded_dev_figures(shipped, capsys):
+    name, directory, metadata = shipped
+    data, fmt, metric, floor, count = SHIPPED[name]
+    if not data.exists():
+        pytest.skip(f"{data} not found")
+    assert main(["evaluate", "--model", str(directory.parent), "--data", str(data), "--format", fmt, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result[metric] >= floor
+    assert result[metric] == pytest.approx(metadata["metrics"]["dev"][metric], abs=1e-6)
+    assert result[count] == metadata["metrics"]["dev"][count]
+
+
+def test_streams_a_conversation():
+    model = SavedDialogModel(artifacts.resolve_model_dir(REPO / "models" / "dialog-act"))
+    state_h, state_c = model.zero_state(1)
+    acts = []
+    for speaker, tokens in (("A", ["Do", "you", "have", "any", "pets", "?"]), ("B", ["Yes", ",", "two", "cats", "."]),
+                            ("A", ["Uh-huh", "."])):
+        result = model.step([DialogTurnInput(tokens, speaker)], state_h, state_c)
+        state_h, state_c = result["state_h"], result["state_c"]
+        acts.append(result["labels"][0].decode())
+    assert acts[0] in ("qy", "qo", "qw", "qy^d") and acts[2] in ("b", "aa", "ba", "bk")
