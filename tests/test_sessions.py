@@ -230,3 +230,30 @@ def test_idle_sessions_expire(backend, models_dir, request):
     time.sleep(0.6)
     assert client.get(f"/v1/dialogs/{session_id}").status_code == 404
     close(app)
+
+
+def test_turns_of_different_sessions_share_step_calls(backend, models_dir, request):
+    """Cross-session batching: states stacked into one ``step`` call, each session still gets its own answer."""
+    app = make_app(backend, models_dir, request, batch_timeout_ms=20)  # wait a little for company
+    client = app.test_client()
+    expected, labels = offline_probabilities(models_dir / "dialog-act" / "1", CONVERSATION)
+    sessions = [open_session(client)["session_id"] for _ in range(8)]
+    results = {s: [] for s in sessions}
+    barrier = threading.Barrier(len(sessions))
+
+    def converse(session_id):
+        for speaker, text in CONVERSATION:
+            barrier.wait()  # every session posts its n-th turn at the same moment
+            answer = client.post(f"/v1/dialogs/{session_id}/turns", json={"text": text, "speaker": speaker}).get_json()
+            results[session_id].append([answer["scores"][label] for label in labels])
+
+    threads = [threading.Thread(target=converse, args=(s,)) for s in sessions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for session_id in sessions:
+        np.testing.assert_allclose(np.array(results[session_id]), expected, atol=2e-6)
+    batcher = app.extensions["seqtag.registry"].get("dialog-act").batcher
+    assert max(batcher.batch_sizes) > 1
+    close(app)
