@@ -48,8 +48,8 @@ def rss_mib(root_pid: int) -> float:
     return total / 1024
 
 
-def start_server(models_dir: str, batching: bool, workers: int, threads: int,
-                 batch_timeout_ms: float | None = None) -> tuple[subprocess.Popen, int]:
+def start_server(models_dir: str, batching: bool, workers: int, threads: int, batch_timeout_ms: float | None = None,
+                 extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = {**os.environ, "PORT": str(port), "SEQTAG_HOST": "127.0.0.1", "SEQTAG_MODELS_DIR": models_dir,
            "SEQTAG_BATCHING": "true" if batching else "false", "SEQTAG_WORKERS": str(workers),
@@ -57,6 +57,7 @@ def start_server(models_dir: str, batching: bool, workers: int, threads: int,
            "SEQTAG_THREADS": str(threads), "SEQTAG_ACCESS_LOG": "", "SEQTAG_POLL_INTERVAL_SECONDS": "0"}
     if batch_timeout_ms is not None:
         env["SEQTAG_BATCH_TIMEOUT_MS"] = str(batch_timeout_ms)
+    env.update(extra_env or {})
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py"], cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120

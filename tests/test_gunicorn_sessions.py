@@ -96,3 +96,36 @@ def test_several_workers_without_redis_are_refused(tmp_path):
     finally:
         stop(process, log)
     assert "SEQTAG_REDIS_URL" in (tmp_path / "gunicorn.log").read_text()
+
+
+def worker_pids(master: int) -> set[int]:
+    path = f"/proc/{master}/task/{master}/children"
+    return set(int(p) for p in open(path).read().split()) if os.path.exists(path) else set()
+
+
+def test_redis_sessions_survive_a_reload_of_the_workers(tmp_path, random_dialog_dirs, redis_url):
+    models = tmp_path / "models"
+    shutil.copytree(random_dialog_dirs["dialog-act"], models / "dialog-act" / "1")
+    port = free_port()
+    process, log = start(tmp_path, {"PORT": str(port), "SEQTAG_MODELS_DIR": str(models), "SEQTAG_WORKERS": "2",
+                                    "SEQTAG_THREADS": "4", "SEQTAG_REDIS_URL": redis_url})
+    conversation = [("A", "Do you have any pets?"), ("B", "Yes, two cats."), ("A", "Oh, nice."), ("B", "Uh-huh.")]
+    try:
+        wait_until(lambda: call(port, "/readyz")[0] == 200, 120, "readiness", process)
+        session_id = call(port, "/v1/dialogs", {"model": "dialog-act"})[1]["session_id"]
+        answers = [call(port, f"/v1/dialogs/{session_id}/turns", {"text": text, "speaker": speaker})[1]
+                   for speaker, text in conversation[:2]]
+        before = worker_pids(process.pid)
+        os.kill(process.pid, signal.SIGHUP)  # gunicorn: start new workers, stop the old ones gracefully
+        wait_until(lambda: len(worker_pids(process.pid)) == 2 and not worker_pids(process.pid) & before, 120,
+                   "new workers", process)
+        wait_until(lambda: call(port, "/readyz")[0] == 200, 120, "readiness after the reload", process)
+        answers += [call(port, f"/v1/dialogs/{session_id}/turns", {"text": text, "speaker": speaker})[1]
+                    for speaker, text in conversation[2:]]
+    finally:
+        stop(process, log)
+    assert [a["turn"] for a in answers] == [1, 2, 3, 4]
+    model = SavedDialogModel(models / "dialog-act" / "1")
+    offline = model.predict([[DialogTurnInput([t.text for t in tokenize(text)], speaker) for speaker, text in conversation]])[0]
+    served = np.array([[a["scores"][label] for label in model.labels] for a in answers])
+    np.testing.assert_allclose(served, offline, atol=1e-5)
