@@ -1,7 +1,8 @@
 """seqtag's HTTP service: ``create_app(config)`` builds the Flask app (served by gunicorn in production).
 
 Settings come from defaults <- ``SEQTAG_*`` environment variables <- the ``config`` mapping
-(``service.settings``). The model registry and the settings live in ``app.extensions``.
+(``service.settings``). The model registry, the dialog session store and the settings live in
+``app.extensions``.
 """
 
 from __future__ import annotations

@@ -5,10 +5,23 @@ Size limits depend on the settings, so they are checked after parsing, by ``chec
 
 from __future__ import annotations
 
+import json
+
+from flask import request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.errors import APIError
 from service.settings import ServiceSettings
+
+
+def json_body() -> object:
+    """The request's JSON body: 415 if it is not sent as JSON, 400 if it does not parse."""
+    if not request.is_json:
+        raise APIError(415, "unsupported_media_type", "send the body as JSON with 'Content-Type: application/json'")
+    try:
+        return json.loads(request.get_data(cache=False))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise APIError(400, "invalid_json", f"the body is not valid JSON: {error}") from None
 
 
 class TagRequest(BaseModel):

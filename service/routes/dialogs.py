@@ -12,12 +12,11 @@ import time
 from dataclasses import replace
 
 import numpy as np
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify
 
 from service.errors import APIError
 from service.registry import ModelLookupError, ModelRegistry, ModelVersion, StepRequest
-from service.routes.models import _json_body
-from service.schemas import CreateDialogRequest, TurnRequest, check_tokens, parse_body
+from service.schemas import CreateDialogRequest, TurnRequest, check_tokens, json_body, parse_body
 from service.sessions import SessionNotFound, SessionState, SessionStore, new_session_id
 from training.saved_dialog import DialogTurnInput
 from training.tokenizer import tokenize
@@ -54,7 +53,7 @@ def _not_found(session_id: str) -> APIError:
 
 @bp.post("")
 def create_dialog():
-    body = parse_body(CreateDialogRequest, _json_body())
+    body = parse_body(CreateDialogRequest, json_body())
     model = _dialog_model(body.model, body.version)
     units = model.dialog.state_size
     state = SessionState(new_session_id(), model.name, model.version, np.zeros(units, np.float32), np.zeros(units, np.float32))
@@ -66,7 +65,7 @@ def create_dialog():
 @bp.post("/<session_id>/turns")
 def post_turn(session_id: str):
     settings = current_app.extensions["seqtag.settings"]
-    body = parse_body(TurnRequest, _json_body())
+    body = parse_body(TurnRequest, json_body())
     if body.text is not None:
         if len(body.text) > settings.max_text_chars:
             raise APIError(400, "text_too_long", f"text: {len(body.text)} characters, at most {settings.max_text_chars}")

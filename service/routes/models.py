@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.routing import BaseConverter
 
 from service.errors import APIError
 from service.registry import MODEL_NAME, ModelLookupError, ModelRegistry
-from service.schemas import check_limits, parse_tag_request
+from service.schemas import check_limits, json_body, parse_tag_request
 from training.tokenizer import tokenize
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
@@ -31,15 +29,6 @@ def _lookup(name: str, version: int | None = None):
         return _registry().get(name, version)
     except ModelLookupError as error:
         raise APIError(503 if error.code == "model_unavailable" else 404, error.code, str(error)) from None
-
-
-def _json_body() -> object:
-    if not request.is_json:
-        raise APIError(415, "unsupported_media_type", "send the body as JSON with 'Content-Type: application/json'")
-    try:
-        return json.loads(request.get_data(cache=False))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise APIError(400, "invalid_json", f"the body is not valid JSON: {error}") from None
 
 
 def _requested_version() -> int | None:
@@ -69,7 +58,7 @@ def show_model(name: str):
 def tag(name: str):
     settings = current_app.extensions["seqtag.settings"]
     version = _requested_version()
-    body = parse_tag_request(_json_body())
+    body = parse_tag_request(json_body())
     check_limits(body, settings)
     model = _lookup(name, version)  # held until the response is built, whatever the registry does meanwhile
     if model.kind != "tagger":
