@@ -12,7 +12,6 @@ import sys
 import threading
 
 import numpy as np
-import pytest
 
 from test_gunicorn import REPO, call, free_port, wait_until
 from training.saved_dialog import DialogTurnInput, SavedDialogModel
