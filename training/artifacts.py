@@ -11,9 +11,11 @@ import json
 import os
 import platform
 import re
+import shutil
+import tempfile
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 METADATA_FILE = "metadata.json"
 _VERSION_NAME = re.compile(r"[1-9][0-9]{0,8}")  # "1", "2", ... (no "01", bounded length)
@@ -59,6 +61,24 @@ def publish_version(staging_dir: Path, model_root: Path) -> tuple[int, Path]:
         except OSError:
             if not target.exists():
                 raise
+
+
+def write_new_version(model_root: str | Path, write: Callable[[Path], dict[str, Any]]) -> tuple[int, Path]:
+    """A new version of ``model_root``: ``write(staging)`` fills a private staging directory and returns
+    the metadata, which is written there; the directory is then published whole as the next version (a
+    failure leaves nothing behind), and its metadata gets the version number."""
+    model_root = Path(model_root)
+    model_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_root))
+    staging.chmod(0o755)  # mkdtemp makes it private; a model is read by the service's user too
+    try:
+        write_metadata(staging, write(staging))
+        version, target = publish_version(staging, model_root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    write_metadata(target, {**read_metadata(target), "version": version})
+    return version, target
 
 
 def sha256_file(path: str | Path) -> str:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -130,35 +128,28 @@ def export_dialog_model(model: keras.Model, vocabs: DialogVocabs, config: Dialog
     """Write ``model_root/<next version>/``; with ``dev_dialogs``, the exported model is scored on them."""
     from training.saved_dialog import SavedDialogModel, evaluate_dialog_model
 
-    model_root = Path(model_root)
-    model_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_root))
-    staging.chmod(0o755)
-    try:
+    def write(staging: Path) -> dict[str, Any]:
         DialogSignatures(model, vocabs, config, thresholds).write(staging)
         (staging / VOCAB_FILE).write_text(json.dumps(vocabs.to_dict(), ensure_ascii=False), encoding="utf-8")
         outputs = "labels, scores, probabilities" if not config.multi_label else "predicted, probabilities"
-        metadata = {**metadata, "name": model_root.name, "kind": "dialog", "task": config.task,
-                    "multi_label": config.multi_label, "format": "tf_saved_model",
-                    "signatures": {"serve": f"tokens string[B, D, W], speakers string[B, D], turns int32[B]"
-                                            f"{', previous_actions float32[B, D, L]' if config.multi_label else ''} -> {outputs}",
-                                   "step": f"tokens string[B, W], speakers string[B], state_h, state_c float32[B, H]"
-                                           f"{', previous_actions float32[B, L]' if config.multi_label else ''} -> {outputs}, state_h, state_c",
-                                   "zero_state": "batch_size int32 -> state_h, state_c"},
-                    "state_size": config.turn_hidden, "labels": list(vocabs.labels.items),
-                    "thresholds": list(thresholds) if thresholds is not None else None,
-                    "word_vocabulary_size": len(vocabs.words), "speakers": list(vocabs.speakers.items[2:]),
-                    "config": config.to_dict(), "parameters": int(model.count_params()),
-                    "libraries": artifacts.library_versions()}
+        written = {**metadata, "name": Path(model_root).name, "kind": "dialog", "task": config.task,
+                   "multi_label": config.multi_label, "format": "tf_saved_model",
+                   "signatures": {"serve": f"tokens string[B, D, W], speakers string[B, D], turns int32[B]"
+                                           f"{', previous_actions float32[B, D, L]' if config.multi_label else ''} -> {outputs}",
+                                  "step": f"tokens string[B, W], speakers string[B], state_h, state_c float32[B, H]"
+                                          f"{', previous_actions float32[B, L]' if config.multi_label else ''} -> {outputs}, state_h, state_c",
+                                  "zero_state": "batch_size int32 -> state_h, state_c"},
+                   "state_size": config.turn_hidden, "labels": list(vocabs.labels.items),
+                   "thresholds": list(thresholds) if thresholds is not None else None,
+                   "word_vocabulary_size": len(vocabs.words), "speakers": list(vocabs.speakers.items[2:]),
+                   "config": config.to_dict(), "parameters": int(model.count_params()),
+                   "libraries": artifacts.library_versions()}
         if dev_dialogs is not None:
-            metrics = evaluate_dialog_model(SavedDialogModel(staging, metadata), dev_dialogs)
-            metadata.setdefault("metrics", {})["dev"] = metrics
+            metrics = evaluate_dialog_model(SavedDialogModel(staging, written), dev_dialogs)
+            written.setdefault("metrics", {})["dev"] = metrics
             logger.info("exported model on dev: %s", {k: v for k, v in metrics.items() if k != "per_label"})
-        artifacts.write_metadata(staging, metadata)
-        version, target = artifacts.publish_version(staging, model_root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    artifacts.write_metadata(target, {**artifacts.read_metadata(target), "version": version})
+        return written
+
+    version, target = artifacts.write_new_version(model_root, write)
     logger.info("wrote %s (version %d)", target, version)
     return version, target

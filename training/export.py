@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -108,28 +106,21 @@ def export_tagger(model: keras.Model, vocabs: TaggerVocabs, config: TaggerConfig
     from training.evaluate import evaluate_tagger  # evaluation loads what this module writes
     from training.saved_tagger import SavedTagger
 
-    model_root = Path(model_root)
-    model_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_root))
-    staging.chmod(0o755)  # mkdtemp makes it private; a model is read by the service's user too
-    try:
+    def write(staging: Path) -> dict[str, Any]:
         TaggerSignatures(model, vocabs, config).write(staging)
         (staging / VOCAB_FILE).write_text(json.dumps(vocabs.to_dict(), ensure_ascii=False), encoding="utf-8")
-        metadata = {**metadata, "name": model_root.name, "kind": "tagger", "format": "tf_saved_model",
-                    "signatures": {"serve": "tokens string[batch, time] ('' pads) -> tags, scores, probabilities",
-                                   "encode": "tokens string[batch, time] -> word_ids, char_ids"},
-                    "labels": list(vocabs.tags.items), "word_vocabulary_size": len(vocabs.words),
-                    "char_vocabulary_size": len(vocabs.chars), "config": config.to_dict(),
-                    "parameters": int(model.count_params()), "libraries": artifacts.library_versions()}
+        written = {**metadata, "name": Path(model_root).name, "kind": "tagger", "format": "tf_saved_model",
+                   "signatures": {"serve": "tokens string[batch, time] ('' pads) -> tags, scores, probabilities",
+                                  "encode": "tokens string[batch, time] -> word_ids, char_ids"},
+                   "labels": list(vocabs.tags.items), "word_vocabulary_size": len(vocabs.words),
+                   "char_vocabulary_size": len(vocabs.chars), "config": config.to_dict(),
+                   "parameters": int(model.count_params()), "libraries": artifacts.library_versions()}
         if dev_sentences is not None:
             metrics = evaluate_tagger(SavedTagger(staging), dev_sentences)
-            metadata.setdefault("metrics", {})["dev"] = metrics
+            written.setdefault("metrics", {})["dev"] = metrics
             logger.info("exported model on dev: accuracy %.4f over %d tokens", metrics["accuracy"], metrics["tokens"])
-        artifacts.write_metadata(staging, metadata)
-        version, target = artifacts.publish_version(staging, model_root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    artifacts.write_metadata(target, {**artifacts.read_metadata(target), "version": version})
+        return written
+
+    version, target = artifacts.write_new_version(model_root, write)
     logger.info("wrote %s (version %d)", target, version)
     return version, target
