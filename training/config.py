@@ -15,8 +15,26 @@ from typing import Any
 from training.errors import ConfigError
 
 
+class _ConfigDict:
+    """Field names, ``from_dict`` that refuses unknown keys (a typo fails loudly), ``to_dict``."""
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ConfigError(f"unknown config option(s): {', '.join(unknown)}; known: {', '.join(cls.field_names())}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 @dataclass
-class TaggerConfig:
+class TaggerConfig(_ConfigDict):
     # --- data ---
     tag_column: str = "upos"  # which CoNLL-U column to tag: "upos" or "xpos"
     min_word_count: int = 2  # words seen fewer times in train share the unknown-word embedding
@@ -61,18 +79,6 @@ class TaggerConfig:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
 
     @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TaggerConfig":
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            raise ConfigError(f"unknown config option(s): {', '.join(unknown)}; "
-                              f"known: {', '.join(cls.field_names())}")
-        return cls(**values)
-
-    @classmethod
     def from_json_file(cls, path: str | Path) -> "TaggerConfig":
         try:
             values = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -85,15 +91,12 @@ class TaggerConfig:
     def replace(self, **changes: Any) -> "TaggerConfig":
         return self.from_dict({**self.to_dict(), **changes})
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 DIALOG_TASKS = ("dialog-act", "dialog-action")
 
 
 @dataclass
-class DialogConfig:
+class DialogConfig(_ConfigDict):
     """A dialog model: one label (dialog-act, softmax) or a set of labels (dialog-action, sigmoid) per turn."""
 
     # --- data ---
@@ -136,16 +139,3 @@ class DialogConfig:
     def multi_label(self) -> bool:
         return self.task == "dialog-action"
 
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "DialogConfig":
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            raise ConfigError(f"unknown config option(s): {', '.join(unknown)}; known: {', '.join(cls.field_names())}")
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)

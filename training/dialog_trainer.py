@@ -21,6 +21,7 @@ from training.config import DialogConfig
 from training.dialog_data import Dialog
 from training.dialog_model import build_dialog_model
 from training.dialog_vocab import DialogBatches, DialogVocabs, EncodedDialog, encode_dialog, turn_tokens
+from training.trainer import EpochDevScore
 
 logger = logging.getLogger(__name__)
 
@@ -65,39 +66,21 @@ def dev_score(model: keras.Model, batches: DialogBatches, multi_label: bool) -> 
     return best
 
 
-class DialogDevEvaluation(keras.callbacks.Callback):
-    """Puts ``dev_score`` into the epoch logs (for early stopping), logs one line per epoch, keeps a time budget."""
+class DialogDevEvaluation(EpochDevScore):
+    """``dev_score``: accuracy (acts) or best-threshold micro-F1 (actions)."""
+
+    items = "turns"
 
     def __init__(self, dev_batches: DialogBatches, multi_label: bool, train_turns: int, max_seconds: float = 0.0):
-        super().__init__()
+        super().__init__(train_turns, max_seconds)
         self.dev_batches = dev_batches
         self.multi_label = multi_label
-        self.train_turns = train_turns
-        self.max_seconds = max_seconds
-        self.history: list[dict] = []
-        self._train_start = self._epoch_start = 0.0
 
-    def on_train_begin(self, logs=None):
-        self._train_start = time.perf_counter()
+    def dev_score(self) -> float:
+        return dev_score(self.model, self.dev_batches, self.multi_label)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self._epoch_start
-        score = dev_score(self.model, self.dev_batches, self.multi_label)
-        if logs is not None:
-            logs["dev_score"] = score
-        record = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))) if logs else float("nan"),
-                  "dev_score": score, "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
-                  "seconds": seconds, "turns_per_second": self.train_turns / seconds}
-        self.history.append(record)
-        logger.info("epoch %d: loss %.4f, dev %s %.4f, lr %.2g, %.0f turns/s, %.0f s", record["epoch"], record["loss"],
-                    "micro-F1 (best threshold)" if self.multi_label else "accuracy", score, record["learning_rate"],
-                    record["turns_per_second"], seconds)
-        if self.max_seconds and time.perf_counter() - self._train_start > self.max_seconds:
-            logger.info("time budget of %.0f minutes used up: stopping", self.max_seconds / 60)
-            self.model.stop_training = True
+    def describe(self, record: dict) -> str:
+        return f"dev {'micro-F1 (best threshold)' if self.multi_label else 'accuracy'} {record['dev_score']:.4f}"
 
 
 @dataclass

@@ -43,17 +43,26 @@ def token_accuracy(model: keras.Model, batches: BucketedBatches) -> float:
     return correct / max(total, 1)
 
 
-class DevEvaluation(keras.callbacks.Callback):
-    """Puts ``dev_accuracy`` into the epoch logs (for early stopping) and logs one line per epoch."""
+class EpochDevScore(keras.callbacks.Callback):
+    """After every epoch: the dev score into the logs under ``score_key`` (early stopping and the learning
+    rate schedule read it), one history record and one log line; stops training once ``max_seconds`` of
+    training have passed. Subclasses say how to score dev and what a training item is (token, turn)."""
 
-    def __init__(self, dev_batches: BucketedBatches, train_tokens: int, max_seconds: float = 0.0):
+    score_key = "dev_score"
+    items = "items"  # what ``train_items`` counts, for the speed in the record: "tokens", "turns"
+
+    def __init__(self, train_items: int, max_seconds: float = 0.0):
         super().__init__()
+        self.train_items = train_items
         self.max_seconds = max_seconds
-        self._train_start = 0.0
-        self.dev_batches = dev_batches
-        self.train_tokens = train_tokens
         self.history: list[dict] = []
-        self._epoch_start = 0.0
+        self._train_start = self._epoch_start = 0.0
+
+    def dev_score(self) -> float:
+        raise NotImplementedError
+
+    def describe(self, record: dict) -> str:
+        return f"dev {record[self.score_key]:.4f}"
 
     def on_train_begin(self, logs=None):
         self._train_start = time.perf_counter()
@@ -63,20 +72,37 @@ class DevEvaluation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._epoch_start
-        dev_accuracy = token_accuracy(self.model, self.dev_batches)
-        learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        score = self.dev_score()
         if logs is not None:
-            logs["dev_accuracy"] = dev_accuracy
+            logs[self.score_key] = score
         record = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))) if logs else float("nan"),
-                  "dev_accuracy": dev_accuracy, "learning_rate": learning_rate, "seconds": seconds,
-                  "tokens_per_second": self.train_tokens / seconds}
+                  self.score_key: score,
+                  "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+                  "seconds": seconds, f"{self.items}_per_second": self.train_items / seconds}
         self.history.append(record)
-        logger.info("epoch %d: loss %.4f, dev accuracy %.4f, lr %.2g, %.0f tokens/s, %.0f s",
-                    record["epoch"], record["loss"], dev_accuracy, learning_rate,
-                    record["tokens_per_second"], seconds)
+        logger.info("epoch %d: loss %.4f, %s, lr %.2g, %.0f %s/s, %.0f s", record["epoch"], record["loss"],
+                    self.describe(record), record["learning_rate"], record[f"{self.items}_per_second"], self.items,
+                    seconds)
         if self.max_seconds and time.perf_counter() - self._train_start > self.max_seconds:
             logger.info("time budget of %.0f minutes used up: stopping", self.max_seconds / 60)
             self.model.stop_training = True
+
+
+class DevEvaluation(EpochDevScore):
+    """Token accuracy on dev, as ``dev_accuracy``."""
+
+    score_key = "dev_accuracy"
+    items = "tokens"
+
+    def __init__(self, dev_batches: BucketedBatches, train_tokens: int, max_seconds: float = 0.0):
+        super().__init__(train_tokens, max_seconds)
+        self.dev_batches = dev_batches
+
+    def dev_score(self) -> float:
+        return token_accuracy(self.model, self.dev_batches)
+
+    def describe(self, record: dict) -> str:
+        return f"dev accuracy {record['dev_accuracy']:.4f}"
 
 
 @dataclass
