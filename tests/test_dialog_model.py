@@ -161,3 +161,27 @@ def test_bad_dialog_file_is_a_clear_cli_error(tmp_path, swda_slices, capsys):
     assert main(["train", "dialog-act", "--train", str(bad), "--dev", str(swda_slices[1]), "--out",
                  str(tmp_path / "m"), *TINY]) == 2
     assert "0001.txt:2" in capsys.readouterr().err
+
+
+def test_init_from_checkpoint_goes_on_from_its_weights(act_model, swda_slices, tmp_path, capsys):
+    directory, checkpoint = act_model
+    out = tmp_path / "dialog-act"
+    base = ["train", "dialog-act", "--train", str(swda_slices[0]), "--dev", str(swda_slices[1]), "--out", str(out),
+            "--checkpoint", str(tmp_path / "checkpoint"), "--init-from", str(checkpoint), "--quiet"]
+    # A learning rate too small to move any weight: the model that comes out is the checkpoint's.
+    assert main([*base, "--epochs", "1", "--learning-rate", "1e-12"]) == 0
+    dialogs = read_dialogs(swda_slices[1], "swda")
+    before, after = SavedDialogModel(directory), SavedDialogModel(out / "1")
+    assert after.labels == before.labels
+    inputs = [dialog_inputs(d, False) for d in dialogs]
+    for old, new in zip(before.predict(inputs), after.predict(inputs)):
+        np.testing.assert_allclose(new, old, atol=1e-5)
+    metadata = json.loads((out / "1" / "metadata.json").read_text())
+    assert metadata["training"]["initialized_from"]["checkpoint"] == str(checkpoint)
+    assert metadata["training"]["initialized_from"]["command"].startswith("seqtag train dialog-act")
+    assert metadata["config"]["learning_rate"] == 1e-12 and metadata["config"]["word_dim"] == 8
+
+    # The architecture is the checkpoint's: asking for another one is a clear error, not a silent rebuild.
+    capsys.readouterr()
+    assert main([*base, "--word-dim", "16"]) == 2
+    assert "--word-dim" in capsys.readouterr().err

@@ -36,6 +36,9 @@ def add_train_parsers(tasks) -> None:
         parser.add_argument("--out", required=True, type=Path, help=f"model directory, e.g. models/{task}")
         parser.add_argument("--checkpoint", type=Path,
                             help="where to keep the trained weights before export (default: checkpoints/<task>-<time>)")
+        parser.add_argument("--init-from", type=Path, metavar="CHECKPOINT",
+                            help="go on training from this checkpoint's weights and vocabularies (run options such as "
+                                 "--learning-rate may change; the architecture options are the checkpoint's)")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         group = parser.add_argument_group("model and run options")
         for field in dataclasses.fields(DialogConfig):
@@ -62,18 +65,28 @@ def data_record(path: Path, dialogs) -> dict:
 def command_train_dialog(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import keras
 
-    from training.dialog_trainer import save_checkpoint, train_dialog_model
+    from training.dialog_trainer import ARCHITECTURE_FIELDS, load_checkpoint, save_checkpoint, train_dialog_model
 
-    values = {"task": args.task}
-    for name in DialogConfig.field_names():
-        override = getattr(args, "config_" + name, None)
-        if override is not None:
-            values[name] = override
-    config = DialogConfig.from_dict(values)
+    overrides = {name: getattr(args, "config_" + name) for name in DialogConfig.field_names()
+                 if getattr(args, "config_" + name, None) is not None}
+    init, previous = None, None
+    if args.init_from:
+        if not (args.init_from / "training.json").is_file():
+            raise ConfigError(f"{args.init_from}: not a checkpoint directory (no training.json)")
+        model, vocabs, checkpoint_config, _, previous = load_checkpoint(args.init_from)
+        if checkpoint_config.task != args.task:
+            raise ConfigError(f"{args.init_from}: a {checkpoint_config.task} checkpoint, not {args.task}")
+        changed = [name for name in ARCHITECTURE_FIELDS if name in overrides and overrides[name] != getattr(checkpoint_config, name)]
+        if changed:
+            raise ConfigError(f"--init-from keeps the checkpoint's {', '.join('--' + n.replace('_', '-') for n in changed)}")
+        config = DialogConfig.from_dict({**checkpoint_config.to_dict(), **overrides})
+        init = (model, vocabs)
+    else:
+        config = DialogConfig.from_dict({"task": args.task, **overrides})
     train = read_dialogs(args.train, args.format)
     dev = read_dialogs(args.dev, args.format)
     verbose = 0 if args.quiet or not sys.stdout.isatty() else 1
-    result = train_dialog_model(config, train, dev, verbose=verbose)
+    result = train_dialog_model(config, train, dev, verbose=verbose, init=init)
     metadata = {
         "task": args.task, "data_format": args.format,
         "data": {"train": data_record(args.train, train), "dev": data_record(args.dev, dev)},
@@ -81,6 +94,9 @@ def command_train_dialog(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "training": {"backend": keras.backend.backend(), "epochs_run": len(result.history), "best_epoch": result.best_epoch,
                      "seconds": round(result.seconds, 1), "history": result.history},
     }
+    if previous is not None:  # the run this one went on from, and the runs before it
+        metadata["training"]["initialized_from"] = {"checkpoint": str(args.init_from), "command": previous.get("command"),
+                                                    "training": previous.get("training")}
     checkpoint = args.checkpoint or Path("checkpoints") / f"{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     save_checkpoint(result, checkpoint, metadata)
     if keras.backend.backend() != "tensorflow":

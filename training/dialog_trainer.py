@@ -96,13 +96,16 @@ class DialogTrainingResult:
 
 
 def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Sequence[Dialog], *,
-                       verbose: int = 0) -> DialogTrainingResult:
+                       verbose: int = 0, init: tuple[keras.Model, DialogVocabs] | None = None) -> DialogTrainingResult:
+    """Train on ``train``, early-stop on ``dev``. ``init``: a trained model and its vocabularies
+    (``load_checkpoint``) to go on training from, e.g. with a lower learning rate or on more data; its
+    vocabularies are kept, so words and labels it never saw stay unknown."""
     if not train or not dev:
         raise ValueError("the training and dev data must each hold at least one dialog")
     keras.utils.set_random_seed(config.seed)
     start = time.perf_counter()
     train_tokens, dev_tokens = tokenize_dialogs(train), tokenize_dialogs(dev)
-    vocabs = DialogVocabs.build(train, train_tokens, config.min_word_count)
+    vocabs = init[1] if init else DialogVocabs.build(train, train_tokens, config.min_word_count)
     logger.info("tokenized %d + %d dialogs in %.0f s; vocabularies: %d words, %d speakers, %d labels",
                 len(train), len(dev), time.perf_counter() - start, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels))
     unseen = sorted({label for d in dev for t in d.turns for label in (t.labels or ())} - set(vocabs.labels.items))
@@ -113,7 +116,7 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
                                   config.multi_label, shuffle=True, word_dropout=config.word_dropout, seed=config.seed)
     dev_batches = DialogBatches(encode_dialogs(dev, dev_tokens, vocabs, config), 4 * config.batch_turns,
                                 config.multi_label, shuffle=False)
-    model = build_dialog_model(config, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels))
+    model = init[0] if init else build_dialog_model(config, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels))
     loss = "binary_crossentropy" if config.multi_label else "sparse_categorical_crossentropy"
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm), loss=loss,
                   jit_compile=False)
@@ -161,6 +164,10 @@ def save_checkpoint(result: DialogTrainingResult, directory: Path, metadata: dic
     (directory / CHECKPOINT_STATE).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
     logger.info("checkpoint written to %s", directory)
     return directory
+
+
+# Options that shape the weights or the vocabularies: a run that goes on from a checkpoint keeps them.
+ARCHITECTURE_FIELDS = ("task", "min_word_count", "word_dim", "utterance_hidden", "speaker_dim", "turn_hidden")
 
 
 def load_checkpoint(directory: Path) -> tuple[keras.Model, DialogVocabs, DialogConfig, list[float] | None, dict]:
