@@ -18,6 +18,7 @@ $(INSTALLED): pyproject.toml
 
 test: $(INSTALLED)
 	.ci/ensure-redis
+	.ci/ensure-browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 serve: $(INSTALLED)

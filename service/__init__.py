@@ -15,9 +15,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 from flask import Flask  # noqa: E402
 
+from service import metrics, openapi, request_log  # noqa: E402
 from service.errors import register_error_handlers  # noqa: E402
 from service.registry import ModelRegistry  # noqa: E402
-from service.routes import dialogs, health, models  # noqa: E402
+from service.routes import dialogs, health, models, web  # noqa: E402
 from service.sessions import InProcessSessionStore, RedisSessionStore  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 from training.saved_tagger import set_tensorflow_threads  # noqa: E402
@@ -43,4 +44,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(dialogs.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(models.bp)
+    app.register_blueprint(web.bp)
+    metrics.init_app(app)
+    if settings.request_log:
+        request_log.init_app(app)
+    openapi.init_app(app, _version())  # last: it documents the routes registered before it
     return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("seqtag")
+    except PackageNotFoundError:  # run from a checkout that was not installed
+        return "0+unknown"

@@ -32,8 +32,10 @@ class _Pending:
 
 
 class MicroBatcher:
-    def __init__(self, function: BatchFunction, max_batch_size: int, timeout_seconds: float, name: str = "batcher"):
+    def __init__(self, function: BatchFunction, max_batch_size: int, timeout_seconds: float, name: str = "batcher",
+                 on_call: Callable[[int], None] | None = None):
         self.function = function
+        self.on_call = on_call  # told each model call's size (metrics)
         self.max_batch_size = max_batch_size
         self.timeout_seconds = timeout_seconds
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
@@ -103,6 +105,8 @@ class MicroBatcher:
                 chunk = items[start:start + self.max_batch_size]
                 outputs = self.function([batch[i].sentences[j] for _, i, j in chunk])
                 self.batch_sizes = (self.batch_sizes + [len(chunk)])[-1000:]
+                if self.on_call is not None:
+                    self.on_call(len(chunk))
                 for (_, i, j), output in zip(chunk, outputs):
                     results[i][j] = output
         except Exception as error:  # the model failed: every request of the batch hears why

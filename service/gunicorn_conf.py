@@ -4,7 +4,9 @@ Each worker process builds its own app and loads its own models (TensorFlow is n
 app is not preloaded in the master).
 """
 
+import glob
 import os
+import tempfile
 
 bind = f"{os.environ.get('SEQTAG_HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 wsgi_app = "service.wsgi:app"
@@ -15,7 +17,8 @@ timeout = int(os.environ.get("SEQTAG_TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("SEQTAG_GRACEFUL_TIMEOUT", "30"))
 keepalive = 5
 preload_app = False
-accesslog = os.environ.get("SEQTAG_ACCESS_LOG", "-") or None  # "-": stdout; "": none
+# gunicorn's own access log; off by default: the app writes one JSON line per request (SEQTAG_REQUEST_LOG).
+accesslog = os.environ.get("SEQTAG_ACCESS_LOG", "") or None  # "-": stdout; "": none
 
 # Dialog sessions kept in one process would scatter across workers: each worker would know only the
 # sessions it opened. Several workers need the shared Redis store (or dialog sessions turned off).
@@ -24,3 +27,19 @@ if workers > 1 and _sessions_on and not os.environ.get("SEQTAG_REDIS_URL"):
     raise SystemExit(f"seqtag: SEQTAG_WORKERS={workers} with dialog sessions kept in process would scatter sessions "
                      "across workers. Set SEQTAG_REDIS_URL=redis://host:6379/0 to share them, use one worker "
                      "(SEQTAG_THREADS gives concurrency), or set SEQTAG_DIALOG_SESSIONS=false for tagging only.")
+
+# Prometheus multiprocess mode: every worker writes its metrics under this directory and /metrics sums
+# them. Set before any worker imports prometheus_client; emptied when the server starts.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="seqtag-metrics-")
+
+
+def on_starting(server):
+    for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(stale)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # its live gauges leave the scrape; its counters stay

@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from training import artifacts
 from training.saved_dialog import DialogTurnInput, SavedDialogModel
 from training.saved_tagger import SavedTagger, TaggedTokens
 
+from service import metrics
 from service.batcher import MicroBatcher
 from service.settings import ServiceSettings
 
@@ -87,6 +89,7 @@ class ModelVersion:
     def step(self, requests: list[StepRequest]) -> list[StepResult]:
         if self.batcher is not None:
             return self.batcher.submit(requests)
+        metrics.observe_batch(self.name, len(requests))
         return step_batch(self.dialog, requests)
 
     @property
@@ -100,6 +103,7 @@ class ModelVersion:
     def tag(self, sentences: list[list[str]]) -> list[TaggedTokens]:
         if self.batcher is not None:
             return self.batcher.submit(sentences)
+        metrics.observe_batch(self.name, len(sentences))
         return self.tagger.tag(sentences)
 
     def close(self) -> None:
@@ -259,6 +263,7 @@ class ModelRegistry:
             except Exception as error:  # any failure to load or warm up rejects the version
                 reason = f"{type(error).__name__}: {error}".splitlines()[0][:500]
                 logger.error("rejected %s/%d: %s", name, version, reason)
+                metrics.LOAD_FAILURES.labels(name).inc()
                 entry.rejected[version] = _Rejection(fingerprint, reason)
         for version in [v for v in entry.rejected if v not in on_disk]:
             del entry.rejected[version]
@@ -267,6 +272,8 @@ class ModelRegistry:
         if entry.serving is not None and entry.serving is not old.serving:
             logger.info("serving %s version %d", name, entry.serving.version)
         self._entries[name] = entry  # the swap: requests that already hold a version keep it
+        metrics.set_loaded_versions(name, list(entry.loaded), entry.serving.version if entry.serving else None,
+                                    [m.version for m in retired])
         for model in retired:
             logger.info("unloading %s version %d", name, model.version)
             model.close()
@@ -286,7 +293,7 @@ class ModelRegistry:
             batcher = None
             if self.settings.batching:
                 batcher = MicroBatcher(tagger.tag, self.settings.max_batch_size, self.settings.batch_timeout_ms / 1000,
-                                       name=f"batcher-{name}-{version}")
+                                       name=f"batcher-{name}-{version}", on_call=partial(metrics.observe_batch, name))
             model = ModelVersion(name, version, directory, metadata, tagger, batcher)
             if self.settings.warmup:
                 try:
@@ -304,7 +311,8 @@ class ModelRegistry:
         batcher = None
         if self.settings.batching:
             batcher = MicroBatcher(lambda requests: step_batch(dialog, requests), self.settings.max_batch_size,
-                                   self.settings.batch_timeout_ms / 1000, name=f"batcher-{name}-{version}")
+                                   self.settings.batch_timeout_ms / 1000, name=f"batcher-{name}-{version}",
+                                   on_call=partial(metrics.observe_batch, name))
         model = ModelVersion(name, version, directory, metadata, None, batcher, dialog)
         if self.settings.warmup:
             try:

@@ -1,11 +1,14 @@
-"""Request bodies, validated with pydantic (strict: a token must be a string, unknown fields refused).
+"""The API's bodies as pydantic models: requests (validated strictly: a token must be a string, unknown
+fields refused) and responses (the OpenAPI document is generated from both, ``service.openapi``).
 
-Size limits depend on the settings, so they are checked after parsing, by ``check_limits``.
+Size limits depend on the settings, so they are checked after parsing, by ``check_limits``. Responses are
+built as plain dicts on the hot path; tests validate real responses against these models' schemas.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 from flask import request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -22,6 +25,12 @@ def json_body() -> object:
         return json.loads(request.get_data(cache=False))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise APIError(400, "invalid_json", f"the body is not valid JSON: {error}") from None
+
+
+class VersionQuery(BaseModel):
+    """``?version=N``: a loaded version instead of the serving one (parsed by ``routes.models``)."""
+
+    version: int | None = Field(None, ge=1, description="a loaded version (default: the serving one)")
 
 
 class TagRequest(BaseModel):
@@ -112,3 +121,90 @@ def parse_body(schema: type[BaseModel], body: object) -> BaseModel:
         return schema.model_validate(body)
     except ValidationError as error:
         raise APIError(400, "invalid_request", describe_validation_error(error)) from None
+
+
+# --- responses ---
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable and machine-readable, e.g. invalid_json, model_not_found")
+    message: str = Field(description="for humans: what was wrong, naming the field")
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx and 5xx answer has this shape."""
+
+    error: ErrorDetail
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: int
+
+
+class TopTag(BaseModel):
+    tag: str
+    score: float
+
+
+class TaggedSentence(BaseModel):
+    tokens: list[str]
+    tags: list[str] = Field(description="one tag per token")
+    scores: list[float] = Field(description="the probability of each chosen tag")
+    offsets: list[list[int]] | None = Field(None, description="texts only: [start, end) character offsets per token")
+    top_k: list[list[TopTag]] | None = Field(None, description="with top_k: the k best tags per token, best first")
+
+
+class TagResponse(BaseModel):
+    model: ModelRef = Field(description="the version that answered")
+    results: list[TaggedSentence] = Field(description="one per input sentence or text, in order")
+
+
+class VersionStatus(BaseModel):
+    version: int
+    state: Literal["AVAILABLE", "REJECTED"]
+    loaded_at: float | None = None
+    error: str | None = Field(None, description="REJECTED: why the version did not load or answer its warm-up")
+    rejected_at: float | None = None
+
+
+class ModelStatus(BaseModel):
+    name: str
+    kind: Literal["tagger", "dialog"] | None
+    state: Literal["AVAILABLE", "UNAVAILABLE"]
+    serving_version: int | None
+    pinned_version: int | None
+    versions: list[VersionStatus]
+    labels: list[str]
+    metrics: dict[str, float] = Field(description="dev figures from the serving version's metadata")
+
+
+class ModelList(BaseModel):
+    models: list[ModelStatus]
+
+
+class DialogSession(BaseModel):
+    session_id: str
+    model: ModelRef
+    turn: int = Field(description="turns taken so far")
+
+
+class DialogView(DialogSession):
+    created: float
+    last_active: float
+
+
+class TurnResult(BaseModel):
+    turn: int = Field(description="this turn's number, from 1")
+    label: str | None = Field(None, description="dialog-act models: the act of this utterance")
+    labels: list[str] | None = Field(None, description="action models: the actions the system should take next")
+    scores: dict[str, float] = Field(description="every label's probability")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    models: dict[str, int] = Field(description="each model's serving version")

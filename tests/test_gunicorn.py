@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,7 +62,8 @@ def server(tmp_path, random_tagger_dir):
     env = {**os.environ, "PORT": str(port), "SEQTAG_HOST": "127.0.0.1", "SEQTAG_MODELS_DIR": str(models),
            "SEQTAG_POLL_INTERVAL_SECONDS": "0.3", "SEQTAG_WORKERS": "2", "SEQTAG_THREADS": "4",
            "SEQTAG_DIALOG_SESSIONS": "false",  # tagging only: several workers without Redis
-           "SEQTAG_ACCESS_LOG": ""}
+           "SEQTAG_ACCESS_LOG": "", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    (tmp_path / "metrics").mkdir()
     log = open(tmp_path / "gunicorn.log", "w")
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py"],
                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -115,3 +117,61 @@ def test_hot_swap_under_load_and_broken_version(server, random_tagger_dir):
     assert {v["version"]: v["state"] for v in body["versions"]} == {3: "REJECTED", 2: "AVAILABLE", 1: "AVAILABLE"}
     status, body = call(port, "/v1/models/pos:tag?version=1", {"sentences": [["Hi"]]})
     assert status == 200 and body["model"]["version"] == 1  # rollback by request
+
+
+def scrape(port) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        return response.read().decode()
+
+
+def tag_requests_counted(text: str, status: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == "seqtag_http_requests_total" and s.labels["route"].endswith(":tag")
+               and s.labels["status"] == status)
+
+
+def test_metrics_sum_both_workers(server, tmp_path, random_tagger_dir):
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    port, models = server
+    sent = 0
+    lock = threading.Lock()
+
+    def client():
+        nonlocal sent
+        for _ in range(15):  # a new connection per request: the workers' accepts share them out
+            status, _ = call(port, "/v1/models/pos:tag", {"sentences": [["A", "cat", "sleeps", "."]]})
+            assert status == 200
+            with lock:
+                sent += 1
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert call(port, "/v1/models/pos:tag", {"sentences": "no"})[0] == 400
+    # Whichever worker answers the scrape, it reports every worker's requests.
+    for _ in range(6):
+        text = scrape(port)
+        assert tag_requests_counted(text, "200") == sent == 90
+        assert tag_requests_counted(text, "400") == 1
+    # Both workers did take requests: each one's own file holds a share of them.
+    shares = []
+    for counter_file in sorted((tmp_path / "metrics").glob("counter_*.db")):
+        alone = tmp_path / f"alone-{counter_file.stem}"
+        alone.mkdir()
+        shutil.copy(counter_file, alone)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(alone))
+        shares.append(tag_requests_counted(generate_latest(registry).decode(), "200"))
+    assert len(shares) == 2 and all(share > 0 for share in shares) and sum(shares) == 90, shares
+    # A broken version is rejected by each worker: two failures in one scrape.
+    add_broken_version(models / "pos", 2, random_tagger_dir)
+    wait_until(lambda: 'seqtag_model_load_failures_total{model="pos"} 2.0' in scrape(port), 60,
+               "both workers to count the rejection")
+    loaded = [line for line in scrape(port).splitlines() if line.startswith("seqtag_model_version_loaded{")]
+    assert len({line.split('pid="')[1].split('"')[0] for line in loaded}) == 2, loaded  # one series per live worker

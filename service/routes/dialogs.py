@@ -16,7 +16,9 @@ from flask import Blueprint, current_app, jsonify
 
 from service.errors import APIError
 from service.registry import ModelLookupError, ModelRegistry, ModelVersion, StepRequest
-from service.schemas import CreateDialogRequest, TurnRequest, check_tokens, json_body, parse_body
+from service.openapi import BODY_ERRORS, documented
+from service.schemas import (CreateDialogRequest, DialogSession, DialogView, ErrorResponse, TurnRequest, TurnResult,
+                             check_tokens, json_body, parse_body)
 from service.sessions import SessionNotFound, SessionState, SessionStore, new_session_id
 from training.saved_dialog import DialogTurnInput
 from training.tokenizer import tokenize
@@ -52,7 +54,10 @@ def _not_found(session_id: str) -> APIError:
 
 
 @bp.post("")
+@documented(json=CreateDialogRequest, tags=("dialogs",), HTTP_201=DialogSession, HTTP_404=ErrorResponse,
+            HTTP_503=ErrorResponse, **BODY_ERRORS)
 def create_dialog():
+    """Open a session on a dialog model: a zero recurrent state, turn 0."""
     body = parse_body(CreateDialogRequest, json_body())
     model = _dialog_model(body.model, body.version)
     units = model.dialog.state_size
@@ -63,7 +68,10 @@ def create_dialog():
 
 
 @bp.post("/<session_id>/turns")
+@documented(json=TurnRequest, tags=("dialogs",), HTTP_200=TurnResult, HTTP_404=ErrorResponse, HTTP_409=ErrorResponse,
+            **BODY_ERRORS)
 def post_turn(session_id: str):
+    """Take the next turn: its act (or the system's next actions), and the session's state moves on."""
     settings = current_app.extensions["seqtag.settings"]
     body = parse_body(TurnRequest, json_body())
     if body.text is not None:
@@ -107,6 +115,7 @@ def post_turn(session_id: str):
 
 
 @bp.post("/<session_id>/reset")
+@documented(tags=("dialogs",), HTTP_200=DialogSession, HTTP_404=ErrorResponse, HTTP_503=ErrorResponse)
 def reset_dialog(session_id: str):
     """Back to turn 0 with a zero state, on the model's serving version (a new conversation)."""
     def start_over(state: SessionState) -> SessionState:
@@ -124,7 +133,9 @@ def reset_dialog(session_id: str):
 
 
 @bp.get("/<session_id>")
+@documented(tags=("dialogs",), HTTP_200=DialogView, HTTP_404=ErrorResponse)
 def show_dialog(session_id: str):
+    """The session's model version, turn count and times."""
     try:
         return jsonify(_session_view(_sessions().get(session_id)))
     except SessionNotFound:
@@ -132,7 +143,9 @@ def show_dialog(session_id: str):
 
 
 @bp.delete("/<session_id>")
+@documented(tags=("dialogs",), HTTP_204=None, HTTP_404=ErrorResponse)
 def delete_dialog(session_id: str):
+    """End the session and forget its state."""
     if not _sessions().delete(session_id):
         raise _not_found(session_id)
     return "", 204

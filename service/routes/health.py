@@ -3,17 +3,23 @@
 from flask import Blueprint, current_app, jsonify
 
 from service.errors import APIError
+from service.openapi import documented
+from service.schemas import ErrorResponse, Health, Ready
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
+@documented(tags=("health",), HTTP_200=Health)
 def healthz():
+    """The process answers."""
     return jsonify({"status": "ok"})
 
 
 @bp.get("/readyz")
+@documented(tags=("health",), HTTP_200=Ready, HTTP_503=ErrorResponse)
 def readyz():
+    """Every model found has a serving version."""
     registry = current_app.extensions["seqtag.registry"]
     ready, missing = registry.ready()
     if not ready:

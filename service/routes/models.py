@@ -8,7 +8,9 @@ from werkzeug.routing import BaseConverter
 
 from service.errors import APIError
 from service.registry import MODEL_NAME, ModelLookupError, ModelRegistry
-from service.schemas import check_limits, json_body, parse_tag_request
+from service.openapi import BODY_ERRORS, documented
+from service.schemas import (ErrorResponse, ModelList, ModelStatus, TagRequest, TagResponse, VersionQuery,
+                             check_limits, json_body, parse_tag_request)
 from training.tokenizer import tokenize
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
@@ -41,13 +43,17 @@ def _requested_version() -> int | None:
 
 
 @bp.get("")
+@documented(tags=("models",), HTTP_200=ModelList)
 def list_models():
+    """Every model found, with its versions, labels and dev metrics."""
     registry = _registry()
     return jsonify({"models": [registry.status(name) for name in registry.names()]})
 
 
 @bp.get("/<model_name:name>")
+@documented(tags=("models",), HTTP_200=ModelStatus, HTTP_404=ErrorResponse)
 def show_model(name: str):
+    """One model's status: serving and pinned version, loaded and rejected versions, labels, dev metrics."""
     try:
         return jsonify(_registry().status(name))
     except ModelLookupError as error:
@@ -55,7 +61,10 @@ def show_model(name: str):
 
 
 @bp.post("/<model_name:name>:tag")
+@documented(json=TagRequest, query=VersionQuery, tags=("models",), HTTP_200=TagResponse, HTTP_404=ErrorResponse,
+            HTTP_503=ErrorResponse, **BODY_ERRORS)
 def tag(name: str):
+    """Tag pre-tokenized sentences or raw texts; ``?version=N`` asks for a loaded version."""
     settings = current_app.extensions["seqtag.settings"]
     version = _requested_version()
     body = parse_tag_request(json_body())

@@ -1,0 +1,147 @@
+// seqtag's page: tag a sentence (POST /v1/models/<name>:tag) and stream a dialog (POST /v1/dialogs/...).
+// Plain JavaScript, no build step; every call goes through the same JSON API as any other client.
+"use strict";
+
+const TAG_COLOURS = {  // UPOS, as displaCy-like pastel backgrounds; other tag sets get a colour from the tag's hash
+  ADJ: "#fde2a7", ADP: "#c8e6c9", ADV: "#ffd6a5", AUX: "#d1c4e9", CCONJ: "#b3e5fc", DET: "#e1f5fe",
+  INTJ: "#f8bbd0", NOUN: "#a5d6a7", NUM: "#ffe0b2", PART: "#e6ee9c", PRON: "#b2dfdb", PROPN: "#81c784",
+  PUNCT: "#eeeeee", SCONJ: "#c5cae9", SYM: "#f0f4c3", VERB: "#ef9a9a", X: "#cfd8dc",
+};
+
+function tagColour(tag) {
+  if (TAG_COLOURS[tag]) return TAG_COLOURS[tag];
+  let hash = 0;
+  for (const c of tag) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
+  return `hsl(${hash % 360}, 70%, 85%)`;
+}
+
+const $ = (id) => document.getElementById(id);
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+async function api(method, path, body) {
+  const options = { method, headers: {} };
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const response = await fetch(path, options);
+  const data = response.status === 204 ? null : await response.json();
+  if (!response.ok) {
+    throw new Error(data && data.error ? `${data.error.code}: ${data.error.message}` : `HTTP ${response.status}`);
+  }
+  return data;
+}
+
+async function loadModels() {
+  const { models } = await api("GET", "/v1/models");
+  for (const model of models.filter((m) => m.state === "AVAILABLE")) {
+    const option = new Option(`${model.name} (v${model.serving_version})`, model.name);
+    (model.kind === "dialog" ? $("dialog-model") : $("tag-model")).append(option);
+  }
+}
+
+async function tagText(event) {
+  event.preventDefault();
+  showError("");
+  const name = $("tag-model").value;
+  try {
+    const answer = await api("POST", `/v1/models/${encodeURIComponent(name)}:tag`, { texts: [$("tag-text").value] });
+    const result = answer.results[0];
+    const box = $("tag-result");
+    box.replaceChildren(...result.tokens.map((token, i) => {
+      const chip = document.createElement("span");
+      chip.className = "token";
+      chip.style.background = tagColour(result.tags[i]);
+      chip.title = `${result.tags[i]} (${(100 * result.scores[i]).toFixed(1)} %)`;
+      chip.dataset.tag = result.tags[i];
+      const text = document.createElement("span");
+      text.className = "text";
+      text.textContent = token;
+      const tag = document.createElement("span");
+      tag.className = "tag";
+      tag.textContent = result.tags[i];
+      chip.append(text, tag);
+      return chip;
+    }));
+    $("tag-meta").textContent = `${answer.model.name} version ${answer.model.version}`;
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+let session = null;  // {id, model, turn}
+
+function setStatus() {
+  $("dialog-status").textContent = session ? `session ${session.id.slice(0, 8)}… · turn ${session.turn}` : "no session";
+}
+
+async function openSession() {
+  const created = await api("POST", "/v1/dialogs", { model: $("dialog-model").value });
+  session = { id: created.session_id, model: created.model.name, turn: created.turn };
+  setStatus();
+}
+
+async function sendTurn(event) {
+  event.preventDefault();
+  showError("");
+  const text = $("turn-text").value;
+  const speaker = $("turn-speaker").value;
+  try {
+    if (!session || session.model !== $("dialog-model").value) {
+      $("dialog-log").replaceChildren();
+      await openSession();
+    }
+    const answer = await api("POST", `/v1/dialogs/${session.id}/turns`, { text, speaker });
+    session.turn = answer.turn;
+    const labels = answer.labels !== undefined && answer.labels !== null ? answer.labels : [answer.label];
+    const item = document.createElement("li");
+    item.className = "turn" + (answer.turn % 2 === 0 ? " even" : "");
+    item.dataset.turn = answer.turn;
+    const who = document.createElement("span");
+    who.className = "speaker";
+    who.textContent = speaker || "·";
+    const said = document.createElement("span");
+    said.className = "said";
+    said.textContent = text;
+    const tags = document.createElement("span");
+    tags.className = "labels";
+    for (const label of labels.length ? labels : ["(none)"]) {
+      const badge = document.createElement("span");
+      badge.className = "label";
+      badge.textContent = label;
+      badge.title = answer.scores[label] !== undefined ? `${(100 * answer.scores[label]).toFixed(1)} %` : "";
+      tags.append(badge);
+    }
+    item.append(who, said, tags);
+    $("dialog-log").append(item);
+    item.scrollIntoView({ block: "nearest" });
+    $("turn-text").value = "";
+    setStatus();
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+async function resetDialog() {
+  showError("");
+  try {
+    if (session) {
+      const answer = await api("POST", `/v1/dialogs/${session.id}/reset`);
+      session.turn = answer.turn;
+    }
+    $("dialog-log").replaceChildren();
+    setStatus();
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+$("tag-form").addEventListener("submit", tagText);
+$("turn-form").addEventListener("submit", sendTurn);
+$("dialog-reset").addEventListener("click", resetDialog);
+loadModels().then(() => document.body.dataset.ready = "true").catch((error) => showError(error.message));

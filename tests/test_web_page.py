@@ -1,0 +1,139 @@
+"""The web page in a real browser: headless Chromium (Debian's ``chromium`` and ``chromium-driver``, driven
+by Selenium) against a real gunicorn serving the shipped models. It tags a sentence, holds a two-turn
+dialog, resets it, checks that what the page shows is what the API answers, and saves a screenshot
+(``build/screenshots/web-page.png``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_gunicorn import REPO, call, free_port, wait_until
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+if not (CHROMIUM and CHROMEDRIVER):
+    if os.environ.get("CI"):  # CI must run it: a skip there would hide a page nobody tested
+        raise RuntimeError("CI=true but chromium or chromedriver is missing (.ci/ensure-browser installs them)")
+    pytest.skip("needs Debian's chromium and chromium-driver (.ci/ensure-browser installs them)", allow_module_level=True)
+SCREENSHOT = REPO / "build" / "screenshots" / "web-page.png"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("web")
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "SEQTAG_HOST": "127.0.0.1", "SEQTAG_MODELS_DIR": str(REPO / "models"),
+           "SEQTAG_POLL_INTERVAL_SECONDS": "0", "SEQTAG_THREADS": "4", "PROMETHEUS_MULTIPROC_DIR": str(tmp)}
+    log = open(tmp / "gunicorn.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py"], cwd=REPO, env=env,
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: call(port, "/readyz")[0] == 200, 180, "gunicorn to be ready", process)
+        yield f"http://127.0.0.1:{port}", port
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1400,900"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def test_tag_a_sentence_and_hold_a_dialog(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    base, port = server
+    wait = WebDriverWait(browser, 60)
+    browser.get(base + "/")
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+
+    # Tagging: the page shows the API's tokens and tags, one colour per tag.
+    sentence = "I don't like green eggs and ham."
+    text_box = browser.find_element(By.ID, "tag-text")
+    text_box.clear()
+    text_box.send_keys(sentence)
+    browser.find_element(By.ID, "tag-button").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tag-result .token"))
+    chips = browser.find_elements(By.CSS_SELECTOR, "#tag-result .token")
+    shown = [(c.find_element(By.CLASS_NAME, "text").text, c.find_element(By.CLASS_NAME, "tag").text) for c in chips]
+    status, answer = call(port, "/v1/models/pos:tag", {"texts": [sentence]})
+    assert status == 200
+    assert shown == list(zip(answer["results"][0]["tokens"], answer["results"][0]["tags"]))
+    assert [t for t, _ in shown][:3] == ["I", "do", "n't"]
+    colours = {}
+    for chip, (_, tag) in zip(chips, shown):
+        colours.setdefault(tag, set()).add(chip.value_of_css_property("background-color"))
+    assert all(len(c) == 1 for c in colours.values())  # one colour per tag ...
+    assert len({next(iter(c)) for c in colours.values()}) == len(colours)  # ... and a different one for each
+
+    # A dialog: each turn appears with the act the API gives for the same conversation.
+    Select(browser.find_element(By.ID, "dialog-model")).select_by_value("dialog-act")
+    turns = [("A", "Do you have any pets?"), ("B", "Yes, we have a dog.")]
+    for speaker, text in turns:
+        speaker_box = browser.find_element(By.ID, "turn-speaker")
+        speaker_box.clear()
+        speaker_box.send_keys(speaker)
+        browser.find_element(By.ID, "turn-text").send_keys(text)
+        browser.find_element(By.ID, "turn-button").click()
+        count = len(browser.find_elements(By.CSS_SELECTOR, "#dialog-log .turn"))
+        wait.until(lambda d, n=count: len(d.find_elements(By.CSS_SELECTOR, "#dialog-log .turn")) >= n and
+                   d.find_element(By.ID, "turn-text").get_attribute("value") == "")
+    items = browser.find_elements(By.CSS_SELECTOR, "#dialog-log .turn")
+    shown_labels = [item.find_element(By.CLASS_NAME, "label").text for item in items]
+    status, created = call(port, "/v1/dialogs", {"model": "dialog-act"})
+    expected = [call(port, f"/v1/dialogs/{created['session_id']}/turns", {"text": t, "speaker": s})[1]["label"]
+                for s, t in turns]
+    assert shown_labels == expected
+    assert "turn 2" in browser.find_element(By.ID, "dialog-status").text
+    assert not browser.find_element(By.ID, "error").is_displayed()
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(SCREENSHOT)) and SCREENSHOT.stat().st_size > 10_000
+
+    # Reset: the log empties and the conversation starts again at turn 1.
+    browser.find_element(By.ID, "dialog-reset").click()
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#dialog-log .turn"))
+    assert "turn 0" in browser.find_element(By.ID, "dialog-status").text
+    browser.find_element(By.ID, "turn-text").send_keys(turns[0][1])
+    browser.find_element(By.ID, "turn-speaker").clear()
+    browser.find_element(By.ID, "turn-speaker").send_keys("A")
+    browser.find_element(By.ID, "turn-button").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#dialog-log .turn"))
+    assert browser.find_element(By.CSS_SELECTOR, "#dialog-log .turn .label").text == expected[0]
+    assert "turn 1" in browser.find_element(By.ID, "dialog-status").text
+
+
+def test_api_errors_show_on_the_page(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base, _ = server
+    browser.get(base + "/")
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+    text_box = browser.find_element(By.ID, "tag-text")
+    text_box.clear()
+    text_box.send_keys("x" * 6000)  # over the service's text limit: a 400 with the error shape
+    browser.find_element(By.ID, "tag-button").click()
+    wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
+    assert browser.find_element(By.ID, "error").text.startswith("text_too_long")
