@@ -17,8 +17,7 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 test: $(INSTALLED)
-	.ci/ensure-redis
-	.ci/ensure-browser
+	.ci/ensure-tools
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 serve: $(INSTALLED)

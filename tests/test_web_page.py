@@ -20,8 +20,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 if not (CHROMIUM and CHROMEDRIVER):
     if os.environ.get("CI"):  # CI must run it: a skip there would hide a page nobody tested
-        raise RuntimeError("CI=true but chromium or chromedriver is missing (.ci/ensure-browser installs them)")
-    pytest.skip("needs Debian's chromium and chromium-driver (.ci/ensure-browser installs them)", allow_module_level=True)
+        raise RuntimeError("CI=true but chromium or chromedriver is missing (.ci/ensure-tools installs them)")
+    pytest.skip("needs Debian's chromium and chromium-driver (.ci/ensure-tools installs them)", allow_module_level=True)
 SCREENSHOT = REPO / "build" / "screenshots" / "web-page.png"
 
 
