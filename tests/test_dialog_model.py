@@ -185,3 +185,12 @@ def test_init_from_checkpoint_goes_on_from_its_weights(act_model, swda_slices, t
     capsys.readouterr()
     assert main([*base, "--word-dim", "16"]) == 2
     assert "--word-dim" in capsys.readouterr().err
+
+
+def test_training_writes_reports(act_model, action_model):
+    act_report, action_report = act_model[0] / "report", action_model[0] / "report"
+    for report in (act_report, action_report):
+        assert (report / "report.md").is_file() and (report / "per_label.md").read_text().startswith("| label |")
+        assert (report / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (act_report / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"  # one act per turn
+    assert not (action_report / "confusion_matrix.png").exists()  # sets of actions: per-label figures only

@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     pos.add_argument("--out", required=True, type=Path, help="model directory, e.g. models/pos (gets a new version)")
     pos.add_argument("--config", type=Path, help="JSON file of options (command-line options override it)")
     pos.add_argument("--quiet", action="store_true", help="no progress bar")
+    pos.add_argument("--tensorboard", type=Path, metavar="DIR", help="write TensorBoard logs here")
     _add_config_options(pos)
     from training.dialog_cli import add_train_parsers
     add_train_parsers(tasks)
@@ -69,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="CoNLL-U column to compare with (default: the one the model was trained on)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     evaluate.add_argument("--batch-size", type=int, default=256, help="sentences per model call")
+    evaluate.add_argument("--report", type=Path, metavar="DIR",
+                          help="also write report.md, per_label.md and PNG plots (confusion matrix, learning curves) here")
     return parser
 
 
@@ -99,7 +102,7 @@ def command_train_pos(args: argparse.Namespace, argv: Sequence[str]) -> int:
     dev = read_conllu(args.dev, config.tag_column)
     logger.info("train: %d sentences from %s; dev: %d sentences from %s", len(train), args.train, len(dev), args.dev)
     verbose = 0 if args.quiet or not sys.stdout.isatty() else 1
-    result = train_tagger(config, train, dev, verbose=verbose)
+    result = train_tagger(config, train, dev, verbose=verbose, tensorboard_dir=args.tensorboard)
     metadata = {
         "task": "pos",
         "tag_column": config.tag_column,
@@ -110,6 +113,7 @@ def command_train_pos(args: argparse.Namespace, argv: Sequence[str]) -> int:
                      "history": result.history},
     }
     version, directory = export_tagger(result.model, result.vocabs, config, args.out, metadata, dev_sentences=dev)
+    evaluate_pos_model(directory, args.dev, config.tag_column, report=directory / "report")
     print(directory)
     return 0
 
@@ -126,26 +130,41 @@ def command_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def command_evaluate(args: argparse.Namespace) -> int:
+def evaluate_pos_model(model_dir: Path, data: Path, tag_column: str | None = None, batch_size: int = 256,
+                       report: Path | None = None) -> dict:
+    """A tagger's figures on a CoNLL-U file; with ``report``, the report files written there too."""
     from training.conllu_reader import read_conllu
-    from training.evaluate import evaluate_tagger, format_report
+    from training.evaluate import evaluate_tagger
     from training.saved_tagger import SavedTagger
+
+    tagger = SavedTagger(model_dir)
+    tag_column = tag_column or tagger.metadata.get("tag_column", "upos")
+    sentences = read_conllu(data, tag_column)
+    metrics = evaluate_tagger(tagger, sentences, batch_size=batch_size, with_predictions=report is not None)
+    metrics = {"model": str(model_dir), "data": str(data), "tag_column": tag_column, **metrics}
+    if report is not None:
+        from training.report import write_report
+
+        gold, predicted = metrics.pop("gold"), metrics.pop("predicted")
+        write_report(report, f"{model_dir} on {data} ({tag_column.upper()})", metrics, metrics["per_tag"], gold,
+                     predicted, tagger.metadata.get("training", {}).get("history"))
+    return metrics
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import format_report
 
     model_dir = artifacts.resolve_model_dir(args.model)
     if artifacts.read_metadata(model_dir).get("kind") == "dialog":
         from training.dialog_cli import command_evaluate_dialog
-        return command_evaluate_dialog(model_dir, args.data, args.format, args.json)
+        return command_evaluate_dialog(model_dir, args.data, args.format, args.json, args.report)
     if args.format not in (None, "conllu"):
         raise ConfigError(f"{model_dir} is a tagger: it reads --format conllu, not {args.format}")
-    tagger = SavedTagger(model_dir)
-    tag_column = args.tag_column or tagger.metadata.get("tag_column", "upos")
-    sentences = read_conllu(args.data, tag_column)
-    metrics = evaluate_tagger(tagger, sentences, batch_size=args.batch_size)
-    metrics = {"model": str(model_dir), "data": str(args.data), "tag_column": tag_column, **metrics}
+    metrics = evaluate_pos_model(model_dir, args.data, args.tag_column, args.batch_size, args.report)
     if args.json:
         print(json.dumps(metrics))
     else:
-        print(format_report(metrics, title=f"{model_dir} on {args.data} ({tag_column.upper()})"))
+        print(format_report(metrics, title=f"{model_dir} on {args.data} ({metrics['tag_column'].upper()})"))
     return 0
 
 

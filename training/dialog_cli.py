@@ -40,6 +40,7 @@ def add_train_parsers(tasks) -> None:
                             help="go on training from this checkpoint's weights and vocabularies (run options such as "
                                  "--learning-rate may change; the architecture options are the checkpoint's)")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
+        parser.add_argument("--tensorboard", type=Path, metavar="DIR", help="write TensorBoard logs here")
         group = parser.add_argument_group("model and run options")
         for field in dataclasses.fields(DialogConfig):
             if field.name == "task":
@@ -86,7 +87,7 @@ def command_train_dialog(args: argparse.Namespace, argv: Sequence[str]) -> int:
     train = read_dialogs(args.train, args.format)
     dev = read_dialogs(args.dev, args.format)
     verbose = 0 if args.quiet or not sys.stdout.isatty() else 1
-    result = train_dialog_model(config, train, dev, verbose=verbose, init=init)
+    result = train_dialog_model(config, train, dev, verbose=verbose, init=init, tensorboard_dir=args.tensorboard)
     metadata = {
         "task": args.task, "data_format": args.format,
         "data": {"train": data_record(args.train, train), "dev": data_record(args.dev, dev)},
@@ -118,19 +119,39 @@ def export_checkpoint(checkpoint: Path, out: Path, dev=None, command: str | None
         if record and Path(record["path"]).exists():
             dev = read_dialogs(record["path"], metadata.get("data_format", DEFAULT_FORMATS[config.task]))
     _, directory = export_dialog_model(model, vocabs, config, thresholds, out, metadata, dev_dialogs=dev)
+    if dev is not None:
+        evaluate_dialog(directory, dev, report=directory / "report")
     print(directory)
     return 0
 
 
-def command_evaluate_dialog(model_dir: Path, data: Path, data_format: str | None, as_json: bool) -> int:
-    from training.dialog_evaluate import format_dialog_report
+def evaluate_dialog(model_dir: Path, dialogs, data: Path | None = None, data_format: str | None = None,
+                    report: Path | None = None) -> dict:
+    """A dialog model's figures on ``dialogs``; with ``report``, the report files written there too."""
     from training.saved_dialog import SavedDialogModel, evaluate_dialog_model
 
     model = SavedDialogModel(model_dir)
-    data_format = data_format or model.metadata.get("data_format", DEFAULT_FORMATS[model.task])
+    metrics = evaluate_dialog_model(model, dialogs, with_predictions=report is not None)
+    metrics = {"model": str(model_dir), **({"data": str(data), "format": data_format} if data else {}), **metrics}
+    if report is not None:
+        from training.report import write_report
+
+        gold, predicted = metrics.pop("gold"), metrics.pop("predicted")
+        single = not model.multi_label  # a confusion matrix for one label per turn; per-label figures for sets
+        write_report(report, f"{model_dir}" + (f" on {data}" if data else " on dev"), metrics, metrics["per_label"],
+                     gold if single else None, predicted if single else None,
+                     model.metadata.get("training", {}).get("history"))
+    return metrics
+
+
+def command_evaluate_dialog(model_dir: Path, data: Path, data_format: str | None, as_json: bool,
+                            report: Path | None = None) -> int:
+    from training.dialog_evaluate import format_dialog_report
+
+    metadata = artifacts.read_metadata(model_dir)
+    data_format = data_format or metadata.get("data_format", DEFAULT_FORMATS[metadata.get("task", "dialog-act")])
     if data_format not in FORMATS:
         raise ConfigError(f"--format for a dialog model must be one of {', '.join(FORMATS)}, not {data_format!r}")
-    metrics = evaluate_dialog_model(model, read_dialogs(data, data_format))
-    metrics = {"model": str(model_dir), "data": str(data), "format": data_format, **metrics}
+    metrics = evaluate_dialog(model_dir, read_dialogs(data, data_format), data, data_format, report)
     print(json.dumps(metrics) if as_json else format_dialog_report(metrics))
     return 0

@@ -21,7 +21,7 @@ from training.config import DialogConfig
 from training.dialog_data import Dialog
 from training.dialog_model import build_dialog_model
 from training.dialog_vocab import DialogBatches, DialogVocabs, EncodedDialog, encode_dialog, turn_tokens
-from training.trainer import EpochDevScore
+from training.trainer import EpochDevScore, tensorboard_callbacks
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,8 @@ class DialogTrainingResult:
 
 
 def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Sequence[Dialog], *,
-                       verbose: int = 0, init: tuple[keras.Model, DialogVocabs] | None = None) -> DialogTrainingResult:
+                       verbose: int = 0, init: tuple[keras.Model, DialogVocabs] | None = None,
+                       tensorboard_dir: str | None = None) -> DialogTrainingResult:
     """Train on ``train``, early-stop on ``dev``. ``init``: a trained model and its vocabularies
     (``load_checkpoint``) to go on training from, e.g. with a lower learning rate or on more data; its
     vocabularies are kept, so words and labels it never saw stay unknown."""
@@ -128,6 +129,7 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
         keras.callbacks.ReduceLROnPlateau(monitor="dev_score", mode="max", factor=0.5,
                                           patience=config.lr_decay_patience, min_lr=1e-5),
         keras.callbacks.EarlyStopping(monitor="dev_score", mode="max", patience=config.patience, restore_best_weights=True),
+        *tensorboard_callbacks(tensorboard_dir),
     ]
     fit_start = time.perf_counter()
     model.fit(train_batches, epochs=config.epochs, callbacks=callbacks, verbose=verbose)

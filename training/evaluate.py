@@ -22,7 +22,10 @@ def _accuracy(correct: np.ndarray, selected: np.ndarray) -> dict[str, Any]:
     return {"tokens": n, "accuracy": float(correct[selected].mean()) if n else None}
 
 
-def evaluate_tagger(tagger: SavedTagger, sentences: Sequence[TaggedSentence], batch_size: int = 256) -> dict[str, Any]:
+def evaluate_tagger(tagger: SavedTagger, sentences: Sequence[TaggedSentence], batch_size: int = 256,
+                    with_predictions: bool = False) -> dict[str, Any]:
+    """Accuracy (all, OOV, in-vocabulary), macro-F1 and per-tag figures; ``with_predictions`` adds the
+    flat ``gold`` and ``predicted`` tag lists (for a confusion matrix)."""
     if not sentences:
         raise ValueError("no sentences to evaluate on")
     token_lists = [list(s.words) for s in sentences]
@@ -38,7 +41,7 @@ def evaluate_tagger(tagger: SavedTagger, sentences: Sequence[TaggedSentence], ba
     precision, recall, f1, support = precision_recall_fscore_support(gold, predicted, labels=labels, zero_division=0)
     per_tag = {label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                for label, p, r, f, s in zip(labels, precision, recall, f1, support)}
-    return {
+    metrics = {
         "accuracy": float(correct.mean()),
         "tokens": int(gold.size),
         "sentences": len(sentences),
@@ -49,6 +52,9 @@ def evaluate_tagger(tagger: SavedTagger, sentences: Sequence[TaggedSentence], ba
         "seconds": seconds,
         "tokens_per_second": gold.size / seconds if seconds > 0 else None,
     }
+    if with_predictions:
+        metrics.update(gold=gold.tolist(), predicted=predicted.tolist())
+    return metrics
 
 
 def format_report(metrics: dict[str, Any], title: str = "") -> str:

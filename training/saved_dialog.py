@@ -114,7 +114,9 @@ def dialog_inputs(dialog: Dialog, multi_label: bool) -> list[DialogTurnInput]:
     return inputs
 
 
-def evaluate_dialog_model(model: SavedDialogModel, dialogs: Sequence[Dialog]) -> dict:
+def evaluate_dialog_model(model: SavedDialogModel, dialogs: Sequence[Dialog], with_predictions: bool = False) -> dict:
+    """Dialog-act or action metrics over the labelled turns; ``with_predictions`` adds ``gold`` and
+    ``predicted`` (one label, or a list of labels, per turn)."""
     probabilities = model.predict([dialog_inputs(d, model.multi_label) for d in dialogs])
     gold, predicted = [], []
     for dialog, dialog_probabilities in zip(dialogs, probabilities):
@@ -123,4 +125,7 @@ def evaluate_dialog_model(model: SavedDialogModel, dialogs: Sequence[Dialog]) ->
                 continue
             gold.append(list(turn.labels) if model.multi_label else turn.labels[0])
             predicted.append(model.decide(turn_probabilities))
-    return action_metrics(gold, predicted) if model.multi_label else act_metrics(gold, predicted)
+    metrics = action_metrics(gold, predicted) if model.multi_label else act_metrics(gold, predicted)
+    if with_predictions:
+        metrics.update(gold=gold, predicted=predicted)
+    return metrics

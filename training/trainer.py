@@ -43,6 +43,11 @@ def token_accuracy(model: keras.Model, batches: BucketedBatches) -> float:
     return correct / max(total, 1)
 
 
+def tensorboard_callbacks(log_dir: str | None) -> list[keras.callbacks.Callback]:
+    """``--tensorboard DIR``: loss, dev score and learning rate per epoch, for ``tensorboard --logdir DIR``."""
+    return [keras.callbacks.TensorBoard(log_dir=str(log_dir), update_freq="epoch")] if log_dir else []
+
+
 class EpochDevScore(keras.callbacks.Callback):
     """After every epoch: the dev score into the logs under ``score_key`` (early stopping and the learning
     rate schedule read it), one history record and one log line; stops training once ``max_seconds`` of
@@ -117,7 +122,7 @@ class TrainingResult:
 
 
 def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Sequence[TaggedSentence],
-                 *, verbose: int = 0) -> TrainingResult:
+                 *, verbose: int = 0, tensorboard_dir: str | None = None) -> TrainingResult:
     """Train on ``train``, early-stop on ``dev`` token accuracy; returns the best epoch's model."""
     if not train:
         raise ValueError("the training data holds no sentences")
@@ -146,6 +151,7 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
                                           patience=config.lr_decay_patience, min_lr=1e-5),
         keras.callbacks.EarlyStopping(monitor="dev_accuracy", mode="max", patience=config.patience,
                                       restore_best_weights=True),
+        *tensorboard_callbacks(tensorboard_dir),
     ]
     start = time.perf_counter()
     model.fit(train_batches, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
