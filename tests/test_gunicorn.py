@@ -137,38 +137,51 @@ def test_metrics_sum_both_workers(server, tmp_path, random_tagger_dir):
     from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
     port, models = server
-    sent = 0
-    lock = threading.Lock()
 
-    def client():
-        nonlocal sent
-        for _ in range(15):  # a new connection per request: the workers' accepts share them out
-            status, _ = call(port, "/v1/models/pos:tag", {"sentences": [["A", "cat", "sleeps", "."]]})
-            assert status == 200
-            with lock:
-                sent += 1
+    def send(count: int) -> None:
+        failures = []
 
-    threads = [threading.Thread(target=client) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+        def client():
+            for _ in range(count // 6):  # a new connection per request: the workers' accepts share them out
+                if call(port, "/v1/models/pos:tag", {"sentences": [["A", "cat", "sleeps", "."]]})[0] != 200:
+                    failures.append(1)
+
+        threads = [threading.Thread(target=client) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures
+
+    def shares() -> list[float]:
+        """Each worker's own count of answered tag requests, read from its file alone."""
+        counts = []
+        for counter_file in sorted((tmp_path / "metrics").glob("counter_*.db")):
+            alone = tmp_path / f"alone-{len(list(tmp_path.glob('alone-*')))}"
+            alone.mkdir()
+            shutil.copy(counter_file, alone)
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=str(alone))
+            counts.append(tag_requests_counted(generate_latest(registry).decode(), "200"))
+        return counts
+
+    # /readyz answered by one worker does not mean the other has loaded its models: send until both
+    # have taken requests (each worker's own file holds a share), then count.
+    sent, deadline = 0, time.monotonic() + 120
+    while True:
+        send(30)
+        sent += 30
+        counts = shares()
+        if len(counts) == 2 and all(count > 0 for count in counts):
+            break
+        assert time.monotonic() < deadline, f"only one worker took requests: {counts}"
+    assert sum(counts) == sent
     assert call(port, "/v1/models/pos:tag", {"sentences": "no"})[0] == 400
     # Whichever worker answers the scrape, it reports every worker's requests.
     for _ in range(6):
         text = scrape(port)
-        assert tag_requests_counted(text, "200") == sent == 90
+        assert tag_requests_counted(text, "200") == sent
         assert tag_requests_counted(text, "400") == 1
-    # Both workers did take requests: each one's own file holds a share of them.
-    shares = []
-    for counter_file in sorted((tmp_path / "metrics").glob("counter_*.db")):
-        alone = tmp_path / f"alone-{counter_file.stem}"
-        alone.mkdir()
-        shutil.copy(counter_file, alone)
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=str(alone))
-        shares.append(tag_requests_counted(generate_latest(registry).decode(), "200"))
-    assert len(shares) == 2 and all(share > 0 for share in shares) and sum(shares) == 90, shares
     # A broken version is rejected by each worker: two failures in one scrape.
     add_broken_version(models / "pos", 2, random_tagger_dir)
     wait_until(lambda: 'seqtag_model_load_failures_total{model="pos"} 2.0' in scrape(port), 60,
