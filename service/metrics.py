@@ -52,12 +52,23 @@ def _start_timer() -> None:
     g.seqtag_started = time.perf_counter()
 
 
-def _count(response):
-    route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-    REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+def route_label() -> str:
+    """The request's URL rule (bounded), or ``<unmatched>``; shared with the request log."""
+    return request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+
+
+def elapsed_seconds() -> float | None:
+    """Seconds since the request began (None if it was refused before ``before_request`` ran)."""
     started = g.get("seqtag_started")
-    if started is not None:
-        LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
+    return None if started is None else time.perf_counter() - started
+
+
+def _count(response):
+    route = route_label()
+    REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+    elapsed = elapsed_seconds()
+    if elapsed is not None:
+        LATENCY.labels(route, request.method).observe(elapsed)
     return response
 
 
