@@ -51,18 +51,19 @@ def sgd_slices(tmp_path_factory):
     return root / "train.jsonl", root / "dev.jsonl"
 
 
-def train(task, data, fmt, tmp_path_factory):
+def train(task, data, fmt, tmp_path_factory, *options):
     out = tmp_path_factory.mktemp(task) / task
     checkpoint = out.parent / "checkpoint"
     argv = ["train", task, "--train", str(data[0]), "--dev", str(data[1]), "--format", fmt, "--out", str(out),
-            "--checkpoint", str(checkpoint), *TINY]
+            "--checkpoint", str(checkpoint), *TINY, *options]
     assert main(argv) == 0
     return out / "1", checkpoint
 
 
 @pytest.fixture(scope="module")
 def act_model(swda_slices, tmp_path_factory):
-    return train("dialog-act", swda_slices, "swda", tmp_path_factory)
+    # the output layer also sees the turn's features here; the action model keeps the default (state only)
+    return train("dialog-act", swda_slices, "swda", tmp_path_factory, "--classifier-input", "state+turn")
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,10 @@ def test_stateful_keras_twin_reproduces_the_outputs_and_resets(trained):
 
     twin_input = keras.Input(batch_shape=(batch, 1, features.shape[-1]))
     twin_lstm = keras.layers.LSTM(config.turn_hidden, stateful=True, return_sequences=True)
-    twin = keras.Model(twin_input, keras.layers.TimeDistributed(output_layer)(twin_lstm(twin_input)))
+    classifier_input = twin_lstm(twin_input)
+    if config.classifier_input == "state+turn":
+        classifier_input = keras.layers.Concatenate()([classifier_input, twin_input])
+    twin = keras.Model(twin_input, keras.layers.TimeDistributed(output_layer)(classifier_input))
     twin_lstm.set_weights(turn_lstm.get_weights())
     for _ in range(2):  # the second pass after reset_states() must repeat the first
         outputs = np.concatenate([np.asarray(twin(features[:, t:t + 1])) for t in range(turns)], axis=1)
@@ -194,3 +198,35 @@ def test_training_writes_reports(act_model, action_model):
         assert (report / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert (act_report / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"  # one act per turn
     assert not (action_report / "confusion_matrix.png").exists()  # sets of actions: per-label figures only
+
+
+def test_ensemble_export_averages_its_members_and_streams(act_model, swda_slices, action_model, sgd_slices,
+                                                          tmp_path_factory):
+    """Two act models of different sizes and classifier inputs as one version: ``serve`` gives the mean of
+    the members' probabilities, and ``step`` with the members' states side by side streams it."""
+    other_dir, other_checkpoint = train("dialog-act", swda_slices, "swda", tmp_path_factory,
+                                        "--turn-hidden", "12", "--seed", "7")
+    out = tmp_path_factory.mktemp("ensemble") / "dialog-act"
+    assert main(["export", "--from-checkpoint", str(act_model[1]), str(other_checkpoint), "--out", str(out)]) == 0
+    ensemble = SavedDialogModel(out / "1")
+    metadata = ensemble.metadata
+    assert ensemble.state_size == 10 + 12 and len(metadata["ensemble"]) == 2
+    assert metadata["command"].startswith("seqtag export --from-checkpoint")
+    assert metadata["metrics"]["dev"]["utterances"] > 0
+
+    dialogs = read_dialogs(swda_slices[1], "swda")[:2]
+    inputs = [dialog_inputs(d, False) for d in dialogs]
+    members = [SavedDialogModel(act_model[0]).predict(inputs), SavedDialogModel(other_dir).predict(inputs)]
+    whole = ensemble.predict(inputs)
+    for row, probabilities in enumerate(whole):
+        np.testing.assert_allclose(probabilities, (members[0][row] + members[1][row]) / 2, atol=1e-5)
+        assert np.abs(members[0][row] - members[1][row]).max() > 1e-3  # the members differ: the mean means something
+    for streamed, expected in zip(stream(ensemble, dialogs), whole):
+        np.testing.assert_allclose(streamed, expected, atol=1e-5)
+
+    # Multi-label: the averaged probabilities get thresholds tuned on dev (a model with itself keeps its own).
+    out = tmp_path_factory.mktemp("ensemble") / "dialog-action"
+    assert main(["export", "--from-checkpoint", str(action_model[1]), str(action_model[1]), "--out", str(out)]) == 0
+    single = json.loads((action_model[0] / "metadata.json").read_text())
+    np.testing.assert_allclose(json.loads((out / "1" / "metadata.json").read_text())["thresholds"],
+                               single["thresholds"], atol=1e-6)

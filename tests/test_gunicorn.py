@@ -188,3 +188,20 @@ def test_metrics_sum_both_workers(server, tmp_path, random_tagger_dir):
                "both workers to count the rejection")
     loaded = [line for line in scrape(port).splitlines() if line.startswith("seqtag_model_version_loaded{")]
     assert len({line.split('pid="')[1].split('"')[0] for line in loaded}) == 2, loaded  # one series per live worker
+
+    # The JSON request log reaches gunicorn's stderr (written by a listener thread, not the request's):
+    # one line per request, with the client's own id.
+    for n in range(3):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/pos:tag",
+                                         data=json.dumps({"sentences": [["Hi", "."]]}).encode(),
+                                         headers={"Content-Type": "application/json", "X-Request-Id": f"trace-{n}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.headers["X-Request-Id"] == f"trace-{n}"
+
+    def logged() -> dict[str, dict]:
+        lines = [json.loads(line) for line in (tmp_path / "gunicorn.log").read_text().splitlines()
+                 if line.startswith('{"time"')]
+        return {line["request_id"]: line for line in lines if line["request_id"].startswith("trace-")}
+
+    wait_until(lambda: len(logged()) == 3, 10, "the request lines in the log")
+    assert all(line["status"] == 200 and line["route"] == "/v1/models/<model_name:name>:tag" for line in logged().values())

@@ -57,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="re-export a trained version, or export a dialog training checkpoint")
     source = export.add_mutually_exclusive_group(required=True)
     source.add_argument("--from", dest="source", type=Path, help="models/pos/<version> to re-export")
-    source.add_argument("--from-checkpoint", dest="checkpoint", type=Path,
-                        help="a checkpoint written by 'seqtag train dialog-act|dialog-action'")
+    source.add_argument("--from-checkpoint", dest="checkpoints", type=Path, nargs="+", metavar="CHECKPOINT",
+                        help="a checkpoint written by 'seqtag train dialog-act|dialog-action'; several: one version "
+                             "that averages their probabilities (an ensemble; it streams as one model)")
     export.add_argument("--out", required=True, type=Path, help="model directory that gets the new version")
 
     evaluate = commands.add_parser("evaluate", help="evaluate an exported model on a data file")
@@ -122,9 +123,9 @@ def command_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from training.reexport import reexport, tf_only
 
     tf_only()
-    if args.checkpoint:
+    if args.checkpoints:
         from training.dialog_cli import export_checkpoint
-        return export_checkpoint(args.checkpoint, args.out, command=shlex.join(["seqtag", *argv]))
+        return export_checkpoint(args.checkpoints, args.out, command=shlex.join(["seqtag", *argv]))
     _, directory = reexport(artifacts.resolve_model_dir(args.source), args.out, shlex.join(["seqtag", *argv]))
     print(directory)
     return 0

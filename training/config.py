@@ -93,6 +93,7 @@ class TaggerConfig(_ConfigDict):
 
 
 DIALOG_TASKS = ("dialog-act", "dialog-action")
+CLASSIFIER_INPUTS = ("state", "state+turn")
 
 
 @dataclass
@@ -108,6 +109,9 @@ class DialogConfig(_ConfigDict):
     utterance_hidden: int = 128  # units per direction of the utterance BiLSTM (max- and mean-pooled)
     speaker_dim: int = 8  # speaker embedding size
     turn_hidden: int = 256  # units of the causal turn-level LSTM
+    # what the output layer sees: "state" (the turn LSTM's output) or "state+turn" (that and the turn's own
+    # features, so the current utterance need not squeeze through the LSTM's gates to reach the classifier)
+    classifier_input: str = "state"
     dropout: float = 0.3  # on word embeddings, turn features and the turn LSTM's outputs
     word_dropout: float = 0.05  # probability of replacing a known training word by <unk>
     # --- run ---
@@ -127,6 +131,8 @@ class DialogConfig(_ConfigDict):
                      "batch_turns", "epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.classifier_input not in CLASSIFIER_INPUTS:
+            raise ConfigError(f"classifier_input must be one of {', '.join(CLASSIFIER_INPUTS)}, not {self.classifier_input!r}")
         if self.max_words < 2:
             raise ConfigError(f"max_words must be >= 2 (the start-of-turn marker and a word), got {self.max_words}")
         for name in ("dropout", "word_dropout"):

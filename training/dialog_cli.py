@@ -104,21 +104,37 @@ def command_train_dialog(args: argparse.Namespace, argv: Sequence[str]) -> int:
         logger.info("trained under %s: export with KERAS_BACKEND=tensorflow seqtag export --from-checkpoint %s --out %s",
                     keras.backend.backend(), checkpoint, args.out)
         return 0
-    return export_checkpoint(checkpoint, args.out, dev)
+    return export_checkpoint([checkpoint], args.out, dev)
 
 
-def export_checkpoint(checkpoint: Path, out: Path, dev=None, command: str | None = None) -> int:
-    from training.dialog_export import export_dialog_model
+def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command: str | None = None) -> int:
+    """Export one checkpoint, or several as one ensemble version; scored on the dev data when it is at hand."""
+    from training.dialog_export import export_dialog_ensemble, export_dialog_model
     from training.dialog_trainer import load_checkpoint
 
-    model, vocabs, config, thresholds, metadata = load_checkpoint(checkpoint)
-    if command:
-        metadata = {**metadata, "export_command": command}
+    loaded = [load_checkpoint(Path(checkpoint)) for checkpoint in checkpoints]
+    model, vocabs, config, thresholds, metadata = loaded[0]
     if dev is None:
         record = metadata.get("data", {}).get("dev")
         if record and Path(record["path"]).exists():
             dev = read_dialogs(record["path"], metadata.get("data_format", DEFAULT_FORMATS[config.task]))
-    _, directory = export_dialog_model(model, vocabs, config, thresholds, out, metadata, dev_dialogs=dev)
+    if len(loaded) == 1:
+        if command:
+            metadata = {**metadata, "export_command": command}
+        _, directory = export_dialog_model(model, vocabs, config, thresholds, out, metadata, dev_dialogs=dev)
+    else:
+        members = [(m, v, c) for m, v, c, _, _ in loaded]
+        if config.multi_label:  # the averaged probabilities get their own thresholds
+            if dev is None:
+                raise ConfigError("an ensemble of dialog-action models needs its dev data (named in the checkpoints' "
+                                  "metadata) to tune its thresholds")
+            from training.dialog_trainer import ensemble_thresholds
+            thresholds = ensemble_thresholds(members, dev)
+        ensemble = {**{k: v for k, v in metadata.items() if k not in ("command", "training")},
+                    "command": command or "seqtag export --from-checkpoint " + " ".join(map(str, checkpoints)),
+                    "ensemble": [{"checkpoint": str(path), "command": meta.get("command"), "training": meta.get("training")}
+                                 for path, (_, _, _, _, meta) in zip(checkpoints, loaded)]}
+        _, directory = export_dialog_ensemble(members, thresholds, out, ensemble, dev_dialogs=dev)
     if dev is not None:
         evaluate_dialog(directory, dev, report=directory / "report")
     print(directory)

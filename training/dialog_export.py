@@ -48,12 +48,14 @@ class DialogSignatures:
         self.config = config
         self.features, self.turn_lstm, self.output_layer = dialog_parts(model)
         self.units = config.turn_hidden
+        self.multi_label = config.multi_label
         self.n_labels = len(vocabs.labels)
         self.word_lookup = keras.layers.StringLookup(vocabulary=vocabs.words.lookup_items, mask_token=PAD_TOKEN,
                                                      num_oov_indices=1, output_mode="int", name="word_lookup")
         self.speaker_lookup = keras.layers.StringLookup(vocabulary=vocabs.speakers.lookup_items, mask_token=PAD_TOKEN,
                                                         num_oov_indices=1, output_mode="int", name="speaker_lookup")
         self.labels = tf.constant(list(vocabs.labels.items), dtype=tf.string)
+        self.threshold_list = list(thresholds) if thresholds is not None else None
         self.thresholds = tf.constant(thresholds if thresholds is not None else [0.5] * self.n_labels, tf.float32)
         self.word_ids(tf.constant([["build"]]))  # builds the lookup layers, which export needs
         self.speaker_ids(tf.constant(["build"]))
@@ -70,7 +72,7 @@ class DialogSignatures:
         return tf.where(speakers == PAD_TOKEN, UNK_ID, tf.cast(self.speaker_lookup(speakers), tf.int32))
 
     def _outputs(self, probabilities: tf.Tensor, real: tf.Tensor) -> dict[str, tf.Tensor]:
-        if self.config.multi_label:
+        if self.multi_label:
             predicted = (probabilities >= self.thresholds) & real[..., None]
             return {"probabilities": probabilities, "predicted": predicted}
         best = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
@@ -78,23 +80,33 @@ class DialogSignatures:
                 "labels": tf.where(real, tf.gather(self.labels, best), tf.constant(PAD_TOKEN)),
                 "scores": tf.where(real, tf.reduce_max(probabilities, axis=-1), 0.0)}
 
-    # --- signatures ---
-    def serve(self, tokens, speakers, turns, previous_actions=None) -> dict[str, tf.Tensor]:
-        real = tf.sequence_mask(turns, tf.shape(speakers)[1])  # [B, D]
+    # --- the model's probabilities, shared with ``EnsembleSignatures`` ---
+    def dialog_probabilities(self, tokens, speakers, real, previous_actions=None) -> tf.Tensor:
+        """Whole dialogs -> ``[B, D, L]``; ``real [B, D]`` marks the turns that are not padding."""
         inputs = {"word_ids": self.word_ids(tokens),
                   "speaker_ids": tf.where(real, self.speaker_ids(speakers), 0)}  # speaker id 0 marks padding turns
         if self.config.multi_label:
             inputs["previous_actions"] = previous_actions
-        probabilities = self.model(inputs, training=False)  # [B, D, L]
-        return self._outputs(probabilities, real)
+        return self.model(inputs, training=False)
 
-    def step(self, tokens, speakers, state_h, state_c, previous_actions=None) -> dict[str, tf.Tensor]:
+    def step_probabilities(self, tokens, speakers, state_h, state_c, previous_actions=None):
+        """One turn per session -> (probabilities ``[B, L]``, new state_h, new state_c)."""
         inputs = {"word_ids": self.word_ids(tokens)[:, None, :], "speaker_ids": self.speaker_ids(speakers)[:, None]}
         if self.config.multi_label:
             inputs["previous_actions"] = previous_actions[:, None, :]
         features = self.features(inputs, training=False)[:, 0]  # [B, F]
         output, (state_h, state_c) = self.turn_lstm.cell(features, [state_h, state_c], training=False)
-        probabilities = self.output_layer(output)  # [B, L]
+        if self.config.classifier_input == "state+turn":
+            output = tf.concat([output, features], axis=-1)  # as the model's "classifier_inputs" layer
+        return self.output_layer(output), state_h, state_c  # [B, L], [B, H], [B, H]
+
+    # --- signatures ---
+    def serve(self, tokens, speakers, turns, previous_actions=None) -> dict[str, tf.Tensor]:
+        real = tf.sequence_mask(turns, tf.shape(speakers)[1])  # [B, D]
+        return self._outputs(self.dialog_probabilities(tokens, speakers, real, previous_actions), real)
+
+    def step(self, tokens, speakers, state_h, state_c, previous_actions=None) -> dict[str, tf.Tensor]:
+        probabilities, state_h, state_c = self.step_probabilities(tokens, speakers, state_h, state_c, previous_actions)
         return {**self._outputs(probabilities, tf.ones(tf.shape(speakers), tf.bool)),
                 "state_h": state_h, "state_c": state_c}
 
@@ -102,8 +114,11 @@ class DialogSignatures:
         zeros = tf.zeros(tf.stack([batch_size, self.units]), tf.float32)
         return {"state_h": zeros, "state_c": zeros}
 
+    def trackables(self) -> list:
+        return [self.word_lookup, self.speaker_lookup]
+
     def write(self, directory: Path) -> None:
-        multi = self.config.multi_label
+        multi = self.multi_label
         string = tf.string
         serve_spec = [tf.TensorSpec([None, None, None], string, name="tokens"), tf.TensorSpec([None, None], string, name="speakers"),
                       tf.TensorSpec([None], tf.int32, name="turns")]
@@ -114,23 +129,90 @@ class DialogSignatures:
             serve_spec.append(tf.TensorSpec([None, None, self.n_labels], tf.float32, name="previous_actions"))
             step_spec.append(tf.TensorSpec([None, self.n_labels], tf.float32, name="previous_actions"))
         archive = keras.export.ExportArchive()
-        archive.track(self.word_lookup)
-        archive.track(self.speaker_lookup)
+        for trackable in self.trackables():
+            archive.track(trackable)
         archive.add_endpoint("serve", tf.function(self.serve, input_signature=serve_spec))
         archive.add_endpoint("step", tf.function(self.step, input_signature=step_spec))
         archive.add_endpoint("zero_state", tf.function(self.zero_state, input_signature=[tf.TensorSpec([], tf.int32, name="batch_size")]))
         archive.write_out(str(directory), verbose=False)
 
 
+class EnsembleSignatures(DialogSignatures):
+    """Several trained dialog models as one: the same signatures, the members' probabilities averaged.
+
+    Each member keeps its own vocabularies and turn LSTM; the ensemble's state is the members' states side
+    by side (``state_h [B, H1 + H2 + ...]``), so ``step`` streams exactly as a single model does and a
+    server needs no change. Members must share the task and the label list.
+    """
+
+    def __init__(self, members: Sequence[DialogSignatures], thresholds: Sequence[float] | None):
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two models")
+        first = members[0]
+        for member in members[1:]:
+            if member.config.task != first.config.task:
+                raise ValueError(f"ensemble members differ in task: {first.config.task} and {member.config.task}")
+            if not bool(tf.reduce_all(member.labels == first.labels)) or member.n_labels != first.n_labels:
+                raise ValueError("ensemble members must have the same labels in the same order")
+        self.members = list(members)
+        self.config = first.config
+        self.multi_label = first.multi_label
+        self.n_labels = first.n_labels
+        self.labels = first.labels
+        self.units = sum(member.units for member in members)
+        self.threshold_list = list(thresholds) if thresholds is not None else None
+        self.thresholds = tf.constant(thresholds if thresholds is not None else [0.5] * self.n_labels, tf.float32)
+
+    def trackables(self) -> list:
+        return [trackable for member in self.members for trackable in member.trackables()]
+
+    def dialog_probabilities(self, tokens, speakers, real, previous_actions=None) -> tf.Tensor:
+        return tf.add_n([m.dialog_probabilities(tokens, speakers, real, previous_actions)
+                         for m in self.members]) / len(self.members)
+
+    def step_probabilities(self, tokens, speakers, state_h, state_c, previous_actions=None):
+        sizes = [member.units for member in self.members]
+        outputs = [m.step_probabilities(tokens, speakers, h, c, previous_actions)
+                   for m, h, c in zip(self.members, tf.split(state_h, sizes, axis=-1), tf.split(state_c, sizes, axis=-1))]
+        probabilities = tf.add_n([p for p, _, _ in outputs]) / len(self.members)
+        return probabilities, tf.concat([h for _, h, _ in outputs], -1), tf.concat([c for _, _, c in outputs], -1)
+
+
 def export_dialog_model(model: keras.Model, vocabs: DialogVocabs, config: DialogConfig, thresholds: Sequence[float] | None,
                         model_root: str | Path, metadata: dict[str, Any],
                         dev_dialogs: Sequence[Dialog] | None = None) -> tuple[int, Path]:
     """Write ``model_root/<next version>/``; with ``dev_dialogs``, the exported model is scored on them."""
+    record = {"state_size": config.turn_hidden, "word_vocabulary_size": len(vocabs.words),
+              "speakers": list(vocabs.speakers.items[2:]), "config": config.to_dict(),
+              "parameters": int(model.count_params())}
+    return _export(DialogSignatures(model, vocabs, config, thresholds), vocabs.to_dict(), record, model_root,
+                   metadata, dev_dialogs)
+
+
+def export_dialog_ensemble(members: Sequence[tuple[keras.Model, DialogVocabs, DialogConfig]],
+                           thresholds: Sequence[float] | None, model_root: str | Path, metadata: dict[str, Any],
+                           dev_dialogs: Sequence[Dialog] | None = None) -> tuple[int, Path]:
+    """Several trained models as one version (``EnsembleSignatures``); the metadata lists each member."""
+    signatures = EnsembleSignatures([DialogSignatures(m, v, c, None) for m, v, c in members], thresholds)
+    record = {"state_size": signatures.units,
+              "word_vocabulary_size": [len(v.words) for _, v, _ in members],
+              "speakers": sorted({s for _, v, _ in members for s in v.speakers.items[2:]}),
+              "config": [c.to_dict() for _, _, c in members],
+              "parameters": sum(int(m.count_params()) for m, _, _ in members)}
+    return _export(signatures, {"ensemble": [v.to_dict() for _, v, _ in members]}, record, model_root, metadata,
+                   dev_dialogs)
+
+
+def _export(signatures: DialogSignatures, vocab_record: dict, record: dict[str, Any], model_root: str | Path,
+            metadata: dict[str, Any], dev_dialogs: Sequence[Dialog] | None) -> tuple[int, Path]:
     from training.saved_dialog import SavedDialogModel, evaluate_dialog_model
 
+    config = signatures.config
+    thresholds = signatures.threshold_list
+
     def write(staging: Path) -> dict[str, Any]:
-        DialogSignatures(model, vocabs, config, thresholds).write(staging)
-        (staging / VOCAB_FILE).write_text(json.dumps(vocabs.to_dict(), ensure_ascii=False), encoding="utf-8")
+        signatures.write(staging)
+        (staging / VOCAB_FILE).write_text(json.dumps(vocab_record, ensure_ascii=False), encoding="utf-8")
         outputs = "labels, scores, probabilities" if not config.multi_label else "predicted, probabilities"
         written = {**metadata, "name": Path(model_root).name, "kind": "dialog", "task": config.task,
                    "multi_label": config.multi_label, "format": "tf_saved_model",
@@ -139,11 +221,8 @@ def export_dialog_model(model: keras.Model, vocabs: DialogVocabs, config: Dialog
                                   "step": f"tokens string[B, W], speakers string[B], state_h, state_c float32[B, H]"
                                           f"{', previous_actions float32[B, L]' if config.multi_label else ''} -> {outputs}, state_h, state_c",
                                   "zero_state": "batch_size int32 -> state_h, state_c"},
-                   "state_size": config.turn_hidden, "labels": list(vocabs.labels.items),
-                   "thresholds": list(thresholds) if thresholds is not None else None,
-                   "word_vocabulary_size": len(vocabs.words), "speakers": list(vocabs.speakers.items[2:]),
-                   "config": config.to_dict(), "parameters": int(model.count_params()),
-                   "libraries": artifacts.library_versions()}
+                   "labels": [label.decode() for label in signatures.labels.numpy()], "thresholds": thresholds,
+                   **record, "libraries": artifacts.library_versions()}
         if dev_dialogs is not None:
             metrics = evaluate_dialog_model(SavedDialogModel(staging, written), dev_dialogs)
             written.setdefault("metrics", {})["dev"] = metrics

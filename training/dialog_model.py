@@ -6,7 +6,8 @@
     (dialog-action) previous_actions [B, D, L]: the system's previous actions as bits
     concat -> Dropout                                       = turn features         -> [B, D, F]
     -> LSTM(turn_hidden, return_sequences=True), causal; padding turns (speaker id 0) masked
-    -> Dropout -> TimeDistributed(Dense(L, softmax | sigmoid))                      -> [B, D, L]
+    -> Dropout (-> with classifier_input "state+turn": concat with the turn features [B, D, turn_hidden + F])
+    -> TimeDistributed(Dense(L, softmax | sigmoid))                                 -> [B, D, L]
 
 ``turn_features`` is a sub-model, so the exported ``step`` function can compute one turn's features and
 advance the turn LSTM's cell by one step from a given state (``training.dialog_export``).
@@ -85,6 +86,8 @@ def build_dialog_model(config: DialogConfig, n_words: int, n_speakers: int, n_la
     # Unidirectional: a turn's output depends on it and the turns before it only, so it can stream.
     states = layers.LSTM(config.turn_hidden, return_sequences=True, name="turn_lstm")(features, mask=turn_mask)
     states = layers.Dropout(config.dropout, name="state_dropout")(states)
+    if config.classifier_input == "state+turn":
+        states = layers.Concatenate(name="classifier_inputs")([states, features])  # [B, D, turn_hidden + F]
     activation = "sigmoid" if config.multi_label else "softmax"
     probabilities = layers.TimeDistributed(layers.Dense(n_labels, activation=activation), name="label_probabilities")(states)
     return keras.Model(inputs, probabilities, name=config.task.replace("-", "_"))

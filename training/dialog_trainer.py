@@ -138,18 +138,32 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
     logger.info("best epoch %d of %d: dev %.4f (%.0f s of training)", best["epoch"], len(evaluation.history),
                 best["dev_score"], seconds)
 
-    thresholds = None
-    if config.multi_label:
-        from training.dialog_evaluate import tune_thresholds
-
-        probabilities = predict_batches(model, dev_batches)
-        labeled = [d.labeled > 0 for d in dev_batches.dialogs]
-        tuned, global_threshold = tune_thresholds(
-            np.concatenate([p[m] for p, m in zip(probabilities, labeled)]),
-            np.concatenate([d.targets[m] for d, m in zip(dev_batches.dialogs, labeled)]))
-        thresholds = [float(t) for t in tuned]
-        logger.info("thresholds tuned on dev: global %.2f, per label %.2f..%.2f", global_threshold, tuned.min(), tuned.max())
+    thresholds = tuned_thresholds([predict_batches(model, dev_batches)], dev_batches) if config.multi_label else None
     return DialogTrainingResult(model, vocabs, config, thresholds, evaluation.history, best["epoch"], best["dev_score"], seconds)
+
+
+def tuned_thresholds(member_probabilities: Sequence[list[np.ndarray]], dev_batches: DialogBatches) -> list[float]:
+    """Per-label thresholds for the averaged probabilities of one or more models on the dev dialogs."""
+    from training.dialog_evaluate import tune_thresholds
+
+    probabilities = [np.mean(rows, axis=0) for rows in zip(*member_probabilities)]  # per dialog [D, L]
+    labeled = [d.labeled > 0 for d in dev_batches.dialogs]
+    tuned, global_threshold = tune_thresholds(
+        np.concatenate([p[m] for p, m in zip(probabilities, labeled)]),
+        np.concatenate([d.targets[m] for d, m in zip(dev_batches.dialogs, labeled)]))
+    logger.info("thresholds tuned on dev: global %.2f, per label %.2f..%.2f", global_threshold, tuned.min(), tuned.max())
+    return [float(t) for t in tuned]
+
+
+def ensemble_thresholds(members: Sequence[tuple[keras.Model, DialogVocabs, DialogConfig]], dev: Sequence[Dialog]) -> list[float]:
+    """Thresholds for an ensemble of multi-label models: each member reads dev with its own vocabularies."""
+    tokens = tokenize_dialogs(dev)
+    probabilities, batches = [], None
+    for model, vocabs, config in members:
+        batches = DialogBatches(encode_dialogs(dev, tokens, vocabs, config), 4 * config.batch_turns,
+                                config.multi_label, shuffle=False)
+        probabilities.append(predict_batches(model, batches))
+    return tuned_thresholds(probabilities, batches)
 
 
 CHECKPOINT_WEIGHTS = "model.weights.h5"
@@ -169,7 +183,8 @@ def save_checkpoint(result: DialogTrainingResult, directory: Path, metadata: dic
 
 
 # Options that shape the weights or the vocabularies: a run that goes on from a checkpoint keeps them.
-ARCHITECTURE_FIELDS = ("task", "min_word_count", "word_dim", "utterance_hidden", "speaker_dim", "turn_hidden")
+ARCHITECTURE_FIELDS = ("task", "min_word_count", "word_dim", "utterance_hidden", "speaker_dim", "turn_hidden",
+                       "classifier_input")
 
 
 def load_checkpoint(directory: Path) -> tuple[keras.Model, DialogVocabs, DialogConfig, list[float] | None, dict]:
