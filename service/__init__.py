@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 from flask import Flask  # noqa: E402
 
-from service import metrics, openapi, request_log  # noqa: E402
+from service import auth, metrics, openapi, request_log  # noqa: E402
 from service.errors import register_error_handlers  # noqa: E402
 from service.registry import ModelRegistry  # noqa: E402
 from service.routes import dialogs, health, models, web  # noqa: E402
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = ServiceSettings.load(config)
     set_tensorflow_threads(settings.tf_inter_op_threads, settings.tf_intra_op_threads)  # before any model loads
+    api_keys = auth.ApiKeys(settings.api_keys)  # a malformed key fails now, before any model loads
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
@@ -48,6 +49,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     metrics.init_app(app)
     if settings.request_log:
         request_log.init_app(app)
+    # After the metrics' and the log's request hooks, so a refused request is timed, counted and logged too.
+    auth.init_app(app, api_keys)
     openapi.init_app(app, _version())  # last: it documents the routes registered before it
     return app
 

@@ -64,6 +64,8 @@ def init_app(app: Flask, version: str) -> SpecTree:
                                                     skip_validation=True)(app.view_functions[rule.endpoint]))
     with shadow.app_context():
         document = _completed(spec.spec, shadow)
+    if app.extensions.get("seqtag.api_keys"):
+        document = _secured(document, app)
 
     @app.get("/openapi.json", endpoint="openapi_document")
     def openapi_document():
@@ -102,4 +104,22 @@ def _completed(document: dict[str, Any], app: Flask) -> dict[str, Any]:
                     parameter["schema"] = {"type": "string"}
                     if converter is not None and getattr(converter, "regex", None):
                         parameter["schema"]["pattern"] = f"^{converter.regex}$"
+    return document
+
+
+def _secured(document: dict[str, Any], app: Flask) -> dict[str, Any]:
+    """With API keys on: a bearer scheme, required (and its 401 listed) on every route but the open ones."""
+    from service.auth import OPEN_ENDPOINTS
+
+    document = copy.deepcopy(document)
+    document.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http", "scheme": "bearer", "description": "one of the service's API keys (SEQTAG_API_KEYS)"}
+    endpoints = {(_RULE_VARIABLE.sub(r"{\2}", rule.rule), method.lower()): rule.endpoint
+                 for rule in app.url_map.iter_rules() for method in rule.methods}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if endpoints.get((path, method)) in OPEN_ENDPOINTS:
+                continue
+            operation["security"] = [{"bearer": []}]
+            operation["responses"]["401"] = {**operation["responses"]["500"], "description": "Unauthorized"}
     return document

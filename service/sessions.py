@@ -49,11 +49,13 @@ class SessionState:
     last_actions: list[str] | None = None  # action models: the previous actions fed to the next turn
     created: float = field(default_factory=time.time)
     last_active: float = field(default_factory=time.time)
+    owner: str = ""  # the name of the API key that opened it ("" when the service has no keys)
 
     def to_bytes(self) -> bytes:
         header = json.dumps({"id": self.session_id, "model": self.model, "version": self.version, "turn": self.turn,
                              "last_actions": self.last_actions, "created": self.created,
-                             "last_active": self.last_active, "units": int(self.state_h.shape[0])}).encode()
+                             "last_active": self.last_active, "owner": self.owner,
+                             "units": int(self.state_h.shape[0])}).encode()
         return (_HEADER.pack(len(header)) + header + self.state_h.astype("<f4").tobytes()
                 + self.state_c.astype("<f4").tobytes())
 
@@ -64,7 +66,8 @@ class SessionState:
         units = header["units"]
         arrays = np.frombuffer(data, dtype="<f4", offset=_HEADER.size + length, count=2 * units).astype(np.float32)
         return cls(header["id"], header["model"], header["version"], arrays[:units].copy(), arrays[units:].copy(),
-                   header["turn"], header["last_actions"], header["created"], header["last_active"])
+                   header["turn"], header["last_actions"], header["created"], header["last_active"],
+                   header.get("owner", ""))
 
     def reset(self) -> "SessionState":
         return replace(self, state_h=np.zeros_like(self.state_h), state_c=np.zeros_like(self.state_c), turn=0,
@@ -95,6 +98,10 @@ class SessionStore:
     def count(self) -> int:
         raise NotImplementedError
 
+    def count_owned(self, owner: str) -> int:
+        """Live sessions opened by ``owner`` (an API key's name)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -112,6 +119,7 @@ class InProcessSessionStore(SessionStore):
         self.ttl_seconds = ttl_seconds
         self._sessions: OrderedDict[str, bytes] = OrderedDict()  # least recently active first
         self._locks: dict[str, threading.Lock] = {}
+        self._owners: dict[str, str] = {}  # session id -> owner
         self._lock = threading.Lock()
 
     def _expire(self, now: float) -> None:
@@ -125,16 +133,17 @@ class InProcessSessionStore(SessionStore):
     def _drop(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
         self._locks.pop(session_id, None)
+        self._owners.pop(session_id, None)
 
     def create(self, state: SessionState) -> None:
         with self._lock:
             self._expire(time.time())
             while len(self._sessions) >= self.max_sessions:
-                evicted, _ = self._sessions.popitem(last=False)
-                self._locks.pop(evicted, None)
+                self._drop(next(iter(self._sessions)))
                 logger.info("session store full: evicted the least recently active session")
             self._sessions[state.session_id] = state.to_bytes()
             self._locks[state.session_id] = threading.Lock()
+            self._owners[state.session_id] = state.owner
 
     def _lookup(self, session_id: str) -> tuple[SessionState, threading.Lock]:
         with self._lock:
@@ -170,6 +179,11 @@ class InProcessSessionStore(SessionStore):
             self._expire(time.time())
             return len(self._sessions)
 
+    def count_owned(self, owner: str) -> int:
+        with self._lock:
+            self._expire(time.time())
+            return sum(1 for o in self._owners.values() if o == owner)
+
 
 class RedisSessionStore(SessionStore):
     """Sessions shared by every worker and host that reach one Redis; each key expires when idle."""
@@ -185,11 +199,23 @@ class RedisSessionStore(SessionStore):
         self.ttl_ms = int(ttl_seconds * 1000)
         self.max_retries = max_retries
 
+    OWNER_PREFIX = "seqtag:owner:"  # a sorted set per API key: its session ids, scored by expiry time (ms)
+
     def _key(self, session_id: str) -> str:
         return self.PREFIX + session_id
 
+    def _owned(self, pipe, state: SessionState) -> None:
+        """Queue on ``pipe``: ``state``'s session counts for its owner until it expires."""
+        if state.owner:
+            owner_key = self.OWNER_PREFIX + state.owner
+            pipe.zadd(owner_key, {state.session_id: int(time.time() * 1000) + self.ttl_ms})
+            pipe.pexpire(owner_key, self.ttl_ms)
+
     def create(self, state: SessionState) -> None:
-        self.client.set(self._key(state.session_id), state.to_bytes(), px=self.ttl_ms)
+        with self.client.pipeline() as pipe:  # MULTI/EXEC: the session and its owner's entry together
+            pipe.set(self._key(state.session_id), state.to_bytes(), px=self.ttl_ms)
+            self._owned(pipe, state)
+            pipe.execute()
 
     def get(self, session_id: str) -> SessionState:
         data = self.client.get(self._key(session_id))
@@ -211,6 +237,7 @@ class RedisSessionStore(SessionStore):
                     new = change(SessionState.from_bytes(data))  # may raise: nothing is written
                     pipe.multi()
                     pipe.set(key, new.to_bytes(), px=self.ttl_ms)
+                    self._owned(pipe, new)
                     pipe.execute()  # fails if the key changed since WATCH
                     return new
                 except redis.WatchError:
@@ -218,10 +245,23 @@ class RedisSessionStore(SessionStore):
         raise RuntimeError(f"session {session_id}: too many concurrent turns, gave up after {self.max_retries} tries")
 
     def delete(self, session_id: str) -> bool:
-        return bool(self.client.delete(self._key(session_id)))
+        data = self.client.getdel(self._key(session_id))
+        if data is None:
+            return False
+        owner = SessionState.from_bytes(data).owner
+        if owner:
+            self.client.zrem(self.OWNER_PREFIX + owner, session_id)
+        return True
 
     def count(self) -> int:
         return sum(1 for _ in self.client.scan_iter(match=self.PREFIX + "*", count=1000))
+
+    def count_owned(self, owner: str) -> int:
+        owner_key = self.OWNER_PREFIX + owner
+        with self.client.pipeline() as pipe:
+            pipe.zremrangebyscore(owner_key, "-inf", int(time.time() * 1000))  # expired sessions leave the count
+            pipe.zcard(owner_key)
+            return int(pipe.execute()[1])
 
     def close(self) -> None:
         self.client.close()

@@ -34,6 +34,9 @@ class ServiceSettings:
     redis_url: str = ""  # dialog sessions in Redis (any number of workers and hosts); "": in this process
     max_sessions: int = 10000  # in-process store: the least recently active session goes beyond this
     session_ttl_seconds: float = 3600.0  # a session idle this long is gone (404)
+    # "name:key,name2:key2": every route but health and docs needs "Authorization: Bearer <key>" (service.auth)
+    api_keys: str = field(default="", repr=False)
+    max_sessions_per_key: int = 0  # live dialog sessions one key may hold (0: no limit beyond max_sessions)
     request_log: bool = True  # one JSON line per request (logger seqtag.requests), X-Request-Id header
     tf_inter_op_threads: int = 2  # TensorFlow ops run at once (a BiLSTM's two directions)
     tf_intra_op_threads: int = 0  # threads per op; 0: half the usable cores

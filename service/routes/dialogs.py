@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 from flask import Blueprint, current_app, jsonify
 
+from service.auth import current_owner
 from service.errors import APIError
 from service.registry import ModelLookupError, ModelRegistry, ModelVersion, StepRequest
 from service.openapi import BODY_ERRORS, documented
@@ -53,15 +54,27 @@ def _not_found(session_id: str) -> APIError:
     return APIError(404, "session_not_found", f"no session {session_id!r} (unknown, deleted or expired)")
 
 
+def _own(state: SessionState) -> SessionState:
+    """``state`` if the request's API key opened it; another key's session is as good as missing (404)."""
+    if state.owner != current_owner():
+        raise SessionNotFound(state.session_id)
+    return state
+
+
 @bp.post("")
 @documented(json=CreateDialogRequest, tags=("dialogs",), HTTP_201=DialogSession, HTTP_404=ErrorResponse,
-            HTTP_503=ErrorResponse, **BODY_ERRORS)
+            HTTP_429=ErrorResponse, HTTP_503=ErrorResponse, **BODY_ERRORS)
 def create_dialog():
     """Open a session on a dialog model: a zero recurrent state, turn 0."""
     body = parse_body(CreateDialogRequest, json_body())
     model = _dialog_model(body.model, body.version)
+    owner, limit = current_owner(), current_app.extensions["seqtag.settings"].max_sessions_per_key
+    if owner and limit and _sessions().count_owned(owner) >= limit:
+        raise APIError(429, "too_many_sessions", f"this API key holds {limit} live sessions, its limit: delete one "
+                                                 f"(DELETE /v1/dialogs/<id>) or let one expire")
     units = model.dialog.state_size
-    state = SessionState(new_session_id(), model.name, model.version, np.zeros(units, np.float32), np.zeros(units, np.float32))
+    state = SessionState(new_session_id(), model.name, model.version, np.zeros(units, np.float32),
+                         np.zeros(units, np.float32), owner=owner)
     _sessions().create(state)
     return jsonify({"session_id": state.session_id, "model": {"name": model.name, "version": model.version},
                     "turn": 0}), 201
@@ -85,6 +98,7 @@ def post_turn(session_id: str):
 
     def take_turn(state: SessionState) -> SessionState:
         # Runs inside the store's atomic update: if anything here raises, the session is unchanged.
+        _own(state)
         try:
             model = _registry().get(state.model, state.version)
         except ModelLookupError:
@@ -119,6 +133,7 @@ def post_turn(session_id: str):
 def reset_dialog(session_id: str):
     """Back to turn 0 with a zero state, on the model's serving version (a new conversation)."""
     def start_over(state: SessionState) -> SessionState:
+        _own(state)
         model = _dialog_model(state.model, None)
         units = model.dialog.state_size
         return replace(state.reset(), version=model.version, state_h=np.zeros(units, np.float32),
@@ -137,7 +152,7 @@ def reset_dialog(session_id: str):
 def show_dialog(session_id: str):
     """The session's model version, turn count and times."""
     try:
-        return jsonify(_session_view(_sessions().get(session_id)))
+        return jsonify(_session_view(_own(_sessions().get(session_id))))
     except SessionNotFound:
         raise _not_found(session_id) from None
 
@@ -146,6 +161,10 @@ def show_dialog(session_id: str):
 @documented(tags=("dialogs",), HTTP_204=None, HTTP_404=ErrorResponse)
 def delete_dialog(session_id: str):
     """End the session and forget its state."""
+    try:
+        _own(_sessions().get(session_id))
+    except SessionNotFound:
+        raise _not_found(session_id) from None
     if not _sessions().delete(session_id):
         raise _not_found(session_id)
     return "", 204

@@ -1,0 +1,87 @@
+"""Optional API keys: ``SEQTAG_API_KEYS="chatbot:<key>,batch:<key>"``, sent as ``Authorization: Bearer <key>``.
+
+With no keys configured the service is open, as before. With keys, every route but the health checks, the
+API document and its pages, and the web page's static files answers 401 (with ``WWW-Authenticate: Bearer``)
+unless the request carries one of them. The key's *name* (the part before ``:``) is who the request is
+from: dialog sessions belong to it (another key sees 404, as for a session that does not exist) and
+per-key limits count by it. Keys themselves are never logged or stored; a key without a name is named
+``key<N>`` by its position.
+
+A presented key is compared with every configured key by SHA-256 digest with ``hmac.compare_digest``,
+all of them every time, so the answer's timing says nothing about how much of a key was right or which
+key came close.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from functools import partial
+
+from flask import Flask, g, request
+
+from service.errors import error_response
+
+MIN_KEY_CHARS = 16  # a guessable key is no key
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Endpoints open to everyone: health checks, the API document and its pages, the web page and its files
+# (the page's own API calls need a key like any other client's).
+OPEN_ENDPOINTS = {"health.healthz", "health.readyz", "openapi_document", "openapi_docs", "openapi_docs_page",
+                  "web.index", "static"}
+
+
+class ApiKeys:
+    def __init__(self, spec: str):
+        """``spec``: comma-separated ``name:key`` (or bare ``key``) entries; "" means no keys."""
+        self.names: list[str] = []
+        self._digests: list[bytes] = []
+        for position, entry in enumerate(filter(None, (part.strip() for part in spec.split(","))), start=1):
+            name, separator, key = entry.partition(":")
+            if not separator:
+                name, key = f"key{position}", entry
+            if not _NAME.fullmatch(name):
+                raise ValueError(f"SEQTAG_API_KEYS entry {position}: the name must be letters, digits or ._- (at most 64)")
+            if len(key) < MIN_KEY_CHARS:
+                raise ValueError(f"SEQTAG_API_KEYS entry {position} ({name}): a key needs at least {MIN_KEY_CHARS} characters")
+            if name in self.names:
+                raise ValueError(f"SEQTAG_API_KEYS: the name {name!r} is given twice")
+            self.names.append(name)
+            self._digests.append(hashlib.sha256(key.encode()).digest())
+
+    def __bool__(self) -> bool:
+        return bool(self.names)
+
+    def owner(self, presented: str) -> str | None:
+        """The name of the key ``presented`` is, or None; constant time in what was presented."""
+        digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()
+        found = None
+        for name, expected in zip(self.names, self._digests):
+            if hmac.compare_digest(digest, expected) and found is None:  # no early exit
+                found = name
+        return found
+
+
+def current_owner() -> str:
+    """Who the current request is from: its key's name, or "" when the service has no keys."""
+    return g.get("api_key_owner", "")
+
+
+def init_app(app: Flask, keys: ApiKeys) -> None:
+    app.extensions["seqtag.api_keys"] = keys
+    if keys:
+        app.before_request(partial(_check_key, keys))
+
+
+def _check_key(keys: ApiKeys):
+    """Before every request: None lets it through, a 401 response stops it."""
+    if request.endpoint in OPEN_ENDPOINTS:
+        return None
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    owner = keys.owner(presented.strip()) if scheme.lower() == "bearer" and presented.strip() else None
+    if owner is None:
+        response = error_response(401, "unauthorized", "this route needs an API key: 'Authorization: Bearer <key>'")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="seqtag"'
+        return response
+    g.api_key_owner = owner
+    return None
