@@ -30,6 +30,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = ServiceSettings.load(config)
     set_tensorflow_threads(settings.tf_inter_op_threads, settings.tf_intra_op_threads)  # before any model loads
     api_keys = auth.ApiKeys(settings.api_keys)  # a malformed key fails now, before any model loads
+    if api_keys:
+        auth.parse_key_limits(settings.api_key_limits, api_keys)  # and so do malformed per-key limits
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
@@ -50,7 +52,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if settings.request_log:
         request_log.init_app(app)
     # After the metrics' and the log's request hooks, so a refused request is timed, counted and logged too.
-    auth.init_app(app, api_keys)
+    auth.init_app(app, api_keys, settings)
     openapi.init_app(app, _version())  # last: it documents the routes registered before it
     return app
 

@@ -7,6 +7,10 @@ from: dialog sessions belong to it (another key sees 404, as for a session that 
 per-key limits count by it. Keys themselves are never logged or stored; a key without a name is named
 ``key<N>`` by its position.
 
+Per-key limits (``SEQTAG_API_KEY_LIMITS``, JSON by key name) replace the service's request limits for that
+key's requests: body size, sentences, tokens and characters per request, live sessions
+(``current_settings()`` gives the limits that apply to the current request).
+
 A presented key is compared with every configured key by SHA-256 digest with ``hmac.compare_digest``,
 all of them every time, so the answer's timing says nothing about how much of a key was right or which
 key came close.
@@ -14,19 +18,25 @@ key came close.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
+import json
 import re
 from functools import partial
 
-from flask import Flask, g, request
+from flask import Flask, current_app, g, request
 
 from service.errors import error_response
+from service.settings import ServiceSettings
 
 MIN_KEY_CHARS = 16  # a guessable key is no key
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Endpoints open to everyone: health checks, the API document and its pages, the web page and its files
 # (the page's own API calls need a key like any other client's).
+# The settings a key's limits may replace.
+PER_KEY_LIMITS = ("max_body_bytes", "max_sentences", "max_tokens_per_sentence", "max_token_chars", "max_text_chars",
+                  "max_top_k", "max_sessions_per_key")
 OPEN_ENDPOINTS = {"health.healthz", "health.readyz", "openapi_document", "openapi_docs", "openapi_docs_page",
                   "web.index", "static"}
 
@@ -62,18 +72,49 @@ class ApiKeys:
         return found
 
 
+def parse_key_limits(spec: str, keys: ApiKeys) -> dict[str, dict[str, int]]:
+    """``SEQTAG_API_KEY_LIMITS`` -> {key name: {setting: value}}, checked against the keys and PER_KEY_LIMITS."""
+    if not spec.strip():
+        return {}
+    try:
+        limits = json.loads(spec)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"SEQTAG_API_KEY_LIMITS: not JSON: {error}") from None
+    if not isinstance(limits, dict):
+        raise ValueError("SEQTAG_API_KEY_LIMITS: a JSON object by key name")
+    for name, values in limits.items():
+        if name not in keys.names:
+            raise ValueError(f"SEQTAG_API_KEY_LIMITS: {name!r} is not the name of a key in SEQTAG_API_KEYS")
+        if not isinstance(values, dict):
+            raise ValueError(f"SEQTAG_API_KEY_LIMITS[{name!r}]: an object of limits")
+        for setting, value in values.items():
+            if setting not in PER_KEY_LIMITS:
+                raise ValueError(f"SEQTAG_API_KEY_LIMITS[{name!r}]: {setting!r} is not a per-key limit "
+                                 f"({', '.join(PER_KEY_LIMITS)})")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"SEQTAG_API_KEY_LIMITS[{name!r}][{setting!r}]: a whole number >= 0")
+    return limits
+
+
+def current_settings() -> ServiceSettings:
+    """The settings for the current request: the service's, with its key's own limits if it has some."""
+    return g.get("key_settings") or current_app.extensions["seqtag.settings"]
+
+
 def current_owner() -> str:
     """Who the current request is from: its key's name, or "" when the service has no keys."""
     return g.get("api_key_owner", "")
 
 
-def init_app(app: Flask, keys: ApiKeys) -> None:
+def init_app(app: Flask, keys: ApiKeys, settings: ServiceSettings) -> None:
     app.extensions["seqtag.api_keys"] = keys
     if keys:
-        app.before_request(partial(_check_key, keys))
+        limits = parse_key_limits(settings.api_key_limits, keys)
+        key_settings = {name: dataclasses.replace(settings, **values) for name, values in limits.items()}
+        app.before_request(partial(_check_key, keys, key_settings))
 
 
-def _check_key(keys: ApiKeys):
+def _check_key(keys: ApiKeys, key_settings: dict[str, ServiceSettings]):
     """Before every request: None lets it through, a 401 response stops it."""
     if request.endpoint in OPEN_ENDPOINTS:
         return None
@@ -84,4 +125,7 @@ def _check_key(keys: ApiKeys):
         response.headers["WWW-Authenticate"] = 'Bearer realm="seqtag"'
         return response
     g.api_key_owner = owner
+    if owner in key_settings:
+        g.key_settings = key_settings[owner]
+        request.max_content_length = g.key_settings.max_body_bytes  # before the body is read
     return None

@@ -37,6 +37,8 @@ class ServiceSettings:
     # "name:key,name2:key2": every route but health and docs needs "Authorization: Bearer <key>" (service.auth)
     api_keys: str = field(default="", repr=False)
     max_sessions_per_key: int = 0  # live dialog sessions one key may hold (0: no limit beyond max_sessions)
+    # per-key limits over the ones above, JSON: {"batch": {"max_body_bytes": 8388608, "max_sentences": 1024}}
+    api_key_limits: str = ""
     request_log: bool = True  # one JSON line per request (logger seqtag.requests), X-Request-Id header
     tf_inter_op_threads: int = 2  # TensorFlow ops run at once (a BiLSTM's two directions)
     tf_intra_op_threads: int = 0  # threads per op; 0: half the usable cores

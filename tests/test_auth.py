@@ -4,7 +4,7 @@ belongs to the key that opened it; live sessions are limited per key. Both sessi
 
 import pytest
 
-from service.auth import ApiKeys
+from service.auth import ApiKeys, parse_key_limits
 from test_sessions import close, make_app, make_models_dir
 
 CHATBOT, BATCH = "chatbot-key-0123456789abcdef", "batch-key-fedcba9876543210"
@@ -22,7 +22,10 @@ def models_dir(tmp_path_factory, random_dialog_dirs, random_tagger_dir):
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def app(request, models_dir):
-    app = make_app(request.param, models_dir, request, api_keys=KEYS, max_sessions_per_key=3)
+    # The batch key has its own limits: more sentences per request, a smaller body, more sessions.
+    limits = '{"batch": {"max_sentences": 300, "max_body_bytes": 2000, "max_sessions_per_key": 5}}'
+    app = make_app(request.param, models_dir, request, api_keys=KEYS, max_sessions_per_key=3, max_sentences=4,
+                   api_key_limits=limits)
     yield app
     close(app)
 
@@ -74,12 +77,25 @@ def test_live_sessions_are_limited_per_key(client):
         opened.append(response.get_json()["session_id"])
     refused = client.post("/v1/dialogs", json={"model": "dialog-act"}, headers=bearer(CHATBOT))
     assert refused.status_code == 429 and refused.get_json()["error"]["code"] == "too_many_sessions"
-    # The limit is per key: the other key still opens sessions.
-    other = client.post("/v1/dialogs", json={"model": "dialog-act"}, headers=bearer(BATCH))
-    assert other.status_code == 201
+    # The limit is per key: the other key still opens sessions, up to its own limit (5).
+    others = [client.post("/v1/dialogs", json={"model": "dialog-act"}, headers=bearer(BATCH)).status_code
+              for _ in range(6)]
+    assert others == [201] * 5 + [429]
     # Closing one frees its place.
     assert client.delete(f"/v1/dialogs/{opened[0]}", headers=bearer(CHATBOT)).status_code == 204
     assert client.post("/v1/dialogs", json={"model": "dialog-act"}, headers=bearer(CHATBOT)).status_code == 201
+
+
+def test_request_limits_per_key(client):
+    sentences = {"sentences": [["Hi", "."]] * 6}  # above the service's 4 sentences, within the batch key's 300
+    refused = client.post("/v1/models/pos:tag", json=sentences, headers=bearer(CHATBOT))
+    assert refused.status_code == 400 and refused.get_json()["error"]["code"] == "too_many_sentences"
+    assert client.post("/v1/models/pos:tag", json=sentences, headers=bearer(BATCH)).status_code == 200
+    # The batch key's body limit (2,000 bytes) is below the service's (1 MiB).
+    big = {"sentences": [["word"] * 100] * 4}
+    assert client.post("/v1/models/pos:tag", json=big, headers=bearer(CHATBOT)).status_code == 200
+    too_big = client.post("/v1/models/pos:tag", json=big, headers=bearer(BATCH))
+    assert too_big.status_code == 413 and too_big.get_json()["error"]["code"] == "payload_too_large"
 
 
 def test_the_api_document_declares_the_bearer_scheme(client):
@@ -88,6 +104,15 @@ def test_the_api_document_declares_the_bearer_scheme(client):
     assert document["paths"]["/v1/dialogs"]["post"]["security"] == [{"bearer": []}]
     assert "401" in document["paths"]["/v1/dialogs"]["post"]["responses"]
     assert "security" not in document["paths"]["/healthz"]["get"]
+
+
+def test_key_limits_parsing():
+    keys = ApiKeys(f"chatbot:{CHATBOT}")
+    assert parse_key_limits('{"chatbot": {"max_sentences": 9}}', keys) == {"chatbot": {"max_sentences": 9}}
+    for bad, message in (('{"other": {}}', "not the name"), ('{"chatbot": {"models_dir": 1}}', "not a per-key"),
+                         ('{"chatbot": {"max_sentences": -1}}', "whole number"), ("[", "not JSON")):
+        with pytest.raises(ValueError, match=message):
+            parse_key_limits(bad, keys)
 
 
 def test_key_list_parsing():

@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 from flask import Blueprint, current_app, jsonify
 
-from service.auth import current_owner
+from service.auth import current_owner, current_settings
 from service.errors import APIError
 from service.registry import ModelLookupError, ModelRegistry, ModelVersion, StepRequest
 from service.openapi import BODY_ERRORS, documented
@@ -68,7 +68,7 @@ def create_dialog():
     """Open a session on a dialog model: a zero recurrent state, turn 0."""
     body = parse_body(CreateDialogRequest, json_body())
     model = _dialog_model(body.model, body.version)
-    owner, limit = current_owner(), current_app.extensions["seqtag.settings"].max_sessions_per_key
+    owner, limit = current_owner(), current_settings().max_sessions_per_key
     if owner and limit and _sessions().count_owned(owner) >= limit:
         raise APIError(429, "too_many_sessions", f"this API key holds {limit} live sessions, its limit: delete one "
                                                  f"(DELETE /v1/dialogs/<id>) or let one expire")
@@ -85,7 +85,7 @@ def create_dialog():
             **BODY_ERRORS)
 def post_turn(session_id: str):
     """Take the next turn: its act (or the system's next actions), and the session's state moves on."""
-    settings = current_app.extensions["seqtag.settings"]
+    settings = current_settings()
     body = parse_body(TurnRequest, json_body())
     if body.text is not None:
         if len(body.text) > settings.max_text_chars:

@@ -6,6 +6,7 @@ import numpy as np
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.routing import BaseConverter
 
+from service.auth import current_settings
 from service.errors import APIError
 from service.registry import MODEL_NAME, ModelLookupError, ModelRegistry
 from service.openapi import BODY_ERRORS, documented
@@ -65,7 +66,7 @@ def show_model(name: str):
             HTTP_503=ErrorResponse, **BODY_ERRORS)
 def tag(name: str):
     """Tag pre-tokenized sentences or raw texts; ``?version=N`` asks for a loaded version."""
-    settings = current_app.extensions["seqtag.settings"]
+    settings = current_settings()
     version = _requested_version()
     body = parse_tag_request(json_body())
     check_limits(body, settings)
