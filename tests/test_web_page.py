@@ -25,12 +25,10 @@ if not (CHROMIUM and CHROMEDRIVER):
 SCREENSHOT = REPO / "build" / "screenshots" / "web-page.png"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("web")
+def run_server(tmp, **extra_env):
     port = free_port()
     env = {**os.environ, "PORT": str(port), "SEQTAG_HOST": "127.0.0.1", "SEQTAG_MODELS_DIR": str(REPO / "models"),
-           "SEQTAG_POLL_INTERVAL_SECONDS": "0", "SEQTAG_THREADS": "4", "PROMETHEUS_MULTIPROC_DIR": str(tmp)}
+           "SEQTAG_POLL_INTERVAL_SECONDS": "0", "SEQTAG_THREADS": "4", "PROMETHEUS_MULTIPROC_DIR": str(tmp), **extra_env}
     log = open(tmp / "gunicorn.log", "w")
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py"], cwd=REPO, env=env,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -41,6 +39,20 @@ def server(tmp_path_factory):
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    yield from run_server(tmp_path_factory.mktemp("web"))
+
+
+API_KEY = "page-test-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory):
+    """The service with API keys on: the page needs the key typed in before its API calls succeed."""
+    yield from run_server(tmp_path_factory.mktemp("web-keyed"), SEQTAG_API_KEYS=f"page:{API_KEY}")
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +149,21 @@ def test_api_errors_show_on_the_page(server, browser):
     browser.find_element(By.ID, "tag-button").click()
     wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
     assert browser.find_element(By.ID, "error").text.startswith("text_too_long")
+
+
+def test_the_page_sends_the_key_it_is_given(keyed_server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base, _ = keyed_server
+    browser.get(base + "/")  # the page itself is open; its API calls are not
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
+    assert browser.find_element(By.ID, "error").text.startswith("unauthorized")
+    browser.find_element(By.ID, "api-key").send_keys(API_KEY, Keys.TAB)  # "change": the models load with the key
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+    assert not browser.find_element(By.ID, "error").is_displayed()
+    browser.find_element(By.ID, "tag-button").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tag-result .token"))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#tag-result .token")) > 3

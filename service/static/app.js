@@ -25,6 +25,8 @@ function showError(message) {
 
 async function api(method, path, body) {
   const options = { method, headers: {} };
+  const key = $("api-key").value.trim();  // a service with API keys (SEQTAG_API_KEYS) needs one
+  if (key) options.headers["Authorization"] = `Bearer ${key}`;
   if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
     options.body = JSON.stringify(body);
@@ -39,6 +41,8 @@ async function api(method, path, body) {
 
 async function loadModels() {
   const { models } = await api("GET", "/v1/models");
+  $("tag-model").replaceChildren();
+  $("dialog-model").replaceChildren();
   for (const model of models.filter((m) => m.state === "AVAILABLE")) {
     const option = new Option(`${model.name} (v${model.serving_version})`, model.name);
     (model.kind === "dialog" ? $("dialog-model") : $("tag-model")).append(option);
@@ -144,4 +148,8 @@ async function resetDialog() {
 $("tag-form").addEventListener("submit", tagText);
 $("turn-form").addEventListener("submit", sendTurn);
 $("dialog-reset").addEventListener("click", resetDialog);
+$("api-key").addEventListener("change", () => {  // a key typed in: the models it may see
+  showError("");
+  loadModels().then(() => document.body.dataset.ready = "true").catch((error) => showError(error.message));
+});
 loadModels().then(() => document.body.dataset.ready = "true").catch((error) => showError(error.message));
