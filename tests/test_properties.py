@@ -1,0 +1,89 @@
+"""Property tests (Hypothesis): the tokenizer on any Unicode text, the data readers on any bytes.
+
+- the tokenizer never fails, each token is exactly the text between its offsets, tokens come in order
+  without overlapping, hold no whitespace at their ends, and every non-whitespace character is in one;
+- every reader, given garbage (random bytes, near-miss lines, random JSON), returns its records or raises
+  the documented ``DataFormatError`` naming the file: never another exception.
+"""
+
+import json
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from training.conllu_reader import read_conllu
+from training.dialog_data import read_dialogs
+from training.errors import DataFormatError
+from training.tokenizer import tokenize
+
+PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+# Text that looks like what the tokenizer meets (words, clitics, URLs, punctuation, odd spaces) and any Unicode.
+TEXTY = st.one_of(
+    st.text(),
+    st.lists(st.sampled_from(["don't", "can't", "I'll", "John's", "gonna", "U.S.", "e-mail", "http://x.org/a?b=1",
+                              "a.b@c.de", "\"", "''", "``", "...", "--", "(", ")", "?", "!", ",", " ", "\t", "\n",
+                              "\u00a0", "\u2019", "café", "日本語", "😀", "\u200b", "0.5", "$", "%"]),
+             max_size=30).map("".join),
+)
+
+
+@PROPERTY_SETTINGS
+@given(TEXTY)
+def test_tokenizer_offsets_cover_the_text(text):
+    tokens = tokenize(text)
+    previous_end = 0
+    for token in tokens:
+        assert token.text and token.text == text[token.start:token.end]
+        assert token.text == token.text.strip()
+        assert previous_end <= token.start < token.end <= len(text)
+        previous_end = token.end
+    covered = {i for token in tokens for i in range(token.start, token.end)}
+    assert all(ch.isspace() for i, ch in enumerate(text) if i not in covered)
+
+
+def lines_of(alphabet_lines):
+    return st.lists(alphabet_lines, max_size=12).map(lambda lines: "\n".join(lines).encode("utf-8", "surrogatepass"))
+
+
+SWDA_LINES = lines_of(st.one_of(st.text(alphabet="AB|sdqy% \t{}", max_size=20),
+                                st.builds("{}|{}|{}".format, st.sampled_from(["A", "B", "", "C "]), st.text(max_size=15),
+                                          st.sampled_from(["sd", "b", "", "qy^d", " "]))))
+CONLLU_LINES = lines_of(st.one_of(st.text(alphabet=string.digits + "-._\t #=ab", max_size=40),
+                                  st.builds("\t".join, st.lists(st.sampled_from(["1", "2", "1-2", "3.1", "_", "dog", "NOUN",
+                                                                                  "", "0", "root"]),
+                                                                min_size=8, max_size=11))))
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                           lambda children: st.lists(children, max_size=4)
+                           | st.dictionaries(st.sampled_from(["turns", "speaker", "text", "label", "labels", "id",
+                                                              "dialogue_id", "utterance", "frames", "actions", "act",
+                                                              "slot", "values", "service"]), children, max_size=5),
+                           max_leaves=25)
+JSON_LINES = st.lists(JSON_VALUES.map(json.dumps), max_size=6).map(lambda lines: "\n".join(lines).encode())
+
+GARBAGE = {
+    "swda": st.one_of(st.binary(max_size=200), SWDA_LINES),
+    "conllu": st.one_of(st.binary(max_size=200), CONLLU_LINES),
+    "sgd": st.one_of(st.binary(max_size=200), JSON_LINES),
+    "jsonl": st.one_of(st.binary(max_size=200), JSON_LINES),
+}
+
+
+@pytest.mark.parametrize("data_format", sorted(GARBAGE))
+def test_readers_raise_only_their_documented_error(data_format, tmp_path):
+    path = tmp_path / ("0001.txt" if data_format == "swda" else "data")
+
+    @PROPERTY_SETTINGS
+    @given(GARBAGE[data_format])
+    def read_garbage(content):
+        path.write_bytes(content)
+        try:
+            records = read_conllu(path) if data_format == "conllu" else read_dialogs(path, data_format)
+        except DataFormatError as error:
+            assert str(path) in str(error)  # the message names the file (and the line, where there is one)
+        else:
+            assert isinstance(records, list)
+
+    read_garbage()
