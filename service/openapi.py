@@ -64,6 +64,9 @@ def init_app(app: Flask, version: str) -> SpecTree:
                                                     skip_validation=True)(app.view_functions[rule.endpoint]))
     with shadow.app_context():
         document = _completed(spec.spec, shadow)
+    settings = app.extensions.get("seqtag.settings")
+    if settings is not None:
+        document = _with_limits(document, settings)
     if app.extensions.get("seqtag.api_keys"):
         document = _secured(document, app)
 
@@ -122,4 +125,30 @@ def _secured(document: dict[str, Any], app: Flask) -> dict[str, Any]:
                 continue
             operation["security"] = [{"bearer": []}]
             operation["responses"]["401"] = {**operation["responses"]["500"], "description": "Unauthorized"}
+    return document
+
+
+# Characters Python's str.strip() removes (str.isspace): a token of only these is blank, and refused.
+BLANK_CHARACTERS = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def _with_limits(document: dict[str, Any], settings) -> dict[str, Any]:
+    """The service's size limits (``ServiceSettings``, checked after parsing) written into the request
+    schemas, so the document says what is accepted: a client or a fuzzer reading it knows the bounds."""
+    document = copy.deepcopy(document)
+    token = {"type": "string", "minLength": 1, "maxLength": settings.max_token_chars,
+             "pattern": f"[^{BLANK_CHARACTERS}]"}
+    tokens = {"type": "array", "items": token, "minItems": 1, "maxItems": settings.max_tokens_per_sentence}
+    for schema in document.get("components", {}).get("schemas", {}).values():
+        properties = schema.get("properties", {})
+        if schema.get("title") == "TagRequest":
+            properties["sentences"].update(items=tokens, minItems=1, maxItems=settings.max_sentences)
+            properties["texts"].update(minItems=1, maxItems=settings.max_sentences)
+            properties["texts"]["items"].update(maxLength=settings.max_text_chars)
+            for branch in properties["top_k"].get("anyOf", []):
+                if branch.get("type") == "integer":
+                    branch["maximum"] = settings.max_top_k
+        elif schema.get("title") == "TurnRequest":
+            properties["tokens"].update(tokens)
+            properties["text"].update(maxLength=settings.max_text_chars)
     return document

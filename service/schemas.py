@@ -8,10 +8,11 @@ built as plain dicts on the hot path; tests validate real responses against thes
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from flask import request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from service.errors import APIError
 from service.settings import ServiceSettings
@@ -27,23 +28,55 @@ def json_body() -> object:
         raise APIError(400, "invalid_json", f"the body is not valid JSON: {error}") from None
 
 
+def _integral(value: object) -> object:
+    """JSON Schema's integer: 2.0 is one too (strict pydantic would refuse it); 2.5, "2" and true are not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
+MAX_VERSION = 999_999_999  # model directories are numbered; nine digits are plenty (and parse cheaply)
+Version = Annotated[int, Field(ge=1, le=MAX_VERSION), BeforeValidator(_integral)]
+
+
+def exactly_one_of(model: BaseModel, first: str, second: str, what: str) -> None:
+    """The two alternative inputs: one of them given, and not as null (the schema says so too)."""
+    for name in (first, second):
+        if name in model.model_fields_set and getattr(model, name) is None:
+            raise ValueError(f"{name}: null is not allowed; leave the field out instead")
+    if (getattr(model, first) is None) == (getattr(model, second) is None):
+        raise ValueError(what)
+
+
+def _no_null_default(schema: dict) -> None:
+    """An alternative input's schema: absent by default, never null (a null default would contradict its type)."""
+    schema.pop("default", None)
+
+
+def one_of_required(first: str, second: str) -> dict:
+    """The schema of 'exactly one of these two fields' (``exactly_one_of`` checks it)."""
+    return {"oneOf": [{"required": [first]}, {"required": [second]}]}
+
+
 class VersionQuery(BaseModel):
     """``?version=N``: a loaded version instead of the serving one (parsed by ``routes.models``)."""
 
-    version: int | None = Field(None, ge=1, description="a loaded version (default: the serving one)")
+    version: int | None = Field(None, ge=1, le=MAX_VERSION, description="a loaded version (default: the serving one)")
 
 
 class TagRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=one_of_required("sentences", "texts"))
 
-    sentences: list[list[str]] | None = Field(None, description="pre-tokenized sentences")
-    texts: list[str] | None = Field(None, description="raw texts, tokenized by the service")
-    top_k: int | None = Field(None, ge=1, description="also return the k best tags per token")
+    sentences: list[list[str]] | SkipJsonSchema[None] = Field(None, description="pre-tokenized sentences",
+                                                              json_schema_extra=_no_null_default)
+    texts: list[str] | SkipJsonSchema[None] = Field(None, description="raw texts, tokenized by the service",
+                                                    json_schema_extra=_no_null_default)
+    top_k: PositiveInt | None = Field(None, description="also return the k best tags per token")
 
     @model_validator(mode="after")
     def exactly_one_input(self) -> "TagRequest":
-        if (self.sentences is None) == (self.texts is None):
-            raise ValueError("give exactly one of 'sentences' (lists of tokens) or 'texts' (strings)")
+        exactly_one_of(self, "sentences", "texts", "give exactly one of 'sentences' (lists of tokens) or 'texts' (strings)")
         return self
 
 
@@ -87,7 +120,7 @@ def check_tokens(tokens: list[str], settings: ServiceSettings, where: str) -> No
         raise APIError(400, "sentence_too_long",
                        f"{where}: {len(tokens)} tokens, at most {settings.max_tokens_per_sentence}")
     for j, token in enumerate(tokens):
-        if not token.strip():
+        if not token.strip():  # the document's token pattern says the same (service.openapi.BLANK_CHARACTERS)
             raise APIError(400, "invalid_token", f"{where}.{j}: a token must not be empty or blank")
         if len(token) > settings.max_token_chars:
             raise APIError(400, "token_too_long", f"{where}.{j}: {len(token)} characters, at most {settings.max_token_chars}")
@@ -97,22 +130,23 @@ class CreateDialogRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(description="a dialog model's name, e.g. dialog-act")
-    version: int | None = Field(None, ge=1, description="a loaded version (default: the serving one)")
+    version: Version | None = Field(None, description="a loaded version (default: the serving one)")
 
 
 class TurnRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=one_of_required("text", "tokens"))
 
-    text: str | None = Field(None, description="the turn's raw text, tokenized by the service")
-    tokens: list[str] | None = Field(None, description="the turn, pre-tokenized")
+    text: str | SkipJsonSchema[None] = Field(None, description="the turn's raw text, tokenized by the service",
+                                             json_schema_extra=_no_null_default)
+    tokens: list[str] | SkipJsonSchema[None] = Field(None, description="the turn, pre-tokenized",
+                                                     json_schema_extra=_no_null_default)
     speaker: str = Field("", max_length=100, description="who speaks (as in the training data: A/B, USER, ...)")
     system_actions: list[str] | None = Field(
         None, description="action models: what the system actually did last; without it the model's own last prediction stands in")
 
     @model_validator(mode="after")
     def exactly_one_input(self) -> "TurnRequest":
-        if (self.text is None) == (self.tokens is None):
-            raise ValueError("give exactly one of 'text' (a string) or 'tokens' (a list of strings)")
+        exactly_one_of(self, "text", "tokens", "give exactly one of 'text' (a string) or 'tokens' (a list of strings)")
         return self
 
 
@@ -176,7 +210,8 @@ class ModelStatus(BaseModel):
     pinned_version: int | None
     versions: list[VersionStatus]
     labels: list[str]
-    metrics: dict[str, float] = Field(description="dev figures from the serving version's metadata")
+    metrics: dict[str, Any] = Field(description="dev figures from the serving version's metadata (numbers, and "
+                                                "per-label tables such as the accuracy by tag)")
 
 
 class ModelList(BaseModel):

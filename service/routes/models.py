@@ -10,7 +10,7 @@ from service.auth import current_settings
 from service.errors import APIError
 from service.registry import MODEL_NAME, ModelLookupError, ModelRegistry
 from service.openapi import BODY_ERRORS, documented
-from service.schemas import (ErrorResponse, ModelList, ModelStatus, TagRequest, TagResponse, VersionQuery,
+from service.schemas import (MAX_VERSION, ErrorResponse, ModelList, ModelStatus, TagRequest, TagResponse, VersionQuery,
                              check_limits, json_body, parse_tag_request)
 from training.tokenizer import tokenize
 
@@ -38,7 +38,7 @@ def _requested_version() -> int | None:
     raw = request.args.get("version")
     if raw is None:
         return None
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > len(str(MAX_VERSION)):
         raise APIError(400, "invalid_request", f"version must be a positive integer, not {raw!r}")
     return int(raw)
 
