@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 PORT ?= 8000
 export PORT
 
-.PHONY: install test serve clean
+.PHONY: install test serve reliability clean
 
 install: $(INSTALLED)
 
@@ -19,6 +19,13 @@ $(INSTALLED): pyproject.toml
 test: $(INSTALLED)
 	.ci/ensure-tools
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The tests that try to break the service, then the README's reliability table from what they recorded.
+reliability: $(INSTALLED)
+	.ci/ensure-tools
+	$(BIN)/python -m pytest -q tests/test_fuzz.py tests/test_properties.py tests/test_auth.py tests/test_load.py \
+		tests/test_faults.py $(PYTEST_ARGS)
+	$(BIN)/python -m benchmarks.reliability_table --readme README.md
 
 serve: $(INSTALLED)
 	SEQTAG_MODELS_DIR=$${SEQTAG_MODELS_DIR:-models} $(BIN)/gunicorn -c service/gunicorn_conf.py

@@ -19,7 +19,7 @@ from service import auth, metrics, openapi, request_log  # noqa: E402
 from service.errors import register_error_handlers  # noqa: E402
 from service.registry import ModelRegistry  # noqa: E402
 from service.routes import dialogs, health, models, web  # noqa: E402
-from service.sessions import InProcessSessionStore, RedisSessionStore  # noqa: E402
+from service.sessions import InProcessSessionStore, RedisSessionStore, SessionStoreUnavailable  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 from training.saved_tagger import set_tensorflow_threads  # noqa: E402
 
@@ -41,7 +41,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     ModelRegistry(settings).init_app(app)
     if settings.dialog_sessions:
         if settings.redis_url:
-            app.extensions["seqtag.sessions"] = RedisSessionStore(settings.redis_url, settings.session_ttl_seconds)
+            store = RedisSessionStore(settings.redis_url, settings.session_ttl_seconds,
+                                      timeout_seconds=settings.redis_timeout_seconds, check=False)
+            try:
+                store.check()
+            except SessionStoreUnavailable as error:
+                # Not fatal here: a worker that gunicorn restarts while Redis is down must still boot and tag;
+                # its dialog routes answer 503 until Redis is back. gunicorn's master checks it once at start.
+                logger.warning("%s; dialog routes answer 503 until it is back", error)
+            app.extensions["seqtag.sessions"] = store
         else:
             app.extensions["seqtag.sessions"] = InProcessSessionStore(settings.max_sessions, settings.session_ttl_seconds)
         app.register_blueprint(dialogs.bp)

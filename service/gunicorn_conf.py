@@ -37,6 +37,22 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 def on_starting(server):
     for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(stale)
+    if _sessions_on and os.environ.get("SEQTAG_REDIS_URL"):
+        _check_redis(os.environ["SEQTAG_REDIS_URL"])
+
+
+def _check_redis(url):
+    """A wrong or unreachable SEQTAG_REDIS_URL stops the server at start. Later outages do not: workers boot
+    without Redis (a worker replaced while it is down must not take tagging down) and answer 503 on dialogs."""
+    from urllib.parse import urlsplit
+
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5).ping()
+    except (redis.RedisError, ValueError) as error:
+        where = urlsplit(url)._replace(netloc=urlsplit(url).netloc.rpartition("@")[2]).geturl()  # no password
+        raise SystemExit(f"seqtag: the Redis at SEQTAG_REDIS_URL ({where}) does not answer: {error}") from None
 
 
 def child_exit(server, worker):

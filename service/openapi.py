@@ -144,7 +144,7 @@ def _with_limits(document: dict[str, Any], settings) -> dict[str, Any]:
         if schema.get("title") == "TagRequest":
             properties["sentences"].update(items=tokens, minItems=1, maxItems=settings.max_sentences)
             properties["texts"].update(minItems=1, maxItems=settings.max_sentences)
-            properties["texts"]["items"].update(maxLength=settings.max_text_chars)
+            properties["texts"]["items"].update(maxLength=settings.max_text_chars, pattern=f"[^{BLANK_CHARACTERS}]")
             for branch in properties["top_k"].get("anyOf", []):
                 if branch.get("type") == "integer":
                     branch["maximum"] = settings.max_top_k

@@ -143,6 +143,11 @@ class TurnRequest(BaseModel):
     speaker: str = Field("", max_length=100, description="who speaks (as in the training data: A/B, USER, ...)")
     system_actions: list[str] | None = Field(
         None, description="action models: what the system actually did last; without it the model's own last prediction stands in")
+    turn: PositiveInt | SkipJsonSchema[None] = Field(
+        None, description="optional precondition: the number this turn gets (the session's turn + 1). The same "
+                          "request sent again with the same number after a timeout or a 503 is answered as the "
+                          "first time and taken once; any other number gets 409 turn_mismatch",
+        json_schema_extra=_no_null_default)
 
     @model_validator(mode="after")
     def exactly_one_input(self) -> "TurnRequest":

@@ -9,10 +9,16 @@ returns the new one; if it raises, the stored state is left as it was. Two turns
 once are applied one after the other: the in-process store holds a per-session lock, the Redis store
 does an optimistic check-and-set (WATCH/MULTI/EXEC) and runs ``change`` again on the newer state if
 another writer got there first.
+
+When Redis cannot be reached (stopped, restarting, still loading its append-only file), every store call
+raises ``SessionStoreUnavailable`` within about ``timeout_seconds``, and the dialog routes answer 503:
+nothing was written, so the client sends the same turn again later. Redis's own persistence (AOF) keeps
+the sessions across its restart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -34,6 +40,14 @@ class SessionNotFound(KeyError):
     pass
 
 
+class SessionStoreUnavailable(RuntimeError):
+    """The session store cannot be reached now; nothing was changed."""
+
+
+class SessionBusy(RuntimeError):
+    """Too many turns raced for one session; nothing was changed."""
+
+
 def new_session_id() -> str:
     return secrets.token_urlsafe(24)  # 192 random bits
 
@@ -50,28 +64,36 @@ class SessionState:
     created: float = field(default_factory=time.time)
     last_active: float = field(default_factory=time.time)
     owner: str = ""  # the name of the API key that opened it ("" when the service has no keys)
+    # The last turn taken, so that the same request sent again (a retry after a timeout or a 503) gets the
+    # same answer without being applied twice: a digest of its input and its probabilities float32[L].
+    last_request: str = ""
+    last_probabilities: np.ndarray | None = None
 
     def to_bytes(self) -> bytes:
+        last = self.last_probabilities
         header = json.dumps({"id": self.session_id, "model": self.model, "version": self.version, "turn": self.turn,
                              "last_actions": self.last_actions, "created": self.created,
                              "last_active": self.last_active, "owner": self.owner,
-                             "units": int(self.state_h.shape[0])}).encode()
+                             "units": int(self.state_h.shape[0]), "last_request": self.last_request,
+                             "n_last": 0 if last is None else int(last.shape[0])}).encode()
         return (_HEADER.pack(len(header)) + header + self.state_h.astype("<f4").tobytes()
-                + self.state_c.astype("<f4").tobytes())
+                + self.state_c.astype("<f4").tobytes() + (b"" if last is None else last.astype("<f4").tobytes()))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "SessionState":
         (length,) = _HEADER.unpack_from(data)
         header = json.loads(data[_HEADER.size:_HEADER.size + length])
-        units = header["units"]
-        arrays = np.frombuffer(data, dtype="<f4", offset=_HEADER.size + length, count=2 * units).astype(np.float32)
-        return cls(header["id"], header["model"], header["version"], arrays[:units].copy(), arrays[units:].copy(),
-                   header["turn"], header["last_actions"], header["created"], header["last_active"],
-                   header.get("owner", ""))
+        units, n_last = header["units"], header.get("n_last", 0)
+        arrays = np.frombuffer(data, dtype="<f4", offset=_HEADER.size + length,
+                               count=2 * units + n_last).astype(np.float32)
+        return cls(header["id"], header["model"], header["version"], arrays[:units].copy(),
+                   arrays[units:2 * units].copy(), header["turn"], header["last_actions"], header["created"],
+                   header["last_active"], header.get("owner", ""), header.get("last_request", ""),
+                   arrays[2 * units:].copy() if n_last else None)
 
     def reset(self) -> "SessionState":
         return replace(self, state_h=np.zeros_like(self.state_h), state_c=np.zeros_like(self.state_c), turn=0,
-                       last_actions=None, last_active=time.time())
+                       last_actions=None, last_active=time.time(), last_request="", last_probabilities=None)
 
 
 Change = Callable[[SessionState], SessionState]
@@ -191,13 +213,36 @@ class RedisSessionStore(SessionStore):
     backend = "redis"
     PREFIX = "seqtag:session:"
 
-    def __init__(self, url: str, ttl_seconds: float, max_retries: int = 50):
+    def __init__(self, url: str, ttl_seconds: float, max_retries: int = 50, timeout_seconds: float = 2.0,
+                 check: bool = True):
         import redis
+        from redis.backoff import ExponentialWithJitterBackoff
+        from redis.retry import Retry
 
-        self.client = redis.Redis.from_url(url)
-        self.client.ping()  # fail at start-up, not on the first turn
+        # A few quick retries ride out a dropped connection (Redis restarted: the pool's sockets are dead);
+        # beyond that the request fails fast with 503 rather than holding a worker thread for seconds.
+        self.client = redis.Redis.from_url(url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
+                                           retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 3))
+        self.url = url
         self.ttl_ms = int(ttl_seconds * 1000)
         self.max_retries = max_retries
+        if check:
+            self.check()
+
+    def check(self) -> None:
+        """Raise ``SessionStoreUnavailable`` unless Redis answers now."""
+        with self._available():
+            self.client.ping()
+
+    @contextlib.contextmanager
+    def _available(self):
+        import redis
+
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as error:  # BusyLoadingError: still reading its AOF
+            raise SessionStoreUnavailable(f"the session store (Redis) is unavailable: {type(error).__name__}: "
+                                          f"{str(error)[:200]}") from error
 
     OWNER_PREFIX = "seqtag:owner:"  # a sorted set per API key: its session ids, scored by expiry time (ms)
 
@@ -212,13 +257,14 @@ class RedisSessionStore(SessionStore):
             pipe.pexpire(owner_key, self.ttl_ms)
 
     def create(self, state: SessionState) -> None:
-        with self.client.pipeline() as pipe:  # MULTI/EXEC: the session and its owner's entry together
+        with self._available(), self.client.pipeline() as pipe:  # MULTI/EXEC: the session and its owner's entry
             pipe.set(self._key(state.session_id), state.to_bytes(), px=self.ttl_ms)
             self._owned(pipe, state)
             pipe.execute()
 
     def get(self, session_id: str) -> SessionState:
-        data = self.client.get(self._key(session_id))
+        with self._available():
+            data = self.client.get(self._key(session_id))
         if data is None:
             raise SessionNotFound(session_id)
         return SessionState.from_bytes(data)
@@ -228,7 +274,7 @@ class RedisSessionStore(SessionStore):
 
         key = self._key(session_id)
         for attempt in range(self.max_retries):
-            with self.client.pipeline() as pipe:
+            with self._available(), self.client.pipeline() as pipe:
                 try:
                     pipe.watch(key)
                     data = pipe.get(key)
@@ -242,23 +288,25 @@ class RedisSessionStore(SessionStore):
                     return new
                 except redis.WatchError:
                     time.sleep(min(0.001 * 2 ** attempt, 0.05) * (0.5 + secrets.randbelow(1000) / 1000))
-        raise RuntimeError(f"session {session_id}: too many concurrent turns, gave up after {self.max_retries} tries")
+        raise SessionBusy(f"session {session_id}: too many turns at once, gave up after {self.max_retries} tries")
 
     def delete(self, session_id: str) -> bool:
-        data = self.client.getdel(self._key(session_id))
-        if data is None:
-            return False
-        owner = SessionState.from_bytes(data).owner
-        if owner:
-            self.client.zrem(self.OWNER_PREFIX + owner, session_id)
+        with self._available():
+            data = self.client.getdel(self._key(session_id))
+            if data is None:
+                return False
+            owner = SessionState.from_bytes(data).owner
+            if owner:
+                self.client.zrem(self.OWNER_PREFIX + owner, session_id)
         return True
 
     def count(self) -> int:
-        return sum(1 for _ in self.client.scan_iter(match=self.PREFIX + "*", count=1000))
+        with self._available():
+            return sum(1 for _ in self.client.scan_iter(match=self.PREFIX + "*", count=1000))
 
     def count_owned(self, owner: str) -> int:
         owner_key = self.OWNER_PREFIX + owner
-        with self.client.pipeline() as pipe:
+        with self._available(), self.client.pipeline() as pipe:
             pipe.zremrangebyscore(owner_key, "-inf", int(time.time() * 1000))  # expired sessions leave the count
             pipe.zcard(owner_key)
             return int(pipe.execute()[1])

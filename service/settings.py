@@ -34,6 +34,7 @@ class ServiceSettings:
     redis_url: str = ""  # dialog sessions in Redis (any number of workers and hosts); "": in this process
     max_sessions: int = 10000  # in-process store: the least recently active session goes beyond this
     session_ttl_seconds: float = 3600.0  # a session idle this long is gone (404)
+    redis_timeout_seconds: float = 2.0  # a Redis call that takes longer fails: the dialog routes answer 503
     # "name:key,name2:key2": every route but health and docs needs "Authorization: Bearer <key>" (service.auth)
     api_keys: str = field(default="", repr=False)
     max_sessions_per_key: int = 0  # live dialog sessions one key may hold (0: no limit beyond max_sessions)

@@ -126,39 +126,56 @@ def random_dialog_dirs(tmp_path_factory):
     return {task: export_random_dialog_model(root / task, task)[4] for task in ("dialog-act", "dialog-action")}
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory):
-    """A real Redis server on a free loopback port for the test session (``.ci/run`` installs redis-server)."""
+def redis_binary() -> str:
     import shutil
-    import socket
-    import subprocess
-    import time
 
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("CI"):
             pytest.fail("redis-server is not installed (.ci/run installs it)")
         pytest.skip("redis-server is not installed: apt-get install redis-server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    folder = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return binary
+
+
+def start_redis(folder: Path, port: int | None = None, persistent: bool = False):
+    """A real redis-server on loopback, answering when this returns: (process, port).
+
+    ``persistent``: append-only file fsynced on every write, as a deployment that must keep sessions across
+    a restart of Redis runs it; started again on the same ``folder`` and port, it has them back.
+    """
+    import socket
+    import subprocess
+    import time
+
     import redis
 
+    if port is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+    persistence = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
+    process = subprocess.Popen([redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                *persistence, "--dir", str(folder)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = redis.Redis(port=port)
     deadline = time.monotonic() + 20
     while True:
         try:
             client.ping()
             break
-        except redis.ConnectionError:
+        except redis.ConnectionError:  # not listening yet, or still loading its append-only file
             if time.monotonic() > deadline or process.poll() is not None:
                 process.kill()
                 pytest.fail("redis-server did not start")
             time.sleep(0.05)
     client.close()
+    return process, port
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real Redis server on a free loopback port for the test session (``.ci/run`` installs redis-server)."""
+    process, port = start_redis(tmp_path_factory.mktemp("redis"))
     yield f"redis://127.0.0.1:{port}/0"
     process.terminate()
     process.wait(timeout=10)

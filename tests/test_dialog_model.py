@@ -205,7 +205,7 @@ def test_ensemble_export_averages_its_members_and_streams(act_model, swda_slices
     """Two act models of different sizes and classifier inputs as one version: ``serve`` gives the mean of
     the members' probabilities, and ``step`` with the members' states side by side streams it."""
     other_dir, other_checkpoint = train("dialog-act", swda_slices, "swda", tmp_path_factory,
-                                        "--turn-hidden", "12", "--seed", "7")
+                                        "--turn-hidden", "12", "--seed", "7", "--epochs", "1")
     out = tmp_path_factory.mktemp("ensemble") / "dialog-act"
     assert main(["export", "--from-checkpoint", str(act_model[1]), str(other_checkpoint), "--out", str(out)]) == 0
     ensemble = SavedDialogModel(out / "1")

@@ -4,6 +4,7 @@ headers, body) conforms to what the document says."""
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import signal
@@ -13,10 +14,15 @@ import sys
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 
+from reliability import record
 from test_gunicorn import REPO, call, free_port, wait_until
 
 EXAMPLES = int(os.environ.get("SEQTAG_FUZZ_EXAMPLES", "40"))  # per operation; raise it for a longer run
+SHIPPED = sorted(path.name for path in (REPO / "models").iterdir() if path.is_dir())
+DIALOG_MODELS = [name for name in SHIPPED if name.startswith("dialog-")]
+TAGGERS = [name for name in SHIPPED if name not in DIALOG_MODELS]
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +56,31 @@ def test_every_operation_conforms(fuzzed_server):
     assert len(operations) >= 11  # every route the document lists
 
     modes = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
+    statuses: collections.Counter = collections.Counter()
     for operation, mode in itertools.product(operations, modes):
         if mode is schemathesis.GenerationMode.NEGATIVE and not (len(operation.body) or len(operation.query)):
             continue  # nothing to break: a path parameter is any string
-        @given(case=operation.as_strategy(generation_mode=mode))
+        # Random model names mostly meet 404; most cases name a shipped model of the kind the route takes
+        # instead, so that the generated sentences, tokens, turns and versions reach the models themselves.
+        names = TAGGERS if operation.path.endswith(":tag") else DIALOG_MODELS if operation.path == "/v1/dialogs" else SHIPPED
+
+        # (Schema-violating cases are left as generated: the substitution could make them valid.)
+        names = names if mode is schemathesis.GenerationMode.POSITIVE else []
+
+        @given(case=operation.as_strategy(generation_mode=mode), model=st.sampled_from(names + [None]))
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        def fuzz(case):
-            case.call_and_validate(timeout=30)
+        def fuzz(case, model):
+            if model is not None and "name" in (case.path_parameters or {}):
+                case.path_parameters["name"] = model
+            if model is not None and isinstance(case.body, dict) and "model" in case.body:
+                case.body["model"] = model
+            response = case.call_and_validate(timeout=30)
+            statuses[response.status_code // 100] += 1
             assert process.poll() is None  # the server is still up
 
         fuzz()
+    record("fuzz", 10, "Schemathesis from the live /openapi.json: schema-valid and schema-violating requests to every "
+           "operation; every answer checked against the document", f"{len(operations)} operations, "
+           f"{sum(statuses.values()):,} requests ({EXAMPLES} + {EXAMPLES} examples per operation)",
+           "0 5xx, 0 answers off the document, no traceback in the log",
+           ", ".join(f"{count:,} {kind}xx" for kind, count in sorted(statuses.items())))

@@ -29,13 +29,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def call(port, path, body=None, timeout=30):
+def call(port, path, body=None, timeout=30, method=None, headers=None):
+    """(status, JSON body or None when empty) of one request on a fresh connection."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
-                                     headers={"Content-Type": "application/json"} if data else {})
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
+                                     headers={**({"Content-Type": "application/json"} if data else {}), **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
+            payload = response.read()
+            return response.status, json.loads(payload) if payload else None
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
 

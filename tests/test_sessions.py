@@ -129,6 +129,34 @@ def test_concurrent_turns_to_one_session_are_applied_one_after_the_other(client)
     assert client.get(f"/v1/dialogs/{session_id}").get_json()["turn"] == 30
 
 
+def test_a_numbered_turn_sent_again_is_answered_again_and_taken_once(client):
+    """``"turn": N`` makes a retry safe: after a timeout or a 503 the client cannot know whether its turn was
+    taken; sent again, it gets the first answer, and the state moves on once."""
+    session_id = open_session(client)["session_id"]
+    path = f"/v1/dialogs/{session_id}/turns"
+    first = client.post(path, json={"text": "Do you have any pets?", "speaker": "A", "turn": 1})
+    assert first.status_code == 200 and first.get_json()["turn"] == 1
+    again = client.post(path, json={"text": "Do you have any pets?", "speaker": "A", "turn": 1})
+    assert again.status_code == 200 and again.get_json() == first.get_json()
+    assert client.get(f"/v1/dialogs/{session_id}").get_json()["turn"] == 1
+    # Turn 1 again with other words is not a retry; a number from the past or the future is not the next turn.
+    for body in ({"text": "Something else.", "speaker": "A", "turn": 1}, {"text": "Hi.", "turn": 3},
+                 {"tokens": ["Do", "you", "have", "any", "pets", "?"], "speaker": "B", "turn": 1}):
+        response = client.post(path, json=body)
+        assert response.status_code == 409, body
+        error = response.get_json()["error"]
+        assert error["code"] == "turn_mismatch" and "at turn 1" in error["message"]
+    second = client.post(path, json={"text": "Yes, two cats.", "speaker": "B", "turn": 2}).get_json()
+    assert second["turn"] == 2 and client.get(f"/v1/dialogs/{session_id}").get_json()["turn"] == 2
+    # The same turns without numbers in a fresh session: the same answers (the retry changed no state).
+    fresh = open_session(client)["session_id"]
+    client.post(f"/v1/dialogs/{fresh}/turns", json={"text": "Do you have any pets?", "speaker": "A"})
+    assert client.post(f"/v1/dialogs/{fresh}/turns", json={"text": "Yes, two cats.", "speaker": "B"}).get_json() == second
+    # After a reset there is no last turn to repeat: turn 1 is the next one again.
+    client.post(f"/v1/dialogs/{session_id}/reset")
+    assert client.post(path, json={"text": "Do you have any pets?", "speaker": "A", "turn": 1}).get_json() == first.get_json()
+
+
 def test_action_model_takes_the_systems_actions(client, models_dir):
     session = open_session(client, "dialog-action")
     labels = SavedDialogModel(models_dir / "dialog-action" / "1").labels
@@ -173,6 +201,8 @@ def test_bad_requests_get_their_4xx(client, method, path, body, status, code):
     ({"tokens": [" "]}, "invalid_token"),
     ({"text": "x" * 6000}, "text_too_long"),
     ({"text": "hi", "system_actions": ["GOODBYE"]}, "invalid_request"),  # the act model takes no actions
+    ({"text": "hi", "turn": 0}, "invalid_request"),
+    ({"text": "hi", "turn": "1"}, "invalid_request"),
 ])
 def test_bad_turns_get_a_400_and_change_nothing(client, body, code):
     session_id = open_session(client)["session_id"]
@@ -257,3 +287,33 @@ def test_turns_of_different_sessions_share_step_calls(backend, models_dir, reque
     batcher = app.extensions["seqtag.registry"].get("dialog-act").batcher
     assert max(batcher.batch_sizes) > 1
     close(app)
+
+
+def test_an_unreachable_redis_gives_503_and_leaves_tagging_alone(models_dir):
+    """A worker started (or restarted by gunicorn) while Redis is down boots and tags; its dialog routes answer
+    503 ``sessions_unavailable`` with ``Retry-After``, quickly, instead of a 500 or a worker that never boots."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app({"models_dir": str(models_dir), "poll_interval_seconds": 0, "redis_url": f"redis://127.0.0.1:{port}/0",
+                      "redis_timeout_seconds": 0.5})
+    client = app.test_client()
+    try:
+        assert client.get("/readyz").status_code == 200
+        assert client.post("/v1/models/pos:tag", json={"sentences": [["A", "dog", "."]]}).status_code == 200
+        started = time.monotonic()
+        for method, path, body in [("post", "/v1/dialogs", {"model": "dialog-act"}),
+                                   ("post", "/v1/dialogs/some-session/turns", {"text": "hi"}),
+                                   ("post", "/v1/dialogs/some-session/reset", None),
+                                   ("get", "/v1/dialogs/some-session", None),
+                                   ("delete", "/v1/dialogs/some-session", None)]:
+            response = getattr(client, method)(path, json=body) if body else getattr(client, method)(path)
+            assert response.status_code == 503, (path, response.get_json())
+            assert response.get_json()["error"]["code"] == "sessions_unavailable"
+            assert response.headers["Retry-After"] == "1"
+        assert time.monotonic() - started < 10  # failed fast, not after the client's own timeout
+        assert client.get("/metrics").status_code == 200
+    finally:
+        close(app)

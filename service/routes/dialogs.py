@@ -2,12 +2,15 @@
 
 A session keeps the model version it was opened on: a hot reload serves new sessions the new version and
 leaves live ones alone; a turn for a session whose version has been unloaded gets 409 (reset it to move to
-the serving version). Turns of different sessions that arrive together go through one ``step`` call (the
+the serving version). While the session store is unreachable every route here answers 503
+``sessions_unavailable`` with ``Retry-After`` and changes nothing. Turns of different sessions that arrive together go through one ``step`` call (the
 model version's micro-batcher stacks their states).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import replace
 
@@ -15,16 +18,31 @@ import numpy as np
 from flask import Blueprint, current_app, jsonify
 
 from service.auth import current_owner, current_settings
-from service.errors import APIError
+from service.errors import APIError, error_response
 from service.registry import ModelLookupError, ModelRegistry, ModelVersion, StepRequest
 from service.openapi import BODY_ERRORS, documented
 from service.schemas import (CreateDialogRequest, DialogSession, DialogView, ErrorResponse, TurnRequest, TurnResult,
                              check_tokens, json_body, parse_body)
-from service.sessions import SessionNotFound, SessionState, SessionStore, new_session_id
+from service.sessions import (SessionBusy, SessionNotFound, SessionState, SessionStore, SessionStoreUnavailable,
+                              new_session_id)
 from training.saved_dialog import DialogTurnInput
 from training.tokenizer import tokenize
 
 bp = Blueprint("dialogs", __name__, url_prefix="/v1/dialogs")
+
+
+@bp.errorhandler(SessionStoreUnavailable)
+def _store_unavailable(error: SessionStoreUnavailable):
+    # Nothing was written: the same request can be sent again once the store is back.
+    response = error_response(503, "sessions_unavailable", f"{error}; dialog sessions are unavailable for now, "
+                                                            "send the request again later (tagging is not affected)")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+@bp.errorhandler(SessionBusy)
+def _session_busy(error: SessionBusy):
+    return error_response(409, "session_busy", f"{error}; send one turn at a time per session")
 
 
 def _registry() -> ModelRegistry:
@@ -48,6 +66,17 @@ def _dialog_model(name: str, version: int | None) -> ModelVersion:
 def _session_view(state: SessionState) -> dict:
     return {"session_id": state.session_id, "model": {"name": state.model, "version": state.version},
             "turn": state.turn, "created": state.created, "last_active": state.last_active}
+
+
+def request_digest(tokens: list[str], speaker: str, system_actions: list[str] | None) -> str:
+    """What identifies a turn's input, to tell a retry of the last turn from a different request."""
+    return hashlib.sha256(json.dumps([tokens, speaker, system_actions]).encode()).hexdigest()[:32]
+
+
+def _turn_answer(dialog, number: int, probabilities: np.ndarray) -> dict:
+    decision = dialog.decide(probabilities)
+    return {"turn": number, ("labels" if dialog.multi_label else "label"): decision,
+            "scores": {label: round(float(p), 6) for label, p in zip(dialog.labels, probabilities)}}
 
 
 def _not_found(session_id: str) -> APIError:
@@ -82,7 +111,7 @@ def create_dialog():
 
 @bp.post("/<session_id>/turns")
 @documented(json=TurnRequest, tags=("dialogs",), HTTP_200=TurnResult, HTTP_404=ErrorResponse, HTTP_409=ErrorResponse,
-            **BODY_ERRORS)
+            HTTP_503=ErrorResponse, **BODY_ERRORS)
 def post_turn(session_id: str):
     """Take the next turn: its act (or the system's next actions), and the session's state moves on."""
     settings = current_settings()
@@ -95,6 +124,7 @@ def post_turn(session_id: str):
         check_tokens(body.tokens, settings, "tokens")
         tokens = body.tokens
     answer: dict = {}
+    digest = request_digest(tokens, body.speaker, body.system_actions)
 
     def take_turn(state: SessionState) -> SessionState:
         # Runs inside the store's atomic update: if anything here raises, the session is unchanged.
@@ -106,6 +136,12 @@ def post_turn(session_id: str):
                                                      f"no longer loaded; reset the session to continue on the serving "
                                                      f"version") from None
         dialog = model.dialog
+        if body.turn is not None and body.turn != state.turn + 1:
+            if body.turn == state.turn and state.last_request == digest and state.last_probabilities is not None:
+                answer.update(_turn_answer(dialog, state.turn, state.last_probabilities))
+                return state  # a retry of the turn already taken: its answer again, the state as it is
+            raise APIError(409, "turn_mismatch", f"this session is at turn {state.turn}: a request for turn {body.turn} "
+                                                 f"is neither the next turn nor a retry of the last one")
         previous = body.system_actions if body.system_actions is not None else state.last_actions
         if body.system_actions is not None and not dialog.multi_label:
             raise APIError(400, "invalid_request", "system_actions: only action models take them")
@@ -115,11 +151,10 @@ def post_turn(session_id: str):
                 raise APIError(400, "unknown_action", f"system_actions: not labels of this model: {', '.join(unknown[:10])}")
         turn = DialogTurnInput(tokens, body.speaker, previous)
         result = model.step([StepRequest(turn, state.state_h, state.state_c)])[0]
-        decision = dialog.decide(result.probabilities)
-        scores = {label: round(float(p), 6) for label, p in zip(dialog.labels, result.probabilities)}
-        answer.update({"turn": state.turn + 1, ("labels" if dialog.multi_label else "label"): decision, "scores": scores})
+        answer.update(_turn_answer(dialog, state.turn + 1, result.probabilities))
         return replace(state, state_h=result.state_h, state_c=result.state_c, turn=state.turn + 1,
-                       last_actions=decision if dialog.multi_label else None, last_active=time.time())
+                       last_actions=answer.get("labels") if dialog.multi_label else None, last_active=time.time(),
+                       last_request=digest, last_probabilities=np.asarray(result.probabilities, np.float32))
 
     try:
         _sessions().update(session_id, take_turn)
@@ -129,7 +164,8 @@ def post_turn(session_id: str):
 
 
 @bp.post("/<session_id>/reset")
-@documented(tags=("dialogs",), HTTP_200=DialogSession, HTTP_404=ErrorResponse, HTTP_503=ErrorResponse)
+@documented(tags=("dialogs",), HTTP_200=DialogSession, HTTP_404=ErrorResponse, HTTP_409=ErrorResponse,
+            HTTP_503=ErrorResponse)
 def reset_dialog(session_id: str):
     """Back to turn 0 with a zero state, on the model's serving version (a new conversation)."""
     def start_over(state: SessionState) -> SessionState:
@@ -148,7 +184,7 @@ def reset_dialog(session_id: str):
 
 
 @bp.get("/<session_id>")
-@documented(tags=("dialogs",), HTTP_200=DialogView, HTTP_404=ErrorResponse)
+@documented(tags=("dialogs",), HTTP_200=DialogView, HTTP_404=ErrorResponse, HTTP_503=ErrorResponse)
 def show_dialog(session_id: str):
     """The session's model version, turn count and times."""
     try:
@@ -158,7 +194,7 @@ def show_dialog(session_id: str):
 
 
 @bp.delete("/<session_id>")
-@documented(tags=("dialogs",), HTTP_204=None, HTTP_404=ErrorResponse)
+@documented(tags=("dialogs",), HTTP_204=None, HTTP_404=ErrorResponse, HTTP_503=ErrorResponse)
 def delete_dialog(session_id: str):
     """End the session and forget its state."""
     try:

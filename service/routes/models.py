@@ -12,6 +12,7 @@ from service.registry import MODEL_NAME, ModelLookupError, ModelRegistry
 from service.openapi import BODY_ERRORS, documented
 from service.schemas import (MAX_VERSION, ErrorResponse, ModelList, ModelStatus, TagRequest, TagResponse, VersionQuery,
                              check_limits, json_body, parse_tag_request)
+from training.saved_tagger import TaggedTokens
 from training.tokenizer import tokenize
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
@@ -79,16 +80,23 @@ def tag(name: str):
         tokenized = [tokenize(text) for text in body.texts]
         for i, tokens in enumerate(tokenized):
             if not tokens:
-                raise APIError(400, "invalid_request", f"texts.{i}: no tokens in this text")
-            if len(tokens) > settings.max_tokens_per_sentence:
-                raise APIError(400, "sentence_too_long", f"texts.{i}: {len(tokens)} tokens, "
-                                                         f"at most {settings.max_tokens_per_sentence}")
+                raise APIError(400, "invalid_request", f"texts.{i}: no tokens in this text (only blank characters)")
         sentences = [[t.text for t in tokens] for tokens in tokenized]
         offsets = [[[t.start, t.end] for t in tokens] for tokens in tokenized]
+        # A raw text is bounded by its characters, not its tokens: one longer than a model input is tagged
+        # in consecutive pieces of max_tokens_per_sentence, and its tags are put back together.
+        step = settings.max_tokens_per_sentence
+        pieces = [(i, start) for i, tokens in enumerate(sentences) for start in range(0, len(tokens), step)]
+        tagged_pieces = model.tag([sentences[i][start:start + step] for i, start in pieces])
+        parts: list[list[TaggedTokens]] = [[] for _ in sentences]
+        for (i, _), piece in zip(pieces, tagged_pieces):  # in order within each text
+            parts[i].append(piece)
+        tagged = [TaggedTokens([tag for p in ps for tag in p.tags], [score for p in ps for score in p.scores],
+                               np.concatenate([p.probabilities for p in ps])) for ps in parts]
     else:
         sentences = body.sentences
+        tagged = model.tag(sentences)
 
-    tagged = model.tag(sentences)
     labels = model.labels
     results = []
     for i, (tokens, result) in enumerate(zip(sentences, tagged)):
