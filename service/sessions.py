@@ -223,7 +223,6 @@ class RedisSessionStore(SessionStore):
         # beyond that the request fails fast with 503 rather than holding a worker thread for seconds.
         self.client = redis.Redis.from_url(url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
                                            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 3))
-        self.url = url
         self.ttl_ms = int(ttl_seconds * 1000)
         self.max_retries = max_retries
         if check:

@@ -46,12 +46,15 @@ def ewt_slices(ewt_files, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model_root(ewt_slices, tmp_path_factory):
-    """``<tmp>/models/pos`` holding version 1 of a tiny tagger trained by ``seqtag train pos``."""
+    """``<tmp>/models/pos`` holding version 1 of a tiny tagger trained by ``seqtag train pos``, and its
+    TensorBoard logs in ``<tmp>/models/tensorboard``."""
     from training.cli import main
 
     root = tmp_path_factory.mktemp("models") / "pos"
     train, dev = ewt_slices
-    status = main(["train", "pos", "--train", str(train), "--dev", str(dev), "--out", str(root), *TINY_OPTIONS])
+    # With TensorBoard logs beside it (tests/test_reports.py reads them): one training run serves both.
+    status = main(["train", "pos", "--train", str(train), "--dev", str(dev), "--out", str(root),
+                   "--tensorboard", str(root.parent / "tensorboard"), *TINY_OPTIONS])
     assert status == 0
     return root
 

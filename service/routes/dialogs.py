@@ -3,8 +3,9 @@
 A session keeps the model version it was opened on: a hot reload serves new sessions the new version and
 leaves live ones alone; a turn for a session whose version has been unloaded gets 409 (reset it to move to
 the serving version). While the session store is unreachable every route here answers 503
-``sessions_unavailable`` with ``Retry-After`` and changes nothing. Turns of different sessions that arrive together go through one ``step`` call (the
-model version's micro-batcher stacks their states).
+``sessions_unavailable`` with ``Retry-After`` and changes nothing. A turn may carry its number
+(``"turn": N``): sent again, it is answered again and taken once. Turns of different sessions that arrive
+together go through one ``step`` call (the model version's micro-batcher stacks their states).
 """
 
 from __future__ import annotations
