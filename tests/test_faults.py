@@ -266,7 +266,7 @@ def test_redis_stopped_and_restarted_under_load(tmp_path, random_tagger_dir, ran
            "0: turns answered 503 sessions_unavailable (Retry-After) meanwhile, sent again and taken once; "
            "all 16 sessions back; tagging 100 % answered",
            f"503 in p50 {1000 * percentile(unavailable, 0.5):.0f} ms, p99 {1000 * percentile(unavailable, 0.99):.0f} ms; "
-           f"{turns_when_stopped} turns before the restart, all {sum(len(a) for a in traffic.answers)} after")
+           f"{turns_when_stopped} turns answered before the restart, all {sum(len(a) for a in traffic.answers)} after")
 
 
 def test_corrupt_half_copied_and_deleted_versions(tmp_path, random_tagger_dir, random_dialog_dirs):
