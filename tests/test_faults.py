@@ -17,11 +17,10 @@ import shutil
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from conftest import start_redis
 from reliability import percentile, record

@@ -7,9 +7,6 @@ from __future__ import annotations
 import collections
 import itertools
 import os
-import signal
-import subprocess
-import sys
 
 import pytest
 import schemathesis
@@ -17,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from reliability import record
-from test_gunicorn import REPO, call, free_port, wait_until
+from test_gunicorn import REPO, serve_shipped_models
 
 EXAMPLES = int(os.environ.get("SEQTAG_FUZZ_EXAMPLES", "40"))  # per operation; raise it for a longer run
 SHIPPED = sorted(path.name for path in (REPO / "models").iterdir() if path.is_dir())
@@ -28,21 +25,10 @@ TAGGERS = [name for name in SHIPPED if name not in DIALOG_MODELS]
 @pytest.fixture(scope="module")
 def fuzzed_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "SEQTAG_HOST": "127.0.0.1", "SEQTAG_MODELS_DIR": str(REPO / "models"),
-           "SEQTAG_POLL_INTERVAL_SECONDS": "0", "SEQTAG_THREADS": "8", "PROMETHEUS_MULTIPROC_DIR": str(tmp)}
-    log = open(tmp / "gunicorn.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py"], cwd=REPO, env=env,
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until(lambda: call(port, "/readyz")[0] == 200, 180, "gunicorn to be ready", process)
-        yield f"http://127.0.0.1:{port}", process
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-        log.close()
-        text = (tmp / "gunicorn.log").read_text()
-        assert "Traceback" not in text, text[-3000:]  # nothing failed inside the server either
+    for base, _, process in serve_shipped_models(tmp, SEQTAG_THREADS="8"):
+        yield base, process
+    text = (tmp / "gunicorn.log").read_text()
+    assert "Traceback" not in text, text[-3000:]  # nothing failed inside the server either
 
 
 def test_every_operation_conforms(fuzzed_server):

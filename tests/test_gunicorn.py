@@ -56,6 +56,24 @@ def wait_until(predicate, timeout, what, process=None):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def serve_shipped_models(tmp: Path, **extra_env):
+    """Generator for module fixtures: a real gunicorn over the repository's ``models/``, logging to
+    ``tmp/gunicorn.log``; yields (base URL, port, process) once it is ready, stops it afterwards."""
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "SEQTAG_HOST": "127.0.0.1", "SEQTAG_MODELS_DIR": str(REPO / "models"),
+           "SEQTAG_POLL_INTERVAL_SECONDS": "0", "SEQTAG_THREADS": "4", "PROMETHEUS_MULTIPROC_DIR": str(tmp), **extra_env}
+    log = open(tmp / "gunicorn.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py"], cwd=REPO, env=env,
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: call(port, "/readyz")[0] == 200, 180, "gunicorn to be ready", process)
+        yield f"http://127.0.0.1:{port}", port, process
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()
+
+
 @pytest.fixture
 def server(tmp_path, random_tagger_dir):
     models = tmp_path / "models"

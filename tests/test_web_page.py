@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from test_gunicorn import REPO, call, free_port, wait_until
+from test_gunicorn import REPO, call, serve_shipped_models
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -26,19 +22,8 @@ SCREENSHOT = REPO / "build" / "screenshots" / "web-page.png"
 
 
 def run_server(tmp, **extra_env):
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "SEQTAG_HOST": "127.0.0.1", "SEQTAG_MODELS_DIR": str(REPO / "models"),
-           "SEQTAG_POLL_INTERVAL_SECONDS": "0", "SEQTAG_THREADS": "4", "PROMETHEUS_MULTIPROC_DIR": str(tmp), **extra_env}
-    log = open(tmp / "gunicorn.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py"], cwd=REPO, env=env,
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until(lambda: call(port, "/readyz")[0] == 200, 180, "gunicorn to be ready", process)
-        yield f"http://127.0.0.1:{port}", port
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-        log.close()
+    for base, port, _ in serve_shipped_models(tmp, **extra_env):
+        yield base, port
 
 
 @pytest.fixture(scope="module")
