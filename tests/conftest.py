@@ -54,6 +54,7 @@ def tiny_model_root(ewt_slices, tmp_path_factory):
     train, dev = ewt_slices
     # With TensorBoard logs beside it (tests/test_reports.py reads them): one training run serves both.
     status = main(["train", "pos", "--train", str(train), "--dev", str(dev), "--out", str(root),
+                   "--checkpoint", str(root.parent / "checkpoint"),
                    "--tensorboard", str(root.parent / "tensorboard"), *TINY_OPTIONS])
     assert status == 0
     return root

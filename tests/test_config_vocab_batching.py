@@ -73,3 +73,26 @@ def test_word_dropout_only_replaces_known_words():
     unpadded = BucketedBatches([sentence(3), EncodedSentence(np.array([UNK_ID], np.int32), np.ones((1, 1), np.int32),
                                                              np.zeros(1, np.int32))], 2, shuffle=False, word_dropout=0.9)
     assert (unpadded[0][0]["word_ids"][0, 1:] == PAD_ID).all()  # padding is never touched
+
+
+def test_rounded_padding_bounds_the_shapes_and_changes_no_output():
+    """Under JAX, padded lengths are rounded up (``shape_multiple``) so that an epoch compiles a few shapes;
+    the extra padding is masked like any other: the model's outputs for real tokens do not move."""
+    from training.config import TaggerConfig
+    from training.model import build_tagger
+
+    lengths = [3, 5, 9, 11, 13, 17]
+    plain = BucketedBatches([sentence(n) for n in lengths], batch_size=2, shuffle=False)
+    rounded = BucketedBatches([sentence(n) for n in lengths], batch_size=2, shuffle=False, multiple=8)
+    assert [plain[i][0]["word_ids"].shape[1] for i in range(3)] == [5, 11, 17]
+    assert [rounded[i][0]["word_ids"].shape[1:] for i in range(3)] == [(8,), (16,), (24,)]
+    assert [rounded[i][0]["char_ids"].shape[2] for i in range(3)] == [8, 8, 8]
+    assert [float(rounded[i][2].sum()) for i in range(3)] == [float(plain[i][2].sum()) for i in range(3)]
+    model = build_tagger(TaggerConfig(word_dim=8, char_dim=4, char_hidden=4, hidden=8, layers=1), 10, 5, 4)
+    for i in range(3):
+        (inputs, _, weights), (rounded_inputs, _, _) = plain[i], rounded[i]
+        width = weights.shape[1]
+        expected = np.asarray(model.predict_on_batch(inputs))
+        actual = np.asarray(model.predict_on_batch(rounded_inputs))[:, :width]
+        real = weights > 0
+        np.testing.assert_allclose(actual[real], expected[real], atol=1e-6)

@@ -21,7 +21,7 @@ METADATA_FILE = "metadata.json"
 _VERSION_NAME = re.compile(r"[1-9][0-9]{0,8}")  # "1", "2", ... (no "01", bounded length)
 
 # Distributions whose versions are recorded in every model's metadata.
-RECORDED_LIBRARIES = ("tensorflow", "keras", "numpy", "scikit-learn", "conllu")
+RECORDED_LIBRARIES = ("tensorflow", "keras", "numpy", "scikit-learn", "conllu", "torch", "jax")
 
 
 class ModelNotFoundError(FileNotFoundError):

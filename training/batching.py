@@ -23,10 +23,22 @@ class EncodedSentence:
     tag_ids: np.ndarray  # int32[time]
 
 
-def pad_batch(sentences: list[EncodedSentence]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """-> inputs {word_ids int32[B, T], char_ids int32[B, T, C]}, tag ids int32[B, T], weights float32[B, T]."""
-    time = max(len(s.word_ids) for s in sentences)
-    chars = max(max((s.char_ids.shape[1] for s in sentences), default=1), 1)
+def shape_multiple() -> int:
+    """What padded lengths are rounded up to. Under JAX every new batch shape compiles the training step again;
+    multiples of 8 bound the shapes an epoch sees (padding is masked: results are the same). TensorFlow
+    (relaxed shapes) and PyTorch (eager) run any shape as it comes."""
+    return 8 if keras.backend.backend() == "jax" else 1
+
+
+def round_up(length: int, multiple: int) -> int:
+    return -(-length // multiple) * multiple
+
+
+def pad_batch(sentences: list[EncodedSentence], multiple: int = 1) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """-> inputs {word_ids int32[B, T], char_ids int32[B, T, C]}, tag ids int32[B, T], weights float32[B, T];
+    T and C are the longest sentence and word, rounded up to ``multiple``."""
+    time = round_up(max(len(s.word_ids) for s in sentences), multiple)
+    chars = round_up(max(max((s.char_ids.shape[1] for s in sentences), default=1), 1), multiple)
     word_ids = np.full((len(sentences), time), PAD_ID, dtype=np.int32)
     char_ids = np.full((len(sentences), time, chars), PAD_ID, dtype=np.int32)
     tag_ids = np.zeros((len(sentences), time), dtype=np.int32)
@@ -43,7 +55,7 @@ class BucketedBatches(keras.utils.PyDataset):
     """Batches of sentences of similar length; ``word_dropout`` replaces known words by <unk>."""
 
     def __init__(self, sentences: list[EncodedSentence], batch_size: int, *, shuffle: bool,
-                 word_dropout: float = 0.0, seed: int = 0):
+                 word_dropout: float = 0.0, seed: int = 0, multiple: int = 1):
         super().__init__()
         if not sentences:
             raise ValueError("no sentences to batch")
@@ -52,6 +64,7 @@ class BucketedBatches(keras.utils.PyDataset):
         self.batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         self.shuffle = shuffle
         self.word_dropout = word_dropout
+        self.multiple = multiple  # padded lengths rounded up to it (``shape_multiple``)
         self.rng = np.random.default_rng(seed)
         if shuffle:
             self._shuffle_batches()
@@ -72,7 +85,7 @@ class BucketedBatches(keras.utils.PyDataset):
         return len(self.batches)
 
     def __getitem__(self, index: int):
-        inputs, tag_ids, weights = pad_batch([self.sentences[i] for i in self.batches[index]])
+        inputs, tag_ids, weights = pad_batch([self.sentences[i] for i in self.batches[index]], self.multiple)
         if self.word_dropout > 0:
             word_ids = inputs["word_ids"]
             drop = (self.rng.random(word_ids.shape) < self.word_dropout) & (word_ids > UNK_ID)

@@ -14,6 +14,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +22,7 @@ from typing import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from training import artifacts  # noqa: E402
+from training.checkpoint import ExportMismatchError  # noqa: E402
 from training.config import TaggerConfig  # noqa: E402
 from training.errors import ConfigError, DataFormatError  # noqa: E402
 
@@ -48,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     pos.add_argument("--dev", required=True, type=Path, help="CoNLL-U dev file (early stopping)")
     pos.add_argument("--out", required=True, type=Path, help="model directory, e.g. models/pos (gets a new version)")
     pos.add_argument("--config", type=Path, help="JSON file of options (command-line options override it)")
+    pos.add_argument("--checkpoint", type=Path,
+                     help="where to keep the trained weights before export (default: checkpoints/pos-<time>)")
     pos.add_argument("--quiet", action="store_true", help="no progress bar")
     pos.add_argument("--tensorboard", type=Path, metavar="DIR", help="write TensorBoard logs here")
     _add_config_options(pos)
@@ -58,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = export.add_mutually_exclusive_group(required=True)
     source.add_argument("--from", dest="source", type=Path, help="models/pos/<version> to re-export")
     source.add_argument("--from-checkpoint", dest="checkpoints", type=Path, nargs="+", metavar="CHECKPOINT",
-                        help="a checkpoint written by 'seqtag train dialog-act|dialog-action'; several: one version "
-                             "that averages their probabilities (an ensemble; it streams as one model)")
+                        help="a checkpoint written by 'seqtag train' (under any backend); several dialog checkpoints: "
+                             "one version that averages their probabilities (an ensemble; it streams as one model)")
     export.add_argument("--out", required=True, type=Path, help="model directory that gets the new version")
 
     evaluate = commands.add_parser("evaluate", help="evaluate an exported model on a data file")
@@ -92,29 +96,63 @@ def data_file_record(path: Path, sentences) -> dict:
 
 def command_train_pos(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from training.conllu_reader import read_conllu
-    from training.export import export_tagger
-    from training.trainer import train_tagger
+    from training.distribute import placement
+    from training.trainer import save_tagger_checkpoint, train_tagger
 
     config = resolve_config(args)
+    where = placement(config.distribute)
     import keras
-    if keras.backend.backend() != "tensorflow":
-        raise ConfigError("exporting a SavedModel needs KERAS_BACKEND=tensorflow")
     train = read_conllu(args.train, config.tag_column)
     dev = read_conllu(args.dev, config.tag_column)
     logger.info("train: %d sentences from %s; dev: %d sentences from %s", len(train), args.train, len(dev), args.dev)
     verbose = 0 if args.quiet or not sys.stdout.isatty() else 1
-    result = train_tagger(config, train, dev, verbose=verbose, tensorboard_dir=args.tensorboard)
+    result = train_tagger(config, train, dev, verbose=verbose, tensorboard_dir=args.tensorboard, placement=where)
     metadata = {
         "task": "pos",
         "tag_column": config.tag_column,
         "data": {"train": data_file_record(args.train, train), "dev": data_file_record(args.dev, dev)},
         "command": shlex.join(["seqtag", *argv]),
-        "training": {"backend": keras.backend.backend(), "epochs_run": len(result.history),
-                     "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
-                     "history": result.history},
+        "training": {"backend": keras.backend.backend(), **where.describe(config.mixed_precision),
+                     "global_batch": config.batch_size * where.replicas,  # sentences
+                     "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+                     "seconds": round(result.seconds, 1), "history": result.history},
     }
-    version, directory = export_tagger(result.model, result.vocabs, config, args.out, metadata, dev_sentences=dev)
-    evaluate_pos_model(directory, args.dev, config.tag_column, report=directory / "report")
+    checkpoint = args.checkpoint or Path("checkpoints") / f"pos-{time.strftime('%Y%m%d-%H%M%S')}"
+    save_tagger_checkpoint(result, checkpoint, metadata, dev)
+    if keras.backend.backend() != "tensorflow":
+        logger.info("trained under %s: export with KERAS_BACKEND=tensorflow seqtag export --from-checkpoint %s --out %s",
+                    keras.backend.backend(), checkpoint, args.out)
+        return 0
+    return export_tagger_checkpoint(checkpoint, args.out, dev, args.dev)
+
+
+def export_tagger_checkpoint(checkpoint_dir: Path, out: Path, dev=None, dev_path: Path | None = None,
+                             command: str | None = None) -> int:
+    """Export a tagger checkpoint (trained under any backend) as the next version of ``out``, published only if
+    it reproduces the trained model's probe; scored on the dev file, with a report, when it is at hand."""
+    from training.checkpoint import check_probe, probe_probabilities
+    from training.conllu_reader import read_conllu
+    from training.export import export_tagger
+    from training.saved_tagger import SavedTagger
+    from training.trainer import load_tagger_checkpoint
+
+    model, vocabs, config, state = load_tagger_checkpoint(checkpoint_dir)
+    metadata = {**state["metadata"], **({"export_command": command} if command else {})}
+    if dev is None:
+        record = metadata.get("data", {}).get("dev")
+        if record and Path(record["path"]).is_file():
+            dev_path = Path(record["path"])
+            dev = read_conllu(dev_path, config.tag_column)
+    expected = probe_probabilities(checkpoint_dir)
+    backend = metadata.get("training", {}).get("backend", "unknown")
+
+    def verify(staging: Path, written: dict) -> dict | None:
+        tagged = SavedTagger(staging).tag(state.get("probe", []))
+        return check_probe(expected, [t.probabilities for t in tagged], backend)
+
+    _, directory = export_tagger(model, vocabs, config, out, metadata, dev_sentences=dev, verify=verify)
+    if dev_path is not None:
+        evaluate_pos_model(directory, dev_path, config.tag_column, report=directory / "report")
     print(directory)
     return 0
 
@@ -124,8 +162,18 @@ def command_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     tf_only()
     if args.checkpoints:
+        from training.checkpoint import read_state
         from training.dialog_cli import export_checkpoint
-        return export_checkpoint(args.checkpoints, args.out, command=shlex.join(["seqtag", *argv]))
+
+        command = shlex.join(["seqtag", *argv])
+        kinds = {read_state(path)["kind"] for path in args.checkpoints}
+        if kinds == {"pos"}:
+            if len(args.checkpoints) > 1:
+                raise ConfigError("ensembles are for dialog models: give one tagger checkpoint")
+            return export_tagger_checkpoint(args.checkpoints[0], args.out, command=command)
+        if kinds != {"dialog"}:
+            raise ConfigError("the checkpoints mix kinds (" + ", ".join(sorted(kinds)) + "): give one kind")
+        return export_checkpoint(args.checkpoints, args.out, command=command)
     _, directory = reexport(artifacts.resolve_model_dir(args.source), args.out, shlex.join(["seqtag", *argv]))
     print(directory)
     return 0
@@ -187,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataFormatError, ConfigError, artifacts.ModelNotFoundError) as error:
         print(f"seqtag: error: {error}", file=sys.stderr)
         return 2
+    except ExportMismatchError as error:  # not the user's input: the trained weights did not survive the trip
+        print(f"seqtag: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.distribute import check_run_options
 from training.errors import ConfigError
 
 
@@ -57,6 +58,9 @@ class TaggerConfig(_ConfigDict):
     clipnorm: float = 5.0  # gradient clipping by global norm
     seed: int = 1234  # Python, NumPy and backend seeds
     max_minutes: float = 0.0  # stop after the epoch that crosses this much training time (0: no limit)
+    # --- devices (training.distribute) ---
+    mixed_precision: str = "none"  # "float16" or "bfloat16": compute in it, float32 variables and outputs
+    distribute: str = "none"  # "mirrored": tf.distribute over this machine's GPUs; batch sizes are per replica
 
     def __post_init__(self) -> None:
         self.validate()
@@ -77,6 +81,7 @@ class TaggerConfig(_ConfigDict):
             raise ConfigError(f"max_minutes must be >= 0, got {self.max_minutes}")
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        check_run_options(self.mixed_precision, self.distribute)
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "TaggerConfig":
@@ -123,6 +128,9 @@ class DialogConfig(_ConfigDict):
     clipnorm: float = 5.0  # gradient clipping by global norm
     seed: int = 1234  # Python, NumPy and backend seeds
     max_minutes: float = 0.0  # stop after the epoch that crosses this much training time (0: no limit)
+    # --- devices (training.distribute) ---
+    mixed_precision: str = "none"  # "float16" or "bfloat16": compute in it, float32 variables and outputs
+    distribute: str = "none"  # "mirrored": tf.distribute over this machine's GPUs; batch sizes are per replica
 
     def __post_init__(self) -> None:
         if self.task not in DIALOG_TASKS:
@@ -140,6 +148,7 @@ class DialogConfig(_ConfigDict):
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.max_minutes < 0 or self.learning_rate <= 0:
             raise ConfigError("max_minutes must be >= 0 and learning_rate > 0")
+        check_run_options(self.mixed_precision, self.distribute)
 
     @property
     def multi_label(self) -> bool:

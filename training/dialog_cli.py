@@ -64,12 +64,16 @@ def data_record(path: Path, dialogs) -> dict:
 
 
 def command_train_dialog(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    import keras
-
     from training.dialog_trainer import ARCHITECTURE_FIELDS, load_checkpoint, save_checkpoint, train_dialog_model
+    from training.distribute import placement
 
     overrides = {name: getattr(args, "config_" + name) for name in DialogConfig.field_names()
                  if getattr(args, "config_" + name, None) is not None}
+    # How this run is spread over devices is this run's own (a checkpoint it goes on from does not choose).
+    overrides.setdefault("distribute", "none")
+    where = placement(overrides["distribute"])
+    import keras
+
     init, previous = None, None
     if args.init_from:
         if not (args.init_from / "training.json").is_file():
@@ -87,19 +91,22 @@ def command_train_dialog(args: argparse.Namespace, argv: Sequence[str]) -> int:
     train = read_dialogs(args.train, args.format)
     dev = read_dialogs(args.dev, args.format)
     verbose = 0 if args.quiet or not sys.stdout.isatty() else 1
-    result = train_dialog_model(config, train, dev, verbose=verbose, init=init, tensorboard_dir=args.tensorboard)
+    result = train_dialog_model(config, train, dev, verbose=verbose, init=init, tensorboard_dir=args.tensorboard,
+                                placement=where)
     metadata = {
         "task": args.task, "data_format": args.format,
         "data": {"train": data_record(args.train, train), "dev": data_record(args.dev, dev)},
         "command": shlex.join(["seqtag", *argv]),
-        "training": {"backend": keras.backend.backend(), "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+        "training": {"backend": keras.backend.backend(), **where.describe(config.mixed_precision),
+                     "global_batch": config.batch_turns * where.replicas,  # turns (about)
+                     "epochs_run": len(result.history), "best_epoch": result.best_epoch,
                      "seconds": round(result.seconds, 1), "history": result.history},
     }
     if previous is not None:  # the run this one went on from, and the runs before it
         metadata["training"]["initialized_from"] = {"checkpoint": str(args.init_from), "command": previous.get("command"),
                                                     "training": previous.get("training")}
     checkpoint = args.checkpoint or Path("checkpoints") / f"{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    save_checkpoint(result, checkpoint, metadata)
+    save_checkpoint(result, checkpoint, metadata, dev)
     if keras.backend.backend() != "tensorflow":
         logger.info("trained under %s: export with KERAS_BACKEND=tensorflow seqtag export --from-checkpoint %s --out %s",
                     keras.backend.backend(), checkpoint, args.out)
@@ -108,9 +115,12 @@ def command_train_dialog(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command: str | None = None) -> int:
-    """Export one checkpoint, or several as one ensemble version; scored on the dev data when it is at hand."""
+    """Export one checkpoint, or several as one ensemble version; scored on the dev data when it is at hand. A
+    single checkpoint's export is published only if it reproduces the trained model's probe (``training.checkpoint``)."""
+    from training.checkpoint import check_probe, probe_probabilities, read_state
     from training.dialog_export import export_dialog_ensemble, export_dialog_model
-    from training.dialog_trainer import load_checkpoint
+    from training.dialog_trainer import load_checkpoint, probe_dialogs
+    from training.saved_dialog import SavedDialogModel, dialog_inputs
 
     loaded = [load_checkpoint(Path(checkpoint)) for checkpoint in checkpoints]
     model, vocabs, config, thresholds, metadata = loaded[0]
@@ -121,7 +131,16 @@ def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command:
     if len(loaded) == 1:
         if command:
             metadata = {**metadata, "export_command": command}
-        _, directory = export_dialog_model(model, vocabs, config, thresholds, out, metadata, dev_dialogs=dev)
+        expected = probe_probabilities(Path(checkpoints[0]))
+        probe = probe_dialogs(read_state(Path(checkpoints[0])))
+        backend = metadata.get("training", {}).get("backend", "unknown")
+
+        def verify(staging: Path, written: dict) -> dict | None:
+            exported = SavedDialogModel(staging, written).predict([dialog_inputs(d, config.multi_label) for d in probe])
+            return check_probe(expected, exported, backend)
+
+        _, directory = export_dialog_model(model, vocabs, config, thresholds, out, metadata, dev_dialogs=dev,
+                                           verify=verify)
     else:
         members = [(m, v, c) for m, v, c, _, _ in loaded]
         if config.multi_label:  # the averaged probabilities get their own thresholds

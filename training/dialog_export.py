@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import keras
 import tensorflow as tf
@@ -36,6 +36,9 @@ from training.export import normalize_words_tf
 from training.vocab import PAD_TOKEN, UNK_ID
 
 logger = logging.getLogger(__name__)
+
+# (staging directory, its metadata) -> a record for the metadata; raises to publish nothing
+Verify = Callable[[Path, dict], Any]
 
 VOCAB_FILE = "vocab.json"
 
@@ -180,13 +183,14 @@ class EnsembleSignatures(DialogSignatures):
 
 def export_dialog_model(model: keras.Model, vocabs: DialogVocabs, config: DialogConfig, thresholds: Sequence[float] | None,
                         model_root: str | Path, metadata: dict[str, Any],
-                        dev_dialogs: Sequence[Dialog] | None = None) -> tuple[int, Path]:
-    """Write ``model_root/<next version>/``; with ``dev_dialogs``, the exported model is scored on them."""
+                        dev_dialogs: Sequence[Dialog] | None = None, verify: Verify | None = None) -> tuple[int, Path]:
+    """Write ``model_root/<next version>/``; with ``dev_dialogs``, the exported model is scored on them; ``verify``
+    (staging directory, metadata) -> a record under ``export_check``, or an error that publishes nothing."""
     record = {"state_size": config.turn_hidden, "word_vocabulary_size": len(vocabs.words),
               "speakers": list(vocabs.speakers.items[2:]), "config": config.to_dict(),
               "parameters": int(model.count_params())}
     return _export(DialogSignatures(model, vocabs, config, thresholds), vocabs.to_dict(), record, model_root,
-                   metadata, dev_dialogs)
+                   metadata, dev_dialogs, verify)
 
 
 def export_dialog_ensemble(members: Sequence[tuple[keras.Model, DialogVocabs, DialogConfig]],
@@ -204,7 +208,7 @@ def export_dialog_ensemble(members: Sequence[tuple[keras.Model, DialogVocabs, Di
 
 
 def _export(signatures: DialogSignatures, vocab_record: dict, record: dict[str, Any], model_root: str | Path,
-            metadata: dict[str, Any], dev_dialogs: Sequence[Dialog] | None) -> tuple[int, Path]:
+            metadata: dict[str, Any], dev_dialogs: Sequence[Dialog] | None, verify: Verify | None = None) -> tuple[int, Path]:
     from training.saved_dialog import SavedDialogModel, evaluate_dialog_model
 
     config = signatures.config
@@ -223,6 +227,8 @@ def _export(signatures: DialogSignatures, vocab_record: dict, record: dict[str, 
                                   "zero_state": "batch_size int32 -> state_h, state_c"},
                    "labels": [label.decode() for label in signatures.labels.numpy()], "thresholds": thresholds,
                    **record, "libraries": artifacts.library_versions()}
+        if verify is not None:
+            written["export_check"] = verify(staging, written)
         if dev_dialogs is not None:
             metrics = evaluate_dialog_model(SavedDialogModel(staging, written), dev_dialogs)
             written.setdefault("metrics", {})["dev"] = metrics

@@ -19,7 +19,7 @@ import keras
 from keras import layers, ops
 
 from training.config import DialogConfig
-from training.model import FoldedTimeDistributed
+from training.model import FoldedTimeDistributed, cudnn_safe_mask
 
 
 @keras.saving.register_keras_serializable(package="seqtag")
@@ -50,10 +50,12 @@ class MaskedMaxMeanPooling(layers.Layer):
 def build_utterance_encoder(config: DialogConfig, n_words: int) -> keras.Model:
     """One turn's word ids ``int32[W]`` (0 pads) -> one vector ``[4 * utterance_hidden]``."""
     word_ids = keras.Input(shape=(None,), dtype="int32", name="words")
-    x = layers.Embedding(n_words, config.word_dim, mask_zero=True, name="word_embedding")(word_ids)  # [W, word_dim]
+    x = layers.Embedding(n_words, config.word_dim, name="word_embedding")(word_ids)  # [W, word_dim]
     x = layers.Dropout(config.dropout, name="word_dropout")(x)
-    x = layers.Bidirectional(layers.LSTM(config.utterance_hidden, return_sequences=True), name="utterance_bilstm")(x)
-    vector = MaskedMaxMeanPooling(name="utterance_pooling")(x)  # [4 * utterance_hidden]
+    x = layers.Bidirectional(layers.LSTM(config.utterance_hidden, return_sequences=True), name="utterance_bilstm")(
+        x, mask=cudnn_safe_mask(word_ids))  # [W, 2 * utterance_hidden]
+    # Pooled over the turn's words (ids != 0) only.
+    vector = MaskedMaxMeanPooling(name="utterance_pooling")(x, mask=ops.not_equal(word_ids, 0))  # [4 * utterance_hidden]
     return keras.Model(word_ids, vector, name="utterance_encoder")
 
 
@@ -89,7 +91,9 @@ def build_dialog_model(config: DialogConfig, n_words: int, n_speakers: int, n_la
     if config.classifier_input == "state+turn":
         states = layers.Concatenate(name="classifier_inputs")([states, features])  # [B, D, turn_hidden + F]
     activation = "sigmoid" if config.multi_label else "softmax"
-    probabilities = layers.TimeDistributed(layers.Dense(n_labels, activation=activation), name="label_probabilities")(states)
+    # float32 even under mixed precision: softmax / sigmoid and the loss need its range (training.distribute).
+    probabilities = layers.TimeDistributed(layers.Dense(n_labels, activation=activation, dtype="float32"),
+                                           name="label_probabilities", dtype="float32")(states)
     return keras.Model(inputs, probabilities, name=config.task.replace("-", "_"))
 
 

@@ -7,7 +7,6 @@ the best epoch's weights. For actions, per-label thresholds are then tuned on de
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -17,10 +16,14 @@ from typing import Sequence
 import keras
 import numpy as np
 
+from training import checkpoint
+from training.batching import shape_multiple
 from training.config import DialogConfig
-from training.dialog_data import Dialog
+from training.dialog_data import Dialog, Turn
 from training.dialog_model import build_dialog_model
 from training.dialog_vocab import DialogBatches, DialogVocabs, EncodedDialog, encode_dialog, turn_tokens
+from training.distribute import Placement, float32_copy, precision, predict_batch
+from training.errors import ConfigError
 from training.trainer import EpochDevScore, tensorboard_callbacks
 
 logger = logging.getLogger(__name__)
@@ -34,24 +37,24 @@ def encode_dialogs(dialogs: Sequence[Dialog], tokenized, vocabs: DialogVocabs, c
     return [encode_dialog(d, t, vocabs, config.max_words, config.multi_label) for d, t in zip(dialogs, tokenized)]
 
 
-def predict_batches(model: keras.Model, batches: DialogBatches) -> list[np.ndarray]:
+def predict_batches(model: keras.Model, batches: DialogBatches, distributed: bool = False) -> list[np.ndarray]:
     """Probabilities ``[D, L]`` for each dialog of ``batches``, in the order the dialogs were given."""
     outputs: list[np.ndarray | None] = [None] * len(batches.dialogs)
     for index, members in enumerate(batches.batches):
         inputs, _, _ = batches[index]
-        probabilities = np.asarray(model.predict_on_batch(inputs))
+        probabilities = np.asarray(predict_batch(model, inputs, distributed))
         for row, i in enumerate(members):
             outputs[i] = probabilities[row, :len(batches.dialogs[i].speaker_ids)]
     return outputs  # type: ignore[return-value]
 
 
-def dev_score(model: keras.Model, batches: DialogBatches, multi_label: bool) -> float:
+def dev_score(model: keras.Model, batches: DialogBatches, multi_label: bool, distributed: bool = False) -> float:
     """Accuracy over labeled turns (acts), or micro-F1 at the best single threshold (actions).
 
     For actions a fixed 0.5 would score 0 for the first epochs, while rare labels' probabilities are
     still low everywhere, and early stopping would give up on a model that is learning.
     """
-    probabilities = predict_batches(model, batches)
+    probabilities = predict_batches(model, batches, distributed)
     labeled = [d.labeled > 0 for d in batches.dialogs]
     if not multi_label:
         correct = sum(int((p.argmax(-1) == d.targets)[m].sum()) for p, d, m in zip(probabilities, batches.dialogs, labeled))
@@ -71,13 +74,14 @@ class DialogDevEvaluation(EpochDevScore):
 
     items = "turns"
 
-    def __init__(self, dev_batches: DialogBatches, multi_label: bool, train_turns: int, max_seconds: float = 0.0):
-        super().__init__(train_turns, max_seconds)
+    def __init__(self, dev_batches: DialogBatches, multi_label: bool, train_turns: int, max_seconds: float = 0.0,
+                 distributed: bool = False):
+        super().__init__(train_turns, max_seconds, distributed)
         self.dev_batches = dev_batches
         self.multi_label = multi_label
 
     def dev_score(self) -> float:
-        return dev_score(self.model, self.dev_batches, self.multi_label)
+        return dev_score(self.model, self.dev_batches, self.multi_label, self.distributed)
 
     def describe(self, record: dict) -> str:
         return f"dev {'micro-F1 (best threshold)' if self.multi_label else 'accuracy'} {record['dev_score']:.4f}"
@@ -97,10 +101,12 @@ class DialogTrainingResult:
 
 def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Sequence[Dialog], *,
                        verbose: int = 0, init: tuple[keras.Model, DialogVocabs] | None = None,
-                       tensorboard_dir: str | None = None) -> DialogTrainingResult:
+                       tensorboard_dir: str | None = None, placement: Placement | None = None) -> DialogTrainingResult:
     """Train on ``train``, early-stop on ``dev``. ``init``: a trained model and its vocabularies
     (``load_checkpoint``) to go on training from, e.g. with a lower learning rate or on more data; its
-    vocabularies are kept, so words and labels it never saw stay unknown."""
+    vocabularies are kept, so words and labels it never saw stay unknown. The model comes back in float32 on the
+    default device whatever ``config.mixed_precision`` and ``placement`` (``training.distribute``)."""
+    placement = placement or Placement()
     if not train or not dev:
         raise ValueError("the training and dev data must each hold at least one dialog")
     keras.utils.set_random_seed(config.seed)
@@ -113,17 +119,28 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
     if unseen:
         logger.warning("dev labels never seen in train (always counted wrong): %s", ", ".join(unseen[:20]))
 
-    train_batches = DialogBatches(encode_dialogs(train, train_tokens, vocabs, config), config.batch_turns,
-                                  config.multi_label, shuffle=True, word_dropout=config.word_dropout, seed=config.seed)
+    # batch_turns is per replica: every replica gets the batch a one-device run trains on.
+    multiple = shape_multiple()
+    train_batches = DialogBatches(encode_dialogs(train, train_tokens, vocabs, config), config.batch_turns * placement.replicas,
+                                  config.multi_label, shuffle=True, word_dropout=config.word_dropout, seed=config.seed,
+                                  multiple=multiple)
     dev_batches = DialogBatches(encode_dialogs(dev, dev_tokens, vocabs, config), 4 * config.batch_turns,
-                                config.multi_label, shuffle=False)
-    model = init[0] if init else build_dialog_model(config, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels))
-    loss = "binary_crossentropy" if config.multi_label else "sparse_categorical_crossentropy"
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm), loss=loss,
-                  jit_compile=False)
-    logger.info("model: %d parameters, %d training batches", model.count_params(), len(train_batches))
+                                config.multi_label, shuffle=False, multiple=multiple)
+    def build() -> keras.Model:
+        return build_dialog_model(config, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels))
 
-    evaluation = DialogDevEvaluation(dev_batches, config.multi_label, sum(len(d.turns) for d in train), config.max_minutes * 60)
+    loss = "binary_crossentropy" if config.multi_label else "sparse_categorical_crossentropy"
+    with precision(config.mixed_precision), placement.scope():
+        model = build()
+        if init:  # the checkpoint's weights, in a model built for this run's precision and devices
+            model.set_weights(init[0].get_weights())
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm), loss=loss,
+                      jit_compile=False)
+    logger.info("model: %d parameters, %d training batches, computing in %s", model.count_params(), len(train_batches),
+                model.dtype_policy.name)
+
+    evaluation = DialogDevEvaluation(dev_batches, config.multi_label, sum(len(d.turns) for d in train), config.max_minutes * 60,
+                                     placement.distributed)
     callbacks = [
         evaluation,  # first: the others read the dev_score it adds to the logs
         keras.callbacks.ReduceLROnPlateau(monitor="dev_score", mode="max", factor=0.5,
@@ -138,6 +155,7 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
     logger.info("best epoch %d of %d: dev %.4f (%.0f s of training)", best["epoch"], len(evaluation.history),
                 best["dev_score"], seconds)
 
+    model = float32_copy(model, build, placement)
     thresholds = tuned_thresholds([predict_batches(model, dev_batches)], dev_batches) if config.multi_label else None
     return DialogTrainingResult(model, vocabs, config, thresholds, evaluation.history, best["epoch"], best["dev_score"], seconds)
 
@@ -166,20 +184,30 @@ def ensemble_thresholds(members: Sequence[tuple[keras.Model, DialogVocabs, Dialo
     return tuned_thresholds(probabilities, batches)
 
 
-CHECKPOINT_WEIGHTS = "model.weights.h5"
-CHECKPOINT_STATE = "training.json"
+PROBE_DIALOGS = 8  # dev dialogs whose probabilities the checkpoint keeps, for the export to reproduce
 
 
-def save_checkpoint(result: DialogTrainingResult, directory: Path, metadata: dict) -> Path:
+def save_checkpoint(result: DialogTrainingResult, directory: Path, metadata: dict, dev: Sequence[Dialog] = ()) -> Path:
     """Weights, vocabularies, thresholds and the training record, written before any export is tried:
-    a failed export loses nothing (``seqtag export --from-checkpoint DIR`` exports it again)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    result.model.save_weights(directory / CHECKPOINT_WEIGHTS)
-    state = {"config": result.config.to_dict(), "vocabs": result.vocabs.to_dict(), "thresholds": result.thresholds,
-             "metadata": metadata}
-    (directory / CHECKPOINT_STATE).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
-    logger.info("checkpoint written to %s", directory)
-    return directory
+    a failed export loses nothing (``seqtag export --from-checkpoint DIR`` exports it again). The first dev
+    dialogs and the trained model's probabilities on them are the probe the export must reproduce."""
+    probe = list(dev[:PROBE_DIALOGS])
+    probabilities = []
+    if probe:
+        batches = DialogBatches(encode_dialogs(probe, tokenize_dialogs(probe), result.vocabs, result.config),
+                                4 * result.config.batch_turns, result.config.multi_label, shuffle=False)
+        probabilities = predict_batches(result.model, batches)
+    state = {"kind": "dialog", "config": result.config.to_dict(), "vocabs": result.vocabs.to_dict(),
+             "thresholds": result.thresholds, "metadata": metadata,
+             "probe": [[{"speaker": t.speaker, "text": t.text, "labels": t.labels} for t in d.turns] for d in probe]}
+    return checkpoint.write_checkpoint(directory, result.model, state, probabilities)
+
+
+def probe_dialogs(state: dict) -> list[Dialog]:
+    """The probe's dialogs, as ``save_checkpoint`` kept them."""
+    return [Dialog(f"probe-{i}", tuple(Turn(t["speaker"], t["text"], None if t["labels"] is None else tuple(t["labels"]))
+                                       for t in turns), "checkpoint probe")
+            for i, turns in enumerate(state.get("probe", []))]
 
 
 # Options that shape the weights or the vocabularies: a run that goes on from a checkpoint keeps them.
@@ -189,9 +217,11 @@ ARCHITECTURE_FIELDS = ("task", "min_word_count", "word_dim", "utterance_hidden",
 
 def load_checkpoint(directory: Path) -> tuple[keras.Model, DialogVocabs, DialogConfig, list[float] | None, dict]:
     """-> (model with the trained weights, vocabularies, config, thresholds, training metadata)."""
-    state = json.loads((directory / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+    state = checkpoint.read_state(directory)
+    if state["kind"] != "dialog":
+        raise ConfigError(f"{directory}: a {state['kind']} checkpoint, not a dialog model's")
     config = DialogConfig.from_dict(state["config"])
     vocabs = DialogVocabs.from_dict(state["vocabs"])
     model = build_dialog_model(config, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels))
-    model.load_weights(directory / CHECKPOINT_WEIGHTS)
+    checkpoint.load_weights(directory, model)
     return model, vocabs, config, state["thresholds"], state["metadata"]

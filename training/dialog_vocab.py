@@ -23,6 +23,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
+from training.batching import round_up
 from training.dialog_data import Dialog
 from training.tokenizer import tokenize
 from training.vocab import PAD_ID, PAD_TOKEN, UNK_ID, UNK_TOKEN, Vocab, normalize_word
@@ -113,10 +114,12 @@ def previous_actions(targets: np.ndarray) -> np.ndarray:
     return shifted
 
 
-def pad_dialogs(dialogs: list[EncodedDialog], multi_label: bool) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """-> inputs {word_ids [B, D, W], speaker_ids [B, D], (previous_actions [B, D, L])}, targets, weights [B, D]."""
-    turns = max(len(d.speaker_ids) for d in dialogs)
-    words = max(d.word_ids.shape[1] for d in dialogs)
+def pad_dialogs(dialogs: list[EncodedDialog], multi_label: bool,
+                multiple: int = 1) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """-> inputs {word_ids [B, D, W], speaker_ids [B, D], (previous_actions [B, D, L])}, targets, weights [B, D];
+    D and W are the longest dialog and turn, rounded up to ``multiple`` (``training.batching.shape_multiple``)."""
+    turns = round_up(max(len(d.speaker_ids) for d in dialogs), multiple)
+    words = round_up(max(d.word_ids.shape[1] for d in dialogs), multiple)
     batch = len(dialogs)
     # Padding turns hold the start marker too: no utterance is ever fully masked (cuDNN rejects those);
     # their speaker id 0 marks them as padding.
@@ -149,7 +152,7 @@ class DialogBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, dialogs: list[EncodedDialog], batch_turns: int, multi_label: bool, *, shuffle: bool,
-                 word_dropout: float = 0.0, seed: int = 0):
+                 word_dropout: float = 0.0, seed: int = 0, multiple: int = 1):
         super().__init__()
         if not dialogs:
             raise ValueError("no dialogs to batch")
@@ -167,6 +170,7 @@ class DialogBatches(keras.utils.PyDataset):
         self.batches.append(current)
         self.shuffle = shuffle
         self.word_dropout = word_dropout
+        self.multiple = multiple  # padded lengths rounded up to it
         self.rng = np.random.default_rng(seed)
         if shuffle:
             self._shuffle_batches()
@@ -187,7 +191,8 @@ class DialogBatches(keras.utils.PyDataset):
         return len(self.batches)
 
     def __getitem__(self, index: int):
-        inputs, targets, weights = pad_dialogs([self.dialogs[i] for i in self.batches[index]], self.multi_label)
+        inputs, targets, weights = pad_dialogs([self.dialogs[i] for i in self.batches[index]], self.multi_label,
+                                               self.multiple)
         if self.word_dropout > 0:
             word_ids = inputs["word_ids"]
             drop = (self.rng.random(word_ids.shape) < self.word_dropout) & (word_ids > TURN_START_ID)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import tensorflow as tf
@@ -97,11 +97,13 @@ class TaggerSignatures:
 
 
 def export_tagger(model: keras.Model, vocabs: TaggerVocabs, config: TaggerConfig, model_root: str | Path,
-                  metadata: dict[str, Any], dev_sentences=None) -> tuple[int, Path]:
+                  metadata: dict[str, Any], dev_sentences=None,
+                  verify: Callable[[Path, dict], Any] | None = None) -> tuple[int, Path]:
     """Write ``model_root/<next version>/`` with the SavedModel and ``metadata.json``.
 
     With ``dev_sentences``, the exported SavedModel (not the training object) is evaluated on them and
-    the figures go into the metadata under ``metrics.dev``. Returns (version, directory).
+    the figures go into the metadata under ``metrics.dev``. ``verify(staging directory, metadata)`` returns a
+    record kept under ``export_check``, or raises, and nothing is published. Returns (version, directory).
     """
     from training.evaluate import evaluate_tagger  # evaluation loads what this module writes
     from training.saved_tagger import SavedTagger
@@ -115,6 +117,8 @@ def export_tagger(model: keras.Model, vocabs: TaggerVocabs, config: TaggerConfig
                    "labels": list(vocabs.tags.items), "word_vocabulary_size": len(vocabs.words),
                    "char_vocabulary_size": len(vocabs.chars), "config": config.to_dict(),
                    "parameters": int(model.count_params()), "libraries": artifacts.library_versions()}
+        if verify is not None:
+            written["export_check"] = verify(staging, written)
         if dev_sentences is not None:
             metrics = evaluate_tagger(SavedTagger(staging), dev_sentences)
             written.setdefault("metrics", {})["dev"] = metrics

@@ -41,12 +41,24 @@ class FoldedTimeDistributed(layers.TimeDistributed):
         return None
 
 
+def cudnn_safe_mask(ids):
+    """``ids != 0`` (0 pads, on the right), with the first position always on.
+
+    Under TensorFlow on a GPU the LSTMs run on cuDNN, which fails a batch holding a sequence with no step at
+    all; a batch folded from padded sentences or dialogs holds such rows (padding words, padding turns).
+    Giving them one step keeps cuDNN usable; their outputs are masked out further on, and a real word or
+    turn never starts with padding, so real outputs are unchanged.
+    """
+    return ops.logical_or(ops.not_equal(ids, 0), ops.equal(ops.cumsum(ops.ones_like(ids), axis=-1), 1))
+
+
 def build_char_encoder(config: TaggerConfig, n_chars: int) -> keras.Model:
     """One word's character ids ``int32[C]`` -> one vector; applied per word through TimeDistributed."""
     char_ids = keras.Input(shape=(None,), dtype="int32", name="chars")
     if config.char_encoder == "bilstm":
-        x = layers.Embedding(n_chars, config.char_dim, mask_zero=True, name="char_embedding")(char_ids)  # [C, char_dim]
-        x = layers.Bidirectional(layers.LSTM(config.char_hidden), name="char_bilstm")(x)  # [2*char_hidden]
+        x = layers.Embedding(n_chars, config.char_dim, name="char_embedding")(char_ids)  # [C, char_dim]
+        x = layers.Bidirectional(layers.LSTM(config.char_hidden), name="char_bilstm")(
+            x, mask=cudnn_safe_mask(char_ids))  # [2*char_hidden]
     else:
         # Conv1D takes no mask: zero the padding positions before and after the convolution, so a
         # word's vector does not depend on how far the batch pads it ('same' padding adds zeros too).
@@ -73,7 +85,9 @@ def build_sentence_tagger(config: TaggerConfig, n_words: int, n_tags: int) -> ke
         # tanh/sigmoid, no recurrent dropout, right-padded masks: keeps cuDNN usable under TensorFlow.
         x = layers.Bidirectional(layers.LSTM(config.hidden, return_sequences=True), name=f"bilstm_{i + 1}")(x, mask=mask)
         x = layers.Dropout(config.dropout, name=f"dropout_{i + 1}")(x)  # [B, T, 2*hidden]
-    probabilities = layers.TimeDistributed(layers.Dense(n_tags, activation="softmax"), name="tag_probabilities")(x)
+    # float32 even under mixed precision: softmax and the loss need its range (training.distribute).
+    probabilities = layers.TimeDistributed(layers.Dense(n_tags, activation="softmax", dtype="float32"),
+                                           name="tag_probabilities", dtype="float32")(x)
     return keras.Model({"word_ids": word_ids, "char_vectors": char_vectors}, probabilities, name="sentence_tagger")
 
 

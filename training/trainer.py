@@ -9,14 +9,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import keras
 import numpy as np
 
-from training.batching import BucketedBatches, EncodedSentence
+from training import checkpoint
+from training.batching import BucketedBatches, EncodedSentence, shape_multiple
 from training.config import TaggerConfig
 from training.conllu_reader import TaggedSentence
+from training.distribute import Placement, float32_copy, precision, predict_batch
+from training.errors import ConfigError
 from training.model import build_tagger
 from training.vocab import TaggerVocabs, encode_words
 
@@ -33,11 +37,11 @@ def encode_sentences(sentences: Sequence[TaggedSentence], vocabs: TaggerVocabs,
     return encoded
 
 
-def token_accuracy(model: keras.Model, batches: BucketedBatches) -> float:
+def token_accuracy(model: keras.Model, batches: BucketedBatches, distributed: bool = False) -> float:
     correct = total = 0
     for index in range(len(batches)):
         inputs, tag_ids, weights = batches[index]
-        predicted = np.argmax(model.predict_on_batch(inputs), axis=-1)
+        predicted = np.argmax(predict_batch(model, inputs, distributed), axis=-1)
         correct += int(((predicted == tag_ids) * weights).sum())
         total += int(weights.sum())
     return correct / max(total, 1)
@@ -56,10 +60,11 @@ class EpochDevScore(keras.callbacks.Callback):
     score_key = "dev_score"
     items = "items"  # what ``train_items`` counts, for the speed in the record: "tokens", "turns"
 
-    def __init__(self, train_items: int, max_seconds: float = 0.0):
+    def __init__(self, train_items: int, max_seconds: float = 0.0, distributed: bool = False):
         super().__init__()
         self.train_items = train_items
         self.max_seconds = max_seconds
+        self.distributed = distributed  # the model was built under a tf.distribute strategy
         self.history: list[dict] = []
         self._train_start = self._epoch_start = 0.0
 
@@ -99,12 +104,13 @@ class DevEvaluation(EpochDevScore):
     score_key = "dev_accuracy"
     items = "tokens"
 
-    def __init__(self, dev_batches: BucketedBatches, train_tokens: int, max_seconds: float = 0.0):
-        super().__init__(train_tokens, max_seconds)
+    def __init__(self, dev_batches: BucketedBatches, train_tokens: int, max_seconds: float = 0.0,
+                 distributed: bool = False):
+        super().__init__(train_tokens, max_seconds, distributed)
         self.dev_batches = dev_batches
 
     def dev_score(self) -> float:
-        return token_accuracy(self.model, self.dev_batches)
+        return token_accuracy(self.model, self.dev_batches, self.distributed)
 
     def describe(self, record: dict) -> str:
         return f"dev accuracy {record['dev_accuracy']:.4f}"
@@ -122,8 +128,11 @@ class TrainingResult:
 
 
 def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Sequence[TaggedSentence],
-                 *, verbose: int = 0, tensorboard_dir: str | None = None) -> TrainingResult:
-    """Train on ``train``, early-stop on ``dev`` token accuracy; returns the best epoch's model."""
+                 *, verbose: int = 0, tensorboard_dir: str | None = None,
+                 placement: Placement | None = None) -> TrainingResult:
+    """Train on ``train``, early-stop on ``dev`` token accuracy; returns the best epoch's model, in float32
+    on the default device whatever ``config.mixed_precision`` and ``placement`` (``training.distribute``)."""
+    placement = placement or Placement()
     if not train:
         raise ValueError("the training data holds no sentences")
     if not dev:
@@ -135,16 +144,23 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
         logger.warning("dev tags never seen in train (always counted wrong): %s", ", ".join(unseen_tags))
     logger.info("vocabularies: %d words, %d characters, %d tags", len(vocabs.words), len(vocabs.chars), len(vocabs.tags))
 
-    train_batches = BucketedBatches(encode_sentences(train, vocabs, config), config.batch_size, shuffle=True,
-                                    word_dropout=config.word_dropout, seed=config.seed)
-    dev_batches = BucketedBatches(encode_sentences(dev, vocabs, config), 256, shuffle=False)
+    # batch_size is per replica: every replica gets the batch a one-device run trains on.
+    multiple = shape_multiple()
+    train_batches = BucketedBatches(encode_sentences(train, vocabs, config), config.batch_size * placement.replicas,
+                                    shuffle=True, word_dropout=config.word_dropout, seed=config.seed, multiple=multiple)
+    dev_batches = BucketedBatches(encode_sentences(dev, vocabs, config), 256, shuffle=False, multiple=multiple)
 
-    model = build_tagger(config, len(vocabs.words), len(vocabs.chars), len(vocabs.tags))
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm),
-                  loss="sparse_categorical_crossentropy", jit_compile=False)
-    logger.info("model: %d parameters", model.count_params())
+    def build() -> keras.Model:
+        return build_tagger(config, len(vocabs.words), len(vocabs.chars), len(vocabs.tags))
 
-    dev_evaluation = DevEvaluation(dev_batches, sum(len(s.words) for s in train), config.max_minutes * 60)
+    with precision(config.mixed_precision), placement.scope():
+        model = build()
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm),
+                      loss="sparse_categorical_crossentropy", jit_compile=False)
+    logger.info("model: %d parameters, computing in %s", model.count_params(), model.dtype_policy.name)
+
+    dev_evaluation = DevEvaluation(dev_batches, sum(len(s.words) for s in train), config.max_minutes * 60,
+                                   placement.distributed)
     callbacks = [
         dev_evaluation,  # first: the others read the dev_accuracy it adds to the logs
         keras.callbacks.ReduceLROnPlateau(monitor="dev_accuracy", mode="max", factor=0.5,
@@ -159,4 +175,42 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
     best = max(dev_evaluation.history, key=lambda r: r["dev_accuracy"])
     logger.info("best epoch %d of %d: dev accuracy %.4f (%.0f s in all)", best["epoch"],
                 len(dev_evaluation.history), best["dev_accuracy"], seconds)
+    model = float32_copy(model, build, placement)
     return TrainingResult(model, vocabs, config, dev_evaluation.history, best["epoch"], best["dev_accuracy"], seconds)
+
+
+PROBE_SENTENCES = 32  # dev sentences whose probabilities the checkpoint keeps, for the export to reproduce
+
+
+def predict_sentences(model: keras.Model, encoded: Sequence[EncodedSentence]) -> list[np.ndarray]:
+    """Tag probabilities ``[T, n_tags]`` for each encoded sentence, in the order given."""
+    batches = BucketedBatches(list(encoded), 64, shuffle=False)
+    outputs: list[np.ndarray | None] = [None] * len(encoded)
+    for index, members in enumerate(batches.batches):
+        inputs, _, _ = batches[index]
+        probabilities = np.asarray(model.predict_on_batch(inputs))
+        for row, i in enumerate(members):
+            outputs[i] = probabilities[row, :len(encoded[i].word_ids)]
+    return outputs  # type: ignore[return-value]
+
+
+def save_tagger_checkpoint(result: TrainingResult, directory: Path, metadata: dict,
+                           dev: Sequence[TaggedSentence] = ()) -> Path:
+    """Weights, vocabularies, config and the training record (``training.checkpoint``); the first dev sentences
+    and the trained model's probabilities on them are the probe the export must reproduce."""
+    probe = list(dev[:PROBE_SENTENCES])
+    probabilities = predict_sentences(result.model, encode_sentences(probe, result.vocabs, result.config)) if probe else []
+    state = {"kind": "pos", "config": result.config.to_dict(), "vocabs": result.vocabs.to_dict(), "metadata": metadata,
+             "probe": [list(s.words) for s in probe]}
+    return checkpoint.write_checkpoint(directory, result.model, state, probabilities)
+
+
+def load_tagger_checkpoint(directory: Path) -> tuple[keras.Model, TaggerVocabs, TaggerConfig, dict]:
+    """-> (model with the trained weights, vocabularies, config, the checkpoint's state)."""
+    state = checkpoint.read_state(directory)
+    if state["kind"] != "pos":
+        raise ConfigError(f"{directory}: a {state['kind']} checkpoint, not a part-of-speech tagger's")
+    config = TaggerConfig.from_dict(state["config"])
+    vocabs = TaggerVocabs.from_dict(state["vocabs"])
+    model = checkpoint.load_weights(directory, build_tagger(config, len(vocabs.words), len(vocabs.chars), len(vocabs.tags)))
+    return model, vocabs, config, state

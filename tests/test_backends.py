@@ -1,0 +1,232 @@
+"""Training beyond TensorFlow on one CPU: another Keras backend, mixed precision, tf.distribute, the cuDNN path.
+
+The test process runs TensorFlow; what needs another backend or another device layout runs ``seqtag`` in a
+subprocess (a Keras backend and TensorFlow's devices are fixed when a process starts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import DATA, TINY_OPTIONS
+
+REPO = Path(__file__).resolve().parents[1]
+FAST_OPTIONS = [*TINY_OPTIONS[:TINY_OPTIONS.index("--epochs")], "--epochs", "2",
+                *TINY_OPTIONS[TINY_OPTIONS.index("--epochs") + 2:]]
+
+
+def run_seqtag(args: list[str], *, backend: str = "tensorflow", prelude: str = "", timeout: int = 300,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+    """``seqtag ARGS`` in a fresh Python process under ``backend``; ``prelude`` runs before it starts."""
+    script = f"import sys\n{prelude}\nfrom training.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, env=environment, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def train_args(ewt_slices, out: Path, checkpoint: Path, *extra: str) -> list[str]:
+    train, dev = ewt_slices
+    return ["train", "pos", "--train", str(train), "--dev", str(dev), "--out", str(out), "--checkpoint", str(checkpoint),
+            *FAST_OPTIONS, *extra]
+
+
+@pytest.fixture(scope="module")
+def torch_checkpoint(ewt_slices, tmp_path_factory):
+    """A tiny tagger trained by ``seqtag train pos`` under KERAS_BACKEND=torch: its checkpoint and the run's log."""
+    folder = tmp_path_factory.mktemp("torch")
+    result = run_seqtag(train_args(ewt_slices, folder / "models" / "pos", folder / "checkpoint"), backend="torch")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder, result.stderr
+
+
+def test_a_tagger_trained_under_torch_exports_under_tensorflow_and_agrees(torch_checkpoint, ewt_slices):
+    from training.cli import main
+    from training.saved_tagger import SavedTagger
+
+    folder, log = torch_checkpoint
+    checkpoint, root = folder / "checkpoint", folder / "models" / "pos"
+    state = json.loads((checkpoint / "training.json").read_text())
+    assert state["kind"] == "pos" and state["metadata"]["training"]["backend"] == "torch"
+    assert not root.exists(), "a torch run cannot write a SavedModel: it stops at its checkpoint"
+    assert f"seqtag export --from-checkpoint {checkpoint}" in log
+
+    assert main(["export", "--from-checkpoint", str(checkpoint), "--out", str(root)]) == 0
+    metadata = json.loads((root / "1" / "metadata.json").read_text())
+    assert metadata["export_check"]["trained_under"] == "torch"
+    # The test's own comparison: the SavedModel's probabilities against those torch computed when training ended.
+    with np.load(checkpoint / "probe.npz") as arrays:
+        trained = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+    exported = SavedTagger(root / "1").tag(state["probe"])
+    assert len(trained) == len(exported) == 32
+    assert max(float(np.abs(t - e.probabilities).max()) for t, e in zip(trained, exported)) < 1e-5
+    # Trained for real: both backends' dev accuracy is the same figure, and it is well above chance.
+    torch_best = max(r["dev_accuracy"] for r in state["metadata"]["training"]["history"])
+    assert metadata["metrics"]["dev"]["accuracy"] == pytest.approx(torch_best, abs=1e-6)
+    assert torch_best > 0.4
+
+
+def test_an_export_that_does_not_reproduce_the_trained_model_is_not_published(torch_checkpoint, tmp_path, capsys):
+    from training.cli import main
+
+    folder, _ = torch_checkpoint
+    tampered = tmp_path / "checkpoint"
+    tampered.mkdir()
+    for name in ("training.json", "model.weights.h5"):
+        (tampered / name).write_bytes((folder / "checkpoint" / name).read_bytes())
+    with np.load(folder / "checkpoint" / "probe.npz") as arrays:
+        probe = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+    probe[3] = probe[3] + 0.01  # as if a weight had been lost on the way between backends
+    np.savez(tampered / "probe.npz", *probe)
+    assert main(["export", "--from-checkpoint", str(tampered), "--out", str(tmp_path / "pos")]) == 1
+    error = capsys.readouterr().err
+    assert "does not reproduce the model trained under torch" in error and "nothing was published" in error
+    assert not any(p.name.isdigit() for p in (tmp_path / "pos").iterdir())
+
+
+def test_tf_distribute_is_refused_under_another_backend(monkeypatch):
+    import keras
+
+    from training.distribute import placement
+    from training.errors import ConfigError
+
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(ConfigError, match="needs KERAS_BACKEND=tensorflow, not jax"):
+        placement("mirrored")
+
+
+def test_mirrored_mixed_precision_training_on_two_replicas(ewt_slices, tmp_path):
+    """MirroredStrategy over two logical CPU devices (a GPU box gives it its GPUs), computing in bfloat16: the
+    batch is per replica, the variables are mirrored, the checkpoint and the export get the float32 model."""
+    two_devices = (
+        "import tensorflow as tf\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+        "mirrored = tf.distribute.MirroredStrategy\n"
+        "tf.distribute.MirroredStrategy = lambda: mirrored(['/cpu:0', '/cpu:1'])\n")
+    result = run_seqtag(train_args(ewt_slices, tmp_path / "pos", tmp_path / "checkpoint", "--distribute", "mirrored",
+                                   "--mixed-precision", "bfloat16"), prelude=two_devices)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "computing in mixed_bfloat16" in result.stderr
+    metadata = json.loads((tmp_path / "pos" / "1" / "metadata.json").read_text())
+    training = metadata["training"]
+    assert training["strategy"] == "MirroredStrategy" and training["replicas"] == 2
+    assert [d.rsplit("/", 1)[-1] for d in training["devices"]] == ["device:CPU:0", "device:CPU:1"]
+    assert training["global_batch"] == 2 * 16
+    assert training["mixed_precision"] == metadata["config"]["mixed_precision"] == "bfloat16"
+    # float32 weights in the checkpoint; the export reproduces the float32 model on the probe.
+    assert metadata["export_check"]["max_abs_difference"] < 1e-5
+    assert metadata["metrics"]["dev"]["accuracy"] > 0.4
+
+
+def test_mixed_precision_keeps_outputs_in_float32():
+    import keras
+
+    from training.config import DialogConfig, TaggerConfig
+    from training.dialog_model import build_dialog_model
+    from training.distribute import precision
+    from training.model import build_tagger
+
+    with precision("float16"):
+        tagger = build_tagger(TaggerConfig(word_dim=8, char_dim=4, char_hidden=4, hidden=8, layers=1), 20, 10, 5)
+        dialog = build_dialog_model(DialogConfig(word_dim=8, utterance_hidden=4, turn_hidden=8), 20, 4, 6)
+    assert tagger.get_layer("sentence_tagger").get_layer("bilstm_1").compute_dtype == "float16"
+    assert tagger.get_layer("sentence_tagger").get_layer("tag_probabilities").compute_dtype == "float32"
+    assert dialog.get_layer("turn_lstm").compute_dtype == "float16"
+    assert dialog.get_layer("label_probabilities").compute_dtype == "float32"
+    probabilities = tagger({"word_ids": np.array([[3, 4, 0]]), "char_ids": np.ones((1, 3, 2), dtype="int32")})
+    assert keras.backend.standardize_dtype(probabilities.dtype) == "float32"
+
+
+def test_every_lstm_can_take_the_cudnn_path_on_real_batches(monkeypatch, ewt_slices, tmp_path):
+    """What Keras checks before it runs an LSTM on cuDNN (under TensorFlow with a GPU), checked here on CPU:
+    tanh/sigmoid, no recurrent dropout, no unroll, a bias, and masks that are right-padded with at least one
+    step per row. The last fails a cuDNN run at its first batch with padding, so it is checked on real
+    batches by spying on Keras's own check."""
+    import importlib
+
+    import keras
+    # Keras's TensorFlow RNN module (its package also exports a function named ``rnn``, hence import_module).
+    rnn = importlib.import_module("keras.src.backend.tensorflow.rnn")
+
+    from training.config import DialogConfig, TaggerConfig
+    from training.conllu_reader import read_conllu
+    from training.dialog_data import read_dialogs
+    from training.dialog_model import build_dialog_model
+    from training.dialog_trainer import encode_dialogs, tokenize_dialogs
+    from training.dialog_vocab import DialogBatches, DialogVocabs
+    from training.batching import BucketedBatches
+    from training.model import build_tagger
+    from training.trainer import encode_sentences
+    from training.vocab import TaggerVocabs
+
+    masks = []
+
+    def record_mask(mask):  # Keras's condition, evaluated eagerly: right-padded, no row without a step
+        valid = not bool(rnn._has_fully_masked_sequence(mask)) and bool(rnn._is_sequence_right_padded(mask))
+        masks.append((tuple(mask.shape), valid))
+        raise NotImplementedError  # then Keras falls back to its own loop, as it does without a GPU
+
+    def cudnn_ok_as_on_a_gpu(activation, recurrent_activation, unroll, use_bias, reset_after=None):
+        return rnn._do_lstm_arguments_support_cudnn(activation, recurrent_activation, unroll, use_bias)
+
+    monkeypatch.setattr(rnn, "cudnn_ok", cudnn_ok_as_on_a_gpu)
+    monkeypatch.setattr(rnn, "_assert_valid_mask", record_mask)
+
+    sentences = read_conllu(ewt_slices[1], "upos")
+    config = TaggerConfig(word_dim=8, char_dim=4, char_hidden=4, hidden=8, layers=2)
+    vocabs = TaggerVocabs.build(sentences, 1)
+    tagger = build_tagger(config, len(vocabs.words), len(vocabs.chars), len(vocabs.tags))
+    for source in sorted((DATA / "swda" / "val").glob("*.txt"))[:3]:
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    dialogs = read_dialogs(tmp_path, "swda")
+    dialog_config = DialogConfig(word_dim=8, utterance_hidden=4, turn_hidden=8)
+    tokens = tokenize_dialogs(dialogs)
+    dialog_vocabs = DialogVocabs.build(dialogs, tokens, 1)
+    dialog_model = build_dialog_model(dialog_config, len(dialog_vocabs.words), len(dialog_vocabs.speakers),
+                                      len(dialog_vocabs.labels))
+
+    lstms = [layer for model in (tagger, dialog_model) for layer in _all_layers(model) if isinstance(layer, keras.layers.LSTM)]
+    assert len(lstms) == 2 * (1 + 2) + 2 + 1  # char BiLSTM, 2 sentence BiLSTMs; utterance BiLSTM, turn LSTM
+    for lstm in lstms:
+        assert rnn._do_lstm_arguments_support_cudnn(lstm.cell.activation, lstm.cell.recurrent_activation, lstm.unroll,
+                                                    lstm.cell.use_bias), lstm.name
+        assert lstm.cell.recurrent_dropout == 0 and lstm.use_cudnn == "auto", lstm.name
+
+    # Batches of mixed lengths, as training makes them: padding words (no characters), padding turns.
+    inputs, _, _ = BucketedBatches(encode_sentences(sentences, vocabs, config), 80, shuffle=False)[0]
+    tagger(inputs, training=True)
+    batch = DialogBatches(encode_dialogs(dialogs, tokens, dialog_vocabs, dialog_config), 10_000, False, shuffle=False)
+    dialog_inputs, _, _ = batch[0]
+    assert len(set(len(d.speaker_ids) for d in batch.dialogs)) > 1, "the dialogs must differ in length"
+    dialog_model(dialog_inputs, training=True)
+    # Each LSTM direction checked its mask once per call: char, 2 sentence layers x 2; utterance x 2, turns.
+    assert len(masks) == 2 + 4 + 2 + 1
+    assert all(valid for _, valid in masks), masks
+
+
+def _all_layers(model):
+    seen = set()
+    for layer in _nested_layers(model):
+        if id(layer) not in seen:
+            seen.add(id(layer))
+            yield layer
+
+
+def _nested_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _nested_layers(layer)
+        if hasattr(layer, "layer"):  # TimeDistributed wraps a model
+            inner = layer.layer
+            yield from _nested_layers(inner) if hasattr(inner, "layers") else [inner]
+        if hasattr(layer, "forward_layer"):
+            yield layer.forward_layer
+            yield layer.backward_layer
+        yield layer
