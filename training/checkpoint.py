@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -46,6 +47,27 @@ def write_checkpoint(directory: Path, model: keras.Model, state: dict[str, Any],
     (directory / STATE_FILE).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
     logger.info("checkpoint written to %s", directory)
     return directory
+
+
+def default_directory(task: str) -> Path:
+    """``checkpoints/<task>-<time>``, for a run not given ``--checkpoint``."""
+    return Path("checkpoints") / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def training_record(result, placement, mixed_precision: str, global_batch: int) -> dict[str, Any]:
+    """The metadata's ``training`` part for a finished run (a tagger's or a dialog model's result)."""
+    return {"backend": keras.backend.backend(), **placement.describe(mixed_precision), "global_batch": global_batch,
+            "epochs_run": len(result.history), "best_epoch": result.best_epoch, "seconds": round(result.seconds, 1),
+            "history": result.history}
+
+
+def exports_here(directory: Path, out: Path) -> bool:
+    """True under TensorFlow. Under another backend, logs how to export the checkpoint and returns False."""
+    if keras.backend.backend() == "tensorflow":
+        return True
+    logger.info("trained under %s: export with KERAS_BACKEND=tensorflow seqtag export --from-checkpoint %s --out %s",
+                keras.backend.backend(), directory, out)
+    return False
 
 
 def read_state(directory: Path) -> dict[str, Any]:

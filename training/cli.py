@@ -14,7 +14,6 @@ import logging
 import os
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -95,13 +94,13 @@ def data_file_record(path: Path, sentences) -> dict:
 
 
 def command_train_pos(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from training.checkpoint import default_directory, exports_here, training_record
     from training.conllu_reader import read_conllu
     from training.distribute import placement
     from training.trainer import save_tagger_checkpoint, train_tagger
 
     config = resolve_config(args)
     where = placement(config.distribute)
-    import keras
     train = read_conllu(args.train, config.tag_column)
     dev = read_conllu(args.dev, config.tag_column)
     logger.info("train: %d sentences from %s; dev: %d sentences from %s", len(train), args.train, len(dev), args.dev)
@@ -112,16 +111,12 @@ def command_train_pos(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "tag_column": config.tag_column,
         "data": {"train": data_file_record(args.train, train), "dev": data_file_record(args.dev, dev)},
         "command": shlex.join(["seqtag", *argv]),
-        "training": {"backend": keras.backend.backend(), **where.describe(config.mixed_precision),
-                     "global_batch": config.batch_size * where.replicas,  # sentences
-                     "epochs_run": len(result.history), "best_epoch": result.best_epoch,
-                     "seconds": round(result.seconds, 1), "history": result.history},
+        # global batch in sentences
+        "training": training_record(result, where, config.mixed_precision, config.batch_size * where.replicas),
     }
-    checkpoint = args.checkpoint or Path("checkpoints") / f"pos-{time.strftime('%Y%m%d-%H%M%S')}"
+    checkpoint = args.checkpoint or default_directory("pos")
     save_tagger_checkpoint(result, checkpoint, metadata, dev)
-    if keras.backend.backend() != "tensorflow":
-        logger.info("trained under %s: export with KERAS_BACKEND=tensorflow seqtag export --from-checkpoint %s --out %s",
-                    keras.backend.backend(), checkpoint, args.out)
+    if not exports_here(checkpoint, args.out):
         return 0
     return export_tagger_checkpoint(checkpoint, args.out, dev, args.dev)
 

@@ -12,7 +12,6 @@ import json
 import logging
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
 
@@ -64,6 +63,7 @@ def data_record(path: Path, dialogs) -> dict:
 
 
 def command_train_dialog(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from training.checkpoint import default_directory, exports_here, training_record
     from training.dialog_trainer import ARCHITECTURE_FIELDS, load_checkpoint, save_checkpoint, train_dialog_model
     from training.distribute import placement
 
@@ -72,8 +72,6 @@ def command_train_dialog(args: argparse.Namespace, argv: Sequence[str]) -> int:
     # How this run is spread over devices is this run's own (a checkpoint it goes on from does not choose).
     overrides.setdefault("distribute", "none")
     where = placement(overrides["distribute"])
-    import keras
-
     init, previous = None, None
     if args.init_from:
         if not (args.init_from / "training.json").is_file():
@@ -97,19 +95,15 @@ def command_train_dialog(args: argparse.Namespace, argv: Sequence[str]) -> int:
         "task": args.task, "data_format": args.format,
         "data": {"train": data_record(args.train, train), "dev": data_record(args.dev, dev)},
         "command": shlex.join(["seqtag", *argv]),
-        "training": {"backend": keras.backend.backend(), **where.describe(config.mixed_precision),
-                     "global_batch": config.batch_turns * where.replicas,  # turns (about)
-                     "epochs_run": len(result.history), "best_epoch": result.best_epoch,
-                     "seconds": round(result.seconds, 1), "history": result.history},
+        # global batch in turns (about: batches are whole dialogs)
+        "training": training_record(result, where, config.mixed_precision, config.batch_turns * where.replicas),
     }
     if previous is not None:  # the run this one went on from, and the runs before it
         metadata["training"]["initialized_from"] = {"checkpoint": str(args.init_from), "command": previous.get("command"),
                                                     "training": previous.get("training")}
-    checkpoint = args.checkpoint or Path("checkpoints") / f"{args.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    checkpoint = args.checkpoint or default_directory(args.task)
     save_checkpoint(result, checkpoint, metadata, dev)
-    if keras.backend.backend() != "tensorflow":
-        logger.info("trained under %s: export with KERAS_BACKEND=tensorflow seqtag export --from-checkpoint %s --out %s",
-                    keras.backend.backend(), checkpoint, args.out)
+    if not exports_here(checkpoint, args.out):
         return 0
     return export_checkpoint([checkpoint], args.out, dev)
 
