@@ -73,9 +73,7 @@ def command_train_dialog(args: argparse.Namespace, argv: Sequence[str]) -> int:
     overrides.setdefault("distribute", "none")
     where = placement(overrides["distribute"])
     init, previous = None, None
-    if args.init_from:
-        if not (args.init_from / "training.json").is_file():
-            raise ConfigError(f"{args.init_from}: not a checkpoint directory (no training.json)")
+    if args.init_from:  # load_checkpoint refuses a directory that is not a checkpoint
         model, vocabs, checkpoint_config, _, previous = load_checkpoint(args.init_from)
         if checkpoint_config.task != args.task:
             raise ConfigError(f"{args.init_from}: a {checkpoint_config.task} checkpoint, not {args.task}")

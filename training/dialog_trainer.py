@@ -22,7 +22,7 @@ from training.config import DialogConfig
 from training.dialog_data import Dialog, Turn
 from training.dialog_model import build_dialog_model
 from training.dialog_vocab import DialogBatches, DialogVocabs, EncodedDialog, encode_dialog, turn_tokens
-from training.distribute import Placement, float32_copy, precision, predict_batch
+from training.distribute import Placement, float32_copy, precision, predict_in_order
 from training.errors import ConfigError
 from training.trainer import EpochDevScore, tensorboard_callbacks
 
@@ -39,13 +39,7 @@ def encode_dialogs(dialogs: Sequence[Dialog], tokenized, vocabs: DialogVocabs, c
 
 def predict_batches(model: keras.Model, batches: DialogBatches, distributed: bool = False) -> list[np.ndarray]:
     """Probabilities ``[D, L]`` for each dialog of ``batches``, in the order the dialogs were given."""
-    outputs: list[np.ndarray | None] = [None] * len(batches.dialogs)
-    for index, members in enumerate(batches.batches):
-        inputs, _, _ = batches[index]
-        probabilities = np.asarray(predict_batch(model, inputs, distributed))
-        for row, i in enumerate(members):
-            outputs[i] = probabilities[row, :len(batches.dialogs[i].speaker_ids)]
-    return outputs  # type: ignore[return-value]
+    return predict_in_order(model, batches, [len(d.speaker_ids) for d in batches.dialogs], distributed)
 
 
 def dev_score(model: keras.Model, batches: DialogBatches, multi_label: bool, distributed: bool = False) -> float:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -131,3 +131,15 @@ def predict_batch(model: keras.Model, inputs, distributed: bool = False) -> np.n
     if distributed:
         return keras.ops.convert_to_numpy(model(inputs, training=False))
     return model.predict_on_batch(inputs)
+
+
+def predict_in_order(model: keras.Model, batches, lengths: Sequence[int], distributed: bool = False) -> list[np.ndarray]:
+    """Outputs ``[length, ...]`` for each item of a length-bucketed ``batches`` (``BucketedBatches``,
+    ``DialogBatches``: ``batches.batches`` holds each batch's item indices), in the order the items were given."""
+    outputs: list[np.ndarray | None] = [None] * len(lengths)
+    for index, members in enumerate(batches.batches):
+        inputs = batches[index][0]
+        probabilities = np.asarray(predict_batch(model, inputs, distributed))
+        for row, i in enumerate(members):
+            outputs[i] = probabilities[row, :lengths[i]]
+    return outputs  # type: ignore[return-value]

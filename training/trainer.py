@@ -19,7 +19,7 @@ from training import checkpoint
 from training.batching import BucketedBatches, EncodedSentence, shape_multiple
 from training.config import TaggerConfig
 from training.conllu_reader import TaggedSentence
-from training.distribute import Placement, float32_copy, precision, predict_batch
+from training.distribute import Placement, float32_copy, precision, predict_batch, predict_in_order
 from training.errors import ConfigError
 from training.model import build_tagger
 from training.vocab import TaggerVocabs, encode_words
@@ -184,14 +184,7 @@ PROBE_SENTENCES = 32  # dev sentences whose probabilities the checkpoint keeps, 
 
 def predict_sentences(model: keras.Model, encoded: Sequence[EncodedSentence]) -> list[np.ndarray]:
     """Tag probabilities ``[T, n_tags]`` for each encoded sentence, in the order given."""
-    batches = BucketedBatches(list(encoded), 64, shuffle=False)
-    outputs: list[np.ndarray | None] = [None] * len(encoded)
-    for index, members in enumerate(batches.batches):
-        inputs, _, _ = batches[index]
-        probabilities = np.asarray(model.predict_on_batch(inputs))
-        for row, i in enumerate(members):
-            outputs[i] = probabilities[row, :len(encoded[i].word_ids)]
-    return outputs  # type: ignore[return-value]
+    return predict_in_order(model, BucketedBatches(list(encoded), 64, shuffle=False), [len(s.word_ids) for s in encoded])
 
 
 def save_tagger_checkpoint(result: TrainingResult, directory: Path, metadata: dict,
