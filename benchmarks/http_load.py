@@ -18,7 +18,7 @@ import logging
 import time
 from urllib.parse import urlparse
 
-from training.conllu_reader import read_conllu
+from training.tagger.data import read_conllu
 
 logger = logging.getLogger("benchmarks.http_load")
 

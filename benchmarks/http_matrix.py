@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from benchmarks.http_load import percentile, run_load
-from training.conllu_reader import read_conllu
+from training.tagger.data import read_conllu
 
 logger = logging.getLogger("benchmarks.http_matrix")
 REPO = Path(__file__).resolve().parents[1]

@@ -17,9 +17,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from training import artifacts  # noqa: E402
-from training.conllu_reader import read_conllu  # noqa: E402
-from training.saved_tagger import SavedTagger, set_tensorflow_threads  # noqa: E402
+from training.common import artifacts  # noqa: E402
+from training.common.saved_model import set_tensorflow_threads  # noqa: E402
+from training.tagger.data import read_conllu  # noqa: E402
+from training.tagger.saved_tagger import SavedTagger  # noqa: E402
 
 logger = logging.getLogger("benchmarks.inprocess_tagging")
 

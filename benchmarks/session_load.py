@@ -20,7 +20,7 @@ import time
 
 from benchmarks.http_load import percentile
 from benchmarks.http_matrix import rss_mib, start_server
-from training.dialog_data import read_dialogs
+from training.dialog.data import read_dialogs
 
 logger = logging.getLogger("benchmarks.session_load")
 

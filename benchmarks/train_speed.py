@@ -34,17 +34,17 @@ def measure(model_name: str, data: Path, warmup: int, steps: int, mixed_precisio
     import keras
     import numpy as np
 
-    from training.batching import shape_multiple
-    from training.distribute import Placement, precision
+    from training.common.batching import shape_multiple
+    from training.common.distribute import Placement, precision
 
     keras.utils.set_random_seed(1234)
     if model_name == "pos":
-        from training.batching import BucketedBatches
-        from training.config import TaggerConfig
-        from training.conllu_reader import read_conllu
-        from training.model import build_tagger
-        from training.trainer import encode_sentences
-        from training.vocab import TaggerVocabs
+        from training.tagger.batching import BucketedBatches
+        from training.tagger.config import TaggerConfig
+        from training.tagger.data import read_conllu
+        from training.tagger.model import build_tagger
+        from training.tagger.trainer import encode_sentences
+        from training.tagger.vocab import TaggerVocabs
 
         config = TaggerConfig(mixed_precision=mixed_precision)
         sentences = read_conllu(data, config.tag_column)
@@ -56,11 +56,12 @@ def measure(model_name: str, data: Path, warmup: int, steps: int, mixed_precisio
         loss, units, unit_count = "sparse_categorical_crossentropy", "sentences", len(sentences)
         items, item_count = "tokens", sum(len(s.words) for s in sentences)
     else:
-        from training.config import DialogConfig
-        from training.dialog_data import read_dialogs
-        from training.dialog_model import build_dialog_model
-        from training.dialog_trainer import encode_dialogs, tokenize_dialogs
-        from training.dialog_vocab import DialogBatches, DialogVocabs
+        from training.dialog.batching import DialogBatches
+        from training.dialog.config import DialogConfig
+        from training.dialog.data import read_dialogs
+        from training.dialog.model import build_dialog_model
+        from training.dialog.trainer import encode_dialogs, tokenize_dialogs
+        from training.dialog.vocab import DialogVocabs
 
         config = DialogConfig(task="dialog-act", mixed_precision=mixed_precision)
         dialogs = read_dialogs(data, "swda")

@@ -21,7 +21,7 @@ from service.registry import ModelRegistry  # noqa: E402
 from service.routes import dialogs, health, models, web  # noqa: E402
 from service.sessions import InProcessSessionStore, RedisSessionStore, SessionStoreUnavailable  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
-from training.saved_tagger import set_tensorflow_threads  # noqa: E402
+from training.common.saved_model import set_tensorflow_threads  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

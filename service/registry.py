@@ -21,13 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from training import artifacts
-from training.saved_dialog import DialogTurnInput, SavedDialogModel
-from training.saved_tagger import SavedTagger, TaggedTokens
-
 from service import metrics
 from service.batcher import MicroBatcher
 from service.settings import ServiceSettings
+from training.common import artifacts
+from training.dialog.saved_dialog import DialogTurnInput, SavedDialogModel
+from training.tagger.saved_tagger import SavedTagger, TaggedTokens
 
 logger = logging.getLogger(__name__)
 

@@ -69,11 +69,11 @@ def export_random_tagger(model_root: Path, sentences=TINY_SENTENCES, **config_ch
 
     Returns (keras model, vocabs, config, version, directory).
     """
-    from training.config import TaggerConfig
-    from training.conllu_reader import TaggedSentence
-    from training.export import export_tagger
-    from training.model import build_tagger
-    from training.vocab import TaggerVocabs
+    from training.tagger.config import TaggerConfig
+    from training.tagger.data import TaggedSentence
+    from training.tagger.export import export_tagger
+    from training.tagger.model import build_tagger
+    from training.tagger.vocab import TaggerVocabs
 
     config = TaggerConfig(**{"word_dim": 8, "char_dim": 4, "char_hidden": 4, "hidden": 8, "layers": 1,
                              "max_word_length": 6, **config_changes})
@@ -105,11 +105,11 @@ def export_random_dialog_model(model_root: Path, task: str = "dialog-act"):
 
     Returns (keras model, vocabs, config, version, directory).
     """
-    from training.config import DialogConfig
-    from training.dialog_data import Dialog, Turn
-    from training.dialog_export import export_dialog_model
-    from training.dialog_model import build_dialog_model
-    from training.dialog_vocab import DialogVocabs, turn_tokens
+    from training.dialog.config import DialogConfig
+    from training.dialog.data import Dialog, Turn
+    from training.dialog.export import export_dialog_model
+    from training.dialog.model import build_dialog_model
+    from training.dialog.vocab import DialogVocabs, turn_tokens
 
     multi = task == "dialog-action"
     source = TINY_ACTION_DIALOGS if multi else TINY_DIALOGS

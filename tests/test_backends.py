@@ -48,7 +48,7 @@ def torch_checkpoint(ewt_slices, tmp_path_factory):
 
 def test_a_tagger_trained_under_torch_exports_under_tensorflow_and_agrees(torch_checkpoint, ewt_slices):
     from training.cli import main
-    from training.saved_tagger import SavedTagger
+    from training.tagger.saved_tagger import SavedTagger
 
     folder, log = torch_checkpoint
     checkpoint, root = folder / "checkpoint", folder / "models" / "pos"
@@ -93,8 +93,8 @@ def test_an_export_that_does_not_reproduce_the_trained_model_is_not_published(to
 def test_tf_distribute_is_refused_under_another_backend(monkeypatch):
     import keras
 
-    from training.distribute import placement
-    from training.errors import ConfigError
+    from training.common.distribute import placement
+    from training.common.errors import ConfigError
 
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     with pytest.raises(ConfigError, match="needs KERAS_BACKEND=tensorflow, not jax"):
@@ -128,10 +128,11 @@ def test_mirrored_mixed_precision_training_on_two_replicas(ewt_slices, tmp_path)
 def test_mixed_precision_keeps_outputs_in_float32():
     import keras
 
-    from training.config import DialogConfig, TaggerConfig
-    from training.dialog_model import build_dialog_model
-    from training.distribute import precision
-    from training.model import build_tagger
+    from training.common.distribute import precision
+    from training.dialog.config import DialogConfig
+    from training.dialog.model import build_dialog_model
+    from training.tagger.config import TaggerConfig
+    from training.tagger.model import build_tagger
 
     with precision("float16"):
         tagger = build_tagger(TaggerConfig(word_dim=8, char_dim=4, char_hidden=4, hidden=8, layers=1), 20, 10, 5)
@@ -155,16 +156,18 @@ def test_every_lstm_can_take_the_cudnn_path_on_real_batches(monkeypatch, ewt_sli
     # Keras's TensorFlow RNN module (its package also exports a function named ``rnn``, hence import_module).
     rnn = importlib.import_module("keras.src.backend.tensorflow.rnn")
 
-    from training.config import DialogConfig, TaggerConfig
-    from training.conllu_reader import read_conllu
-    from training.dialog_data import read_dialogs
-    from training.dialog_model import build_dialog_model
-    from training.dialog_trainer import encode_dialogs, tokenize_dialogs
-    from training.dialog_vocab import DialogBatches, DialogVocabs
-    from training.batching import BucketedBatches
-    from training.model import build_tagger
-    from training.trainer import encode_sentences
-    from training.vocab import TaggerVocabs
+    from training.dialog.batching import DialogBatches
+    from training.dialog.config import DialogConfig
+    from training.dialog.data import read_dialogs
+    from training.dialog.model import build_dialog_model
+    from training.dialog.trainer import encode_dialogs, tokenize_dialogs
+    from training.dialog.vocab import DialogVocabs
+    from training.tagger.batching import BucketedBatches
+    from training.tagger.config import TaggerConfig
+    from training.tagger.data import read_conllu
+    from training.tagger.model import build_tagger
+    from training.tagger.trainer import encode_sentences
+    from training.tagger.vocab import TaggerVocabs
 
     masks = []
 

@@ -2,11 +2,11 @@
 
 import json
 
-from training import artifacts
 from training.cli import main
-from training.conllu_reader import read_conllu
-from training.evaluate import evaluate_tagger
-from training.saved_tagger import SavedTagger
+from training.common import artifacts
+from training.tagger.data import read_conllu
+from training.tagger.evaluate import evaluate_tagger
+from training.tagger.saved_tagger import SavedTagger
 
 
 def test_train_writes_a_complete_version(tiny_model_root, ewt_slices):
@@ -65,8 +65,8 @@ def test_errors_name_the_file_and_line(tiny_model_root, tmp_path, capsys):
 
 
 def test_time_budget_stops_after_the_epoch_that_crosses_it(ewt_slices):
-    from training.config import TaggerConfig
-    from training.trainer import train_tagger
+    from training.tagger.config import TaggerConfig
+    from training.tagger.trainer import train_tagger
 
     train, dev = (read_conllu(path) for path in ewt_slices)
     config = TaggerConfig(word_dim=8, char_dim=4, char_hidden=4, hidden=8, layers=1, epochs=5, max_minutes=1e-6)

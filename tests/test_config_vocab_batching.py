@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from training.batching import BucketedBatches, EncodedSentence, pad_batch
-from training.config import TaggerConfig
-from training.conllu_reader import TaggedSentence
-from training.errors import ConfigError
-from training.vocab import PAD_ID, UNK_ID, TaggerVocabs, encode_words, normalize_word
+from training.common.errors import ConfigError
+from training.common.vocab import PAD_ID, UNK_ID, normalize_word
+from training.tagger.batching import BucketedBatches, EncodedSentence, pad_batch
+from training.tagger.config import TaggerConfig
+from training.tagger.data import TaggedSentence
+from training.tagger.vocab import TaggerVocabs, encode_words
 
 
 def test_config_rejects_unknown_and_invalid_options(tmp_path):
@@ -78,8 +79,8 @@ def test_word_dropout_only_replaces_known_words():
 def test_rounded_padding_bounds_the_shapes_and_changes_no_output():
     """Under JAX, padded lengths are rounded up (``shape_multiple``) so that an epoch compiles a few shapes;
     the extra padding is masked like any other: the model's outputs for real tokens do not move."""
-    from training.config import TaggerConfig
-    from training.model import build_tagger
+    from training.tagger.config import TaggerConfig
+    from training.tagger.model import build_tagger
 
     lengths = [3, 5, 9, 11, 13, 17]
     plain = BucketedBatches([sentence(n) for n in lengths], batch_size=2, shuffle=False)

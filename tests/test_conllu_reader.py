@@ -2,8 +2,8 @@
 
 import pytest
 
-from training.conllu_reader import read_conllu
-from training.errors import DataFormatError
+from training.common.errors import DataFormatError
+from training.tagger.data import read_conllu
 
 SAMPLE = """# sent_id = 1
 # text = I don't know.

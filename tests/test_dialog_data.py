@@ -7,11 +7,11 @@ import re
 import shutil
 
 import pytest
-from conftest import DATA
 
-from training.dialog_data import (FORMATS, Dialog, Turn, action_label, read_dialogs, read_jsonl, read_sgd,
-                                  read_swda)
-from training.errors import DataFormatError
+from training.common.errors import DataFormatError
+from training.dialog.data import FORMATS, Dialog, Turn, action_label, read_dialogs, read_jsonl, read_sgd, read_swda
+
+from conftest import DATA
 
 SWDA = DATA / "swda"
 SGD_DEV = DATA / "sgd" / "sgd-dev.jsonl"

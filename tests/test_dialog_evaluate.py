@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from training.dialog_evaluate import act_metrics, action_metrics, format_dialog_report, tune_thresholds
+from training.dialog.evaluate import act_metrics, action_metrics, format_dialog_report, tune_thresholds
 
 
 def test_act_metrics_count_unknown_predictions_as_wrong():

@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 
 from training.cli import main
-from training.dialog_data import read_dialogs
-from training.dialog_model import dialog_parts
-from training.dialog_trainer import load_checkpoint
-from training.dialog_vocab import encode_dialog, pad_dialogs, turn_tokens
-from training.saved_dialog import SavedDialogModel, dialog_inputs
+from training.dialog.batching import pad_dialogs
+from training.dialog.data import read_dialogs
+from training.dialog.evaluate import dialog_inputs
+from training.dialog.model import dialog_parts
+from training.dialog.saved_dialog import SavedDialogModel
+from training.dialog.trainer import load_checkpoint
+from training.dialog.vocab import encode_dialog, turn_tokens
 
 from conftest import DATA
 

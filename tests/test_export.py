@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training import artifacts
-from training.config import TaggerConfig
-from training.conllu_reader import read_conllu
-from training.export import export_tagger
-from training.model import build_tagger
-from training.saved_tagger import SavedTagger
-from training.vocab import TaggerVocabs, encode_words
+from training.common import artifacts
+from training.common.saved_model import pad_tokens
+from training.tagger.config import TaggerConfig
+from training.tagger.data import read_conllu
+from training.tagger.export import export_tagger
+from training.tagger.model import build_tagger
+from training.tagger.saved_tagger import SavedTagger
+from training.tagger.vocab import TaggerVocabs, encode_words
 
 from conftest import export_random_tagger
 
@@ -83,7 +84,7 @@ def test_serving_graph_agrees_with_keras_in_mixed_batches(ewt_slices, tmp_path, 
     vocabs = TaggerVocabs.build(train, min_word_count=1)
     model = build_tagger(config, len(vocabs.words), len(vocabs.chars), len(vocabs.tags))
     _, directory = export_tagger(model, vocabs, config, tmp_path / "pos", {"task": "pos"})
-    tokens = SavedTagger.pad(sentences)
+    tokens = pad_tokens(sentences)
     tagger = SavedTagger(directory)  # kept alive: the function needs the loaded object's variables
     probabilities = tagger._serve(tf.constant(tokens))["probabilities"].numpy()
     for row, sentence in enumerate(sentences):
@@ -133,5 +134,5 @@ def test_reexport_moves_weights_and_answers_the_same(tmp_path, ewt_slices):
     # A version without vocab.json: the vocabularies are rebuilt from its (unchanged) training file.
     (source / "vocab.json").unlink()
     with pytest.raises(Exception, match="no vocab.json"):
-        from training.reexport import reexport
+        from training.tagger.reexport import reexport
         reexport(source, root, "seqtag export")

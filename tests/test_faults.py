@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from test_gunicorn_sessions import SENTENCES, start, stop, worker_pids
+
+from training.common.tokenizer import tokenize
+from training.dialog.saved_dialog import DialogTurnInput, SavedDialogModel
 
 from conftest import start_redis
 from reliability import percentile, record
 from test_gunicorn import call, free_port, wait_until
-from test_gunicorn_sessions import SENTENCES, start, stop, worker_pids
-from training.saved_dialog import DialogTurnInput, SavedDialogModel
-from training.tokenizer import tokenize
 
 TAG_SENTENCES = [["The", "dog", "barks", "."], ["A", "cat", "sleeps", "at", "12:30", "!"], ["Hello", "world"]]
 

@@ -13,9 +13,10 @@ import threading
 
 import numpy as np
 
+from training.common.tokenizer import tokenize
+from training.dialog.saved_dialog import DialogTurnInput, SavedDialogModel
+
 from test_gunicorn import REPO, call, free_port, wait_until
-from training.saved_dialog import DialogTurnInput, SavedDialogModel
-from training.tokenizer import tokenize
 
 SENTENCES = ["Do you have any pets?", "Yes, two cats.", "Oh, nice.", "Uh-huh.", "What are their names?",
              "I don't know, really.", "Well, it depends on the weather.", "Right.", "That's a good point.",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.inference_graph import Packing, packed_bidirectional_lstm
+from training.common.inference_graph import Packing, packed_bidirectional_lstm
 
 LENGTHS = [3, 0, 5, 1, 5, 2]  # unsorted, ties, an empty row; T = 7 leaves padding after the longest
 

@@ -17,13 +17,14 @@ import threading
 import time
 
 import pytest
+from test_gunicorn_sessions import start, stop
 
 from benchmarks.http_load import run_load
 from benchmarks.http_matrix import rss_mib
+
 from conftest import DATA, EWT_DEV
 from reliability import percentile, record
 from test_gunicorn import call, free_port, wait_until
-from test_gunicorn_sessions import start, stop
 
 TAG_REQUESTS, CONCURRENCY = 20_000, 32
 SESSIONS, TURNS_PER_SESSION = 100, 20
@@ -38,8 +39,8 @@ SWDA_VAL = DATA / "swda" / "val"
 def corpora():
     if not EWT_DEV.is_file() or not SWDA_VAL.is_dir():
         pytest.skip(f"EWT dev or SwDA val not found under {DATA}")
-    from training.conllu_reader import read_conllu
-    from training.dialog_data import read_dialogs
+    from training.dialog.data import read_dialogs
+    from training.tagger.data import read_conllu
 
     sentences = [list(sentence.words) for sentence in read_conllu(EWT_DEV)]
     conversations = [d for d in read_dialogs(SWDA_VAL, "swda") if len(d.turns) >= TURNS_PER_SESSION]

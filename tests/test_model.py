@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from training.config import TaggerConfig
-from training.model import build_tagger
+from training.tagger.config import TaggerConfig
+from training.tagger.model import build_tagger
 
 
 @pytest.mark.parametrize("char_encoder", ["bilstm", "cnn"])

@@ -13,11 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from training.common.errors import DataFormatError
+from training.common.tokenizer import tokenize
+from training.dialog.data import read_dialogs
+from training.tagger.data import read_conllu
+
 from reliability import record
-from training.conllu_reader import read_conllu
-from training.dialog_data import read_dialogs
-from training.errors import DataFormatError
-from training.tokenizer import tokenize
 
 PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

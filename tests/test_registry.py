@@ -6,7 +6,7 @@ import pytest
 
 from service.registry import ModelLookupError, ModelRegistry
 from service.settings import ServiceSettings
-from training import artifacts
+from training.common import artifacts
 
 
 def add_version(root, source, version):

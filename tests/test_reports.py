@@ -6,8 +6,7 @@ import collections
 import re
 
 from training.cli import main
-from training.conllu_reader import read_conllu
-
+from training.tagger.data import read_conllu
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from service import create_app
-from training.saved_dialog import DialogTurnInput, SavedDialogModel
-from training.tokenizer import tokenize
+from training.common.tokenizer import tokenize
+from training.dialog.saved_dialog import DialogTurnInput, SavedDialogModel
 
 CONVERSATION = [("A", "Do you have any pets?"), ("B", "Yes, two cats."), ("A", "Oh, nice."), ("B", "Uh-huh."),
                 ("A", "What are their names?")]

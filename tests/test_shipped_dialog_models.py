@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from training import artifacts
 from training.cli import main
-from training.saved_dialog import DialogTurnInput, SavedDialogModel
+from training.common import artifacts
+from training.dialog.saved_dialog import DialogTurnInput, SavedDialogModel
 
 from conftest import DATA, REPO
 

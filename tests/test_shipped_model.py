@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training import artifacts
 from training.cli import main
+from training.common import artifacts
 
 from conftest import EWT_DEV, EWT_TRAIN, REPO
 

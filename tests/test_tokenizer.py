@@ -2,7 +2,7 @@
 
 import pytest
 
-from training.tokenizer import tokenize
+from training.common.tokenizer import tokenize
 
 
 @pytest.mark.parametrize("text, tokens", [

@@ -20,14 +20,14 @@ from flask import Blueprint, current_app, jsonify
 
 from service.auth import current_owner, current_settings
 from service.errors import APIError, error_response
-from service.registry import ModelLookupError, ModelRegistry, ModelVersion, StepRequest
 from service.openapi import BODY_ERRORS, documented
+from service.registry import ModelLookupError, ModelRegistry, ModelVersion, StepRequest
 from service.schemas import (CreateDialogRequest, DialogSession, DialogView, ErrorResponse, TurnRequest, TurnResult,
                              check_tokens, json_body, parse_body)
 from service.sessions import (SessionBusy, SessionNotFound, SessionState, SessionStore, SessionStoreUnavailable,
                               new_session_id)
-from training.saved_dialog import DialogTurnInput
-from training.tokenizer import tokenize
+from training.common.tokenizer import tokenize
+from training.dialog.saved_dialog import DialogTurnInput
 
 bp = Blueprint("dialogs", __name__, url_prefix="/v1/dialogs")
 

@@ -15,7 +15,7 @@ from typing import Iterator
 from conllu.exceptions import ParseException
 from conllu.parser import DEFAULT_FIELDS, parse_line
 
-from training.errors import DataFormatError
+from training.common.errors import DataFormatError
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """An exported dialog SavedModel as a Python object: whole dialogs, or one turn per session from a given state.
 
-Used by evaluation and by the service, so both call the model as a deployed consumer would.
+Used by evaluation and by the service, so both call the model as a deployed consumer would. It needs
+TensorFlow and the model directory only: no trainer, model builder or scorer.
 """
 
 from __future__ import annotations
@@ -12,12 +13,9 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from training import artifacts
-from training.dialog_data import Dialog
-from training.dialog_evaluate import act_metrics, action_metrics
-from training.dialog_vocab import turn_tokens
-from training.saved_tagger import SavedTagger
-from training.vocab import PAD_TOKEN
+from training.common import artifacts
+from training.common.saved_model import pad_tokens
+from training.common.vocab import PAD_TOKEN
 
 
 @dataclass
@@ -25,10 +23,6 @@ class DialogTurnInput:
     tokens: list[str]
     speaker: str
     previous_actions: list[str] | None = None  # dialog-action: the system's previous actions (None: none)
-
-
-def pad_tokens(rows: Sequence[Sequence[str]]) -> np.ndarray:
-    return SavedTagger.pad(rows)
 
 
 class SavedDialogModel:
@@ -102,30 +96,3 @@ class SavedDialogModel:
         if self.multi_label:
             return [self.labels[i] for i in np.flatnonzero(probabilities >= self.thresholds)]
         return self.labels[int(np.argmax(probabilities))]
-
-
-def dialog_inputs(dialog: Dialog, multi_label: bool) -> list[DialogTurnInput]:
-    """A read dialog as model inputs; for actions, each turn gets the previous turn's gold actions (what the
-    system did), as in training."""
-    inputs, previous = [], None
-    for turn in dialog.turns:
-        inputs.append(DialogTurnInput(turn_tokens(turn.text), turn.speaker, list(previous or ()) if multi_label else None))
-        previous = turn.labels
-    return inputs
-
-
-def evaluate_dialog_model(model: SavedDialogModel, dialogs: Sequence[Dialog], with_predictions: bool = False) -> dict:
-    """Dialog-act or action metrics over the labelled turns; ``with_predictions`` adds ``gold`` and
-    ``predicted`` (one label, or a list of labels, per turn)."""
-    probabilities = model.predict([dialog_inputs(d, model.multi_label) for d in dialogs])
-    gold, predicted = [], []
-    for dialog, dialog_probabilities in zip(dialogs, probabilities):
-        for turn, turn_probabilities in zip(dialog.turns, dialog_probabilities):
-            if turn.labels is None:
-                continue
-            gold.append(list(turn.labels) if model.multi_label else turn.labels[0])
-            predicted.append(model.decide(turn_probabilities))
-    metrics = action_metrics(gold, predicted) if model.multi_label else act_metrics(gold, predicted)
-    if with_predictions:
-        metrics.update(gold=gold, predicted=predicted)
-    return metrics

@@ -1,5 +1,8 @@
 """Scores of dialog models (scikit-learn): dialog acts (one label a turn) and system actions (a set a turn).
 
+``evaluate_dialog_model`` always scores the exported SavedModel (``SavedDialogModel``), never the training
+object, so the figures are those a deployed model gives.
+
 Only turns with a gold label count (``Turn.labels is not None``). A gold label the model does not know
 counts as wrong: it is scored under its own name, so a model cannot look better by ignoring it.
 """
@@ -11,6 +14,10 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, f1_score
 from sklearn.preprocessing import MultiLabelBinarizer
+
+from training.dialog.data import Dialog
+from training.dialog.saved_dialog import DialogTurnInput, SavedDialogModel
+from training.dialog.vocab import turn_tokens
 
 
 def act_metrics(gold: Sequence[str], predicted: Sequence[str]) -> dict:
@@ -82,3 +89,30 @@ def tune_thresholds(probabilities: np.ndarray, targets: np.ndarray, min_support:
     supported = positive.sum(0) >= min_support
     thresholds[supported] = grid[np.argmax(per_label_f1[:, supported], axis=0)]
     return thresholds, best_global
+
+
+def dialog_inputs(dialog: Dialog, multi_label: bool) -> list[DialogTurnInput]:
+    """A read dialog as model inputs; for actions, each turn gets the previous turn's gold actions (what the
+    system did), as in training."""
+    inputs, previous = [], None
+    for turn in dialog.turns:
+        inputs.append(DialogTurnInput(turn_tokens(turn.text), turn.speaker, list(previous or ()) if multi_label else None))
+        previous = turn.labels
+    return inputs
+
+
+def evaluate_dialog_model(model: SavedDialogModel, dialogs: Sequence[Dialog], with_predictions: bool = False) -> dict:
+    """Dialog-act or action metrics over the labelled turns; ``with_predictions`` adds ``gold`` and
+    ``predicted`` (one label, or a list of labels, per turn)."""
+    probabilities = model.predict([dialog_inputs(d, model.multi_label) for d in dialogs])
+    gold, predicted = [], []
+    for dialog, dialog_probabilities in zip(dialogs, probabilities):
+        for turn, turn_probabilities in zip(dialog.turns, dialog_probabilities):
+            if turn.labels is None:
+                continue
+            gold.append(list(turn.labels) if model.multi_label else turn.labels[0])
+            predicted.append(model.decide(turn_probabilities))
+    metrics = action_metrics(gold, predicted) if model.multi_label else act_metrics(gold, predicted)
+    if with_predictions:
+        metrics.update(gold=gold, predicted=predicted)
+    return metrics

@@ -1,6 +1,6 @@
 """Export a trained dialog model as a SavedModel with whole-dialog and turn-by-turn signatures.
 
-Vocabularies live inside (``StringLookup`` layers); token strings go in, as ``training.dialog_vocab``
+Vocabularies live inside (``StringLookup`` layers); token strings go in, as ``training.dialog.vocab``
 encodes them for training (a test checks both encodings agree). Signatures, with L labels and H the
 turn LSTM's units:
 
@@ -27,13 +27,13 @@ from typing import Any, Callable, Sequence
 import keras
 import tensorflow as tf
 
-from training import artifacts
-from training.config import DialogConfig
-from training.dialog_data import Dialog
-from training.dialog_model import dialog_parts
-from training.dialog_vocab import TURN_START_ID, DialogVocabs
-from training.export import normalize_words_tf
-from training.vocab import PAD_TOKEN, UNK_ID
+from training.common import artifacts
+from training.common.graph_ops import normalize_words_tf, string_lookup
+from training.common.vocab import PAD_TOKEN, UNK_ID
+from training.dialog.config import DialogConfig
+from training.dialog.data import Dialog
+from training.dialog.model import dialog_parts
+from training.dialog.vocab import TURN_START_ID, DialogVocabs
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +53,15 @@ class DialogSignatures:
         self.units = config.turn_hidden
         self.multi_label = config.multi_label
         self.n_labels = len(vocabs.labels)
-        self.word_lookup = keras.layers.StringLookup(vocabulary=vocabs.words.lookup_items, mask_token=PAD_TOKEN,
-                                                     num_oov_indices=1, output_mode="int", name="word_lookup")
-        self.speaker_lookup = keras.layers.StringLookup(vocabulary=vocabs.speakers.lookup_items, mask_token=PAD_TOKEN,
-                                                        num_oov_indices=1, output_mode="int", name="speaker_lookup")
+        self.word_lookup = string_lookup(vocabs.words, "word_lookup")
+        self.speaker_lookup = string_lookup(vocabs.speakers, "speaker_lookup")
         self.labels = tf.constant(list(vocabs.labels.items), dtype=tf.string)
         self.threshold_list = list(thresholds) if thresholds is not None else None
         self.thresholds = tf.constant(thresholds if thresholds is not None else [0.5] * self.n_labels, tf.float32)
         self.word_ids(tf.constant([["build"]]))  # builds the lookup layers, which export needs
         self.speaker_ids(tf.constant(["build"]))
 
-    # --- preprocessing, mirrored by training.dialog_vocab ---
+    # --- preprocessing, mirrored by training.dialog.vocab ---
     def word_ids(self, tokens: tf.Tensor) -> tf.Tensor:
         """Tokens ``[..., W]`` -> ``[..., min(W, max_words - 1) + 1]``: the start marker, then word ids."""
         ids = tf.cast(self.word_lookup(normalize_words_tf(tokens[..., :self.config.max_words - 1])), tf.int32)
@@ -209,7 +207,8 @@ def export_dialog_ensemble(members: Sequence[tuple[keras.Model, DialogVocabs, Di
 
 def _export(signatures: DialogSignatures, vocab_record: dict, record: dict[str, Any], model_root: str | Path,
             metadata: dict[str, Any], dev_dialogs: Sequence[Dialog] | None, verify: Verify | None = None) -> tuple[int, Path]:
-    from training.saved_dialog import SavedDialogModel, evaluate_dialog_model
+    from training.dialog.evaluate import evaluate_dialog_model  # evaluation loads what this module writes
+    from training.dialog.saved_dialog import SavedDialogModel
 
     config = signatures.config
     thresholds = signatures.threshold_list

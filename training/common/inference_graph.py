@@ -1,8 +1,9 @@
-"""The trained tagger's forward pass rewritten in TensorFlow for serving: the same arithmetic, no padding.
+"""Keras LSTMs rewritten in TensorFlow for serving on packed sequences: the same arithmetic, no padding.
 
-Export only (TensorFlow); training keeps the backend-agnostic Keras model of ``training.model``. The
-functions here read that model's own weight variables, so the SavedModel stores each weight once, and
-tests check that they give the Keras model's probabilities.
+Export only (TensorFlow); training keeps the backend-agnostic Keras models. The functions here read a trained
+layer's own weight variables, so the SavedModel stores each weight once; each wing's serving graph
+(``training.tagger.serving_graph``) runs its model's layers through them, and tests check that it gives the
+Keras model's probabilities.
 
 A padded batch wastes most of its work on padding when its sequences differ in length: 32 random EWT
 sentences average 13 tokens and are padded to about 40, and a batch's distinct words average 6 characters
@@ -118,31 +119,3 @@ def packed_bidirectional_lstm(layer: keras.layers.Bidirectional, inputs: tf.Tens
     # An empty row points one past the end, at an appended zero row: zeros, as Keras's mask gives.
     final = tf.concat([forward, backward], axis=-1)  # [N, 2H]
     return tf.gather(tf.pad(final, [[0, 1], [0, 0]]), packing.last)  # [B, 2H]
-
-
-@tf.autograph.experimental.do_not_convert
-def encode_characters(char_encoder: keras.Model, char_ids: tf.Tensor) -> tf.Tensor:
-    """Words' character ids ``[U, C]`` (0 pads on the right) -> character vectors ``[U, Dc]``."""
-    if "char_bilstm" not in [layer.name for layer in char_encoder.layers]:
-        return char_encoder(char_ids, training=False)  # the CNN encoder has no recurrence to speed up
-    lengths = tf.reduce_sum(tf.cast(char_ids != 0, tf.int32), axis=-1)  # [U]
-    packing = Packing.from_lengths(lengths)
-    characters = tf.gather(char_encoder.get_layer("char_embedding").embeddings.value, packing.pack(char_ids))
-    return packed_bidirectional_lstm(char_encoder.get_layer("char_bilstm"), characters, packing)  # [U, Dc]
-
-
-@tf.autograph.experimental.do_not_convert
-def tag_probabilities(sentence_tagger: keras.Model, word_ids: tf.Tensor, char_vectors: tf.Tensor) -> tf.Tensor:
-    """The sentence tagger's forward pass: word ids ``[B, T]`` and char vectors ``[B, T, Dc]`` -> ``[B, T, n_tags]``
-    (zeros at padding)."""
-    packing = Packing.from_lengths(tf.reduce_sum(tf.cast(word_ids != 0, tf.int32), axis=-1))  # right-padded
-    words = tf.gather(sentence_tagger.get_layer("word_embedding").embeddings.value, packing.pack(word_ids))
-    x = tf.concat([words, packing.pack(char_vectors)], axis=-1)  # [N, word_dim + Dc]
-    layer_names = [layer.name for layer in sentence_tagger.layers]
-    depth = 1
-    while f"bilstm_{depth}" in layer_names:
-        x = packed_bidirectional_lstm(sentence_tagger.get_layer(f"bilstm_{depth}"), x, packing)  # [N, 2H]
-        depth += 1
-    dense = sentence_tagger.get_layer("tag_probabilities").layer
-    probabilities = tf.nn.softmax(tf.matmul(x, dense.kernel.value) + dense.bias.value)  # [N, n_tags]
-    return packing.unpack(probabilities, tf.shape(word_ids))

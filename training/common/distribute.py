@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 import keras
 import numpy as np
 
-from training.errors import ConfigError
+from training.common.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

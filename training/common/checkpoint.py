@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from training.errors import ConfigError
+from training.common.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,12 @@ def exports_here(directory: Path, out: Path) -> bool:
     logger.info("trained under %s: export with KERAS_BACKEND=tensorflow seqtag export --from-checkpoint %s --out %s",
                 keras.backend.backend(), directory, out)
     return False
+
+
+def require_tensorflow() -> None:
+    """Exports write SavedModels, which only TensorFlow can."""
+    if keras.backend.backend() != "tensorflow":
+        raise ConfigError("exporting needs KERAS_BACKEND=tensorflow")
 
 
 def read_state(directory: Path) -> dict[str, Any]:

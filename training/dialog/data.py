@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from training.errors import DataFormatError
+from training.common.errors import DataFormatError
 
 logger = logging.getLogger(__name__)
 

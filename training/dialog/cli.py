@@ -1,4 +1,5 @@
-"""``seqtag train dialog-act|dialog-action``, ``seqtag export --from-checkpoint`` and dialog evaluation.
+"""``seqtag train dialog-act|dialog-action``, the export of dialog checkpoints and dialog evaluation: the dialog
+wing's commands (``training.cli`` builds the ``seqtag`` parser and dispatches here).
 
 Training writes a checkpoint (weights, vocabularies, thresholds, the training record) before it exports,
 so an export that fails can be run again from the checkpoint without retraining.
@@ -15,10 +16,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from training import artifacts
-from training.config import DialogConfig
-from training.dialog_data import FORMATS, read_dialogs
-from training.errors import ConfigError
+from training.common import artifacts
+from training.common.errors import ConfigError
+from training.dialog.config import DialogConfig
+from training.dialog.data import FORMATS, read_dialogs
 
 logger = logging.getLogger("seqtag")
 
@@ -62,10 +63,10 @@ def data_record(path: Path, dialogs) -> dict:
     return record
 
 
-def command_train_dialog(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from training.checkpoint import default_directory, exports_here, training_record
-    from training.dialog_trainer import ARCHITECTURE_FIELDS, load_checkpoint, save_checkpoint, train_dialog_model
-    from training.distribute import placement
+def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from training.common.checkpoint import default_directory, exports_here, training_record
+    from training.common.distribute import placement
+    from training.dialog.trainer import ARCHITECTURE_FIELDS, load_checkpoint, save_checkpoint, train_dialog_model
 
     overrides = {name: getattr(args, "config_" + name) for name in DialogConfig.field_names()
                  if getattr(args, "config_" + name, None) is not None}
@@ -108,11 +109,12 @@ def command_train_dialog(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command: str | None = None) -> int:
     """Export one checkpoint, or several as one ensemble version; scored on the dev data when it is at hand. A
-    single checkpoint's export is published only if it reproduces the trained model's probe (``training.checkpoint``)."""
-    from training.checkpoint import check_probe, probe_probabilities, read_state
-    from training.dialog_export import export_dialog_ensemble, export_dialog_model
-    from training.dialog_trainer import load_checkpoint, probe_dialogs
-    from training.saved_dialog import SavedDialogModel, dialog_inputs
+    single checkpoint's export is published only if it reproduces the trained model's probe (``training.common.checkpoint``)."""
+    from training.common.checkpoint import check_probe, probe_probabilities, read_state
+    from training.dialog.evaluate import dialog_inputs
+    from training.dialog.export import export_dialog_ensemble, export_dialog_model
+    from training.dialog.saved_dialog import SavedDialogModel
+    from training.dialog.trainer import load_checkpoint, probe_dialogs
 
     loaded = [load_checkpoint(Path(checkpoint)) for checkpoint in checkpoints]
     model, vocabs, config, thresholds, metadata = loaded[0]
@@ -139,7 +141,7 @@ def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command:
             if dev is None:
                 raise ConfigError("an ensemble of dialog-action models needs its dev data (named in the checkpoints' "
                                   "metadata) to tune its thresholds")
-            from training.dialog_trainer import ensemble_thresholds
+            from training.dialog.trainer import ensemble_thresholds
             thresholds = ensemble_thresholds(members, dev)
         ensemble = {**{k: v for k, v in metadata.items() if k not in ("command", "training")},
                     "command": command or "seqtag export --from-checkpoint " + " ".join(map(str, checkpoints)),
@@ -155,13 +157,14 @@ def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command:
 def evaluate_dialog(model_dir: Path, dialogs, data: Path | None = None, data_format: str | None = None,
                     report: Path | None = None) -> dict:
     """A dialog model's figures on ``dialogs``; with ``report``, the report files written there too."""
-    from training.saved_dialog import SavedDialogModel, evaluate_dialog_model
+    from training.dialog.evaluate import evaluate_dialog_model
+    from training.dialog.saved_dialog import SavedDialogModel
 
     model = SavedDialogModel(model_dir)
     metrics = evaluate_dialog_model(model, dialogs, with_predictions=report is not None)
     metrics = {"model": str(model_dir), **({"data": str(data), "format": data_format} if data else {}), **metrics}
     if report is not None:
-        from training.report import write_report
+        from training.common.report import write_report
 
         gold, predicted = metrics.pop("gold"), metrics.pop("predicted")
         single = not model.multi_label  # a confusion matrix for one label per turn; per-label figures for sets
@@ -171,9 +174,9 @@ def evaluate_dialog(model_dir: Path, dialogs, data: Path | None = None, data_for
     return metrics
 
 
-def command_evaluate_dialog(model_dir: Path, data: Path, data_format: str | None, as_json: bool,
+def command_evaluate(model_dir: Path, data: Path, data_format: str | None, as_json: bool,
                             report: Path | None = None) -> int:
-    from training.dialog_evaluate import format_dialog_report
+    from training.dialog.evaluate import format_dialog_report
 
     metadata = artifacts.read_metadata(model_dir)
     data_format = data_format or metadata.get("data_format", DEFAULT_FORMATS[metadata.get("task", "dialog-act")])

@@ -16,14 +16,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from training import artifacts
-from training.config import TaggerConfig
-from training.conllu_reader import read_conllu
-from training.errors import ConfigError
-from training.export import VOCAB_FILE, export_tagger
-from training.model import build_tagger
-from training.saved_tagger import SavedTagger
-from training.vocab import TaggerVocabs
+from training.common import artifacts
+from training.common.errors import ConfigError
+from training.tagger.config import TaggerConfig
+from training.tagger.data import read_conllu
+from training.tagger.export import VOCAB_FILE, export_tagger
+from training.tagger.model import build_tagger
+from training.tagger.saved_tagger import SavedTagger
+from training.tagger.vocab import TaggerVocabs
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +97,3 @@ def reexport(source_dir: Path, model_root: Path, command: str) -> tuple[int, Pat
     if worst > 1e-4:
         raise ValueError(f"the re-exported model disagrees with {source_dir} (max difference {worst:.3g})")
     return version, directory
-
-
-def tf_only() -> None:
-    if keras.backend.backend() != "tensorflow":
-        raise ConfigError("re-exporting needs KERAS_BACKEND=tensorflow")

@@ -10,7 +10,7 @@
     -> TimeDistributed(Dense(L, softmax | sigmoid))                                 -> [B, D, L]
 
 ``turn_features`` is a sub-model, so the exported ``step`` function can compute one turn's features and
-advance the turn LSTM's cell by one step from a given state (``training.dialog_export``).
+advance the turn LSTM's cell by one step from a given state (``training.dialog.export``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from training.config import DialogConfig
-from training.model import FoldedTimeDistributed, cudnn_safe_mask
+from training.common.layers import FoldedTimeDistributed, cudnn_safe_mask
+from training.dialog.config import DialogConfig
 
 
 @keras.saving.register_keras_serializable(package="seqtag")
@@ -91,7 +91,7 @@ def build_dialog_model(config: DialogConfig, n_words: int, n_speakers: int, n_la
     if config.classifier_input == "state+turn":
         states = layers.Concatenate(name="classifier_inputs")([states, features])  # [B, D, turn_hidden + F]
     activation = "sigmoid" if config.multi_label else "softmax"
-    # float32 even under mixed precision: softmax / sigmoid and the loss need its range (training.distribute).
+    # float32 even under mixed precision: softmax / sigmoid and the loss need its range (training.common.distribute).
     probabilities = layers.TimeDistributed(layers.Dense(n_labels, activation=activation, dtype="float32"),
                                            name="label_probabilities", dtype="float32")(states)
     return keras.Model(inputs, probabilities, name=config.task.replace("-", "_"))

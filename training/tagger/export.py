@@ -6,7 +6,7 @@ the directory. Signatures (``string[B, T]`` tokens, "" as padding):
     serve(tokens)  -> tags string[B, T] ("" at padding), scores float32[B, T] (probability of the tag),
                       probabilities float32[B, T, n_tags] (columns in metadata["labels"] order)
     encode(tokens) -> word_ids int32[B, T], char_ids int32[B, T, C]: the model's input ids, the same as
-                      ``training.vocab.encode_words`` gives (checked by a test)
+                      ``training.tagger.vocab.encode_words`` gives (checked by a test)
 
 This module uses TensorFlow (export always runs under it); the model itself stays backend-agnostic.
 """
@@ -21,21 +21,18 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from training import artifacts
-from training.config import TaggerConfig
-from training.inference_graph import encode_characters, tag_probabilities
-from training.model import tagger_parts
-from training.vocab import DIGIT_PATTERN, PAD_TOKEN, TaggerVocabs
+from training.common import artifacts
+from training.common.graph_ops import normalize_words_tf, string_lookup
+from training.common.vocab import PAD_TOKEN
+from training.tagger.config import TaggerConfig
+from training.tagger.model import tagger_parts
+from training.tagger.serving_graph import encode_characters, tag_probabilities
+from training.tagger.vocab import TaggerVocabs
 
 logger = logging.getLogger(__name__)
 
 VOCAB_FILE = "vocab.json"  # the vocabularies in plain text too, so a version can be re-exported from its directory
 TOKENS_SPEC = tf.TensorSpec(shape=[None, None], dtype=tf.string, name="tokens")
-
-
-def normalize_words_tf(tokens: tf.Tensor) -> tf.Tensor:
-    """Graph twin of ``training.vocab.normalize_word``."""
-    return tf.strings.regex_replace(tf.strings.lower(tokens, encoding="utf-8"), DIGIT_PATTERN, "0")
 
 
 class TaggerSignatures:
@@ -45,11 +42,8 @@ class TaggerSignatures:
         self.model = model
         self.char_encoder, self.sentence_tagger = tagger_parts(model)
         self.max_word_length = config.max_word_length
-        # mask_token "" -> id 0 (padding); one OOV bucket -> id 1; the vocabulary from id 2 on.
-        self.word_lookup = keras.layers.StringLookup(vocabulary=vocabs.words.lookup_items, mask_token=PAD_TOKEN,
-                                                     num_oov_indices=1, output_mode="int", name="word_lookup")
-        self.char_lookup = keras.layers.StringLookup(vocabulary=vocabs.chars.lookup_items, mask_token=PAD_TOKEN,
-                                                     num_oov_indices=1, output_mode="int", name="char_lookup")
+        self.word_lookup = string_lookup(vocabs.words, "word_lookup")
+        self.char_lookup = string_lookup(vocabs.chars, "char_lookup")
         self.labels = tf.constant(list(vocabs.tags.items), dtype=tf.string)
         self.encode(tf.constant([["build"]]))  # builds the lookup layers, which export needs
 
@@ -73,7 +67,7 @@ class TaggerSignatures:
         is_token = word_ids > 0
         # The character encoder runs once per distinct word of the batch, never on padding: the same
         # result as running it at every position (the model's own layout), for a fraction of the work.
-        # Both parts run as ``training.inference_graph`` lays them out for speed, on the model's weights.
+        # Both parts run as ``training.tagger.serving_graph`` lays them out for speed, on the model's weights.
         positions = tf.where(is_token)  # [N, 2]
         distinct, index = tf.unique(tf.gather_nd(tokens, positions))  # [U], [N]
         distinct_vectors = encode_characters(self.char_encoder, self.char_ids(distinct))  # [U, Dc]
@@ -105,8 +99,8 @@ def export_tagger(model: keras.Model, vocabs: TaggerVocabs, config: TaggerConfig
     the figures go into the metadata under ``metrics.dev``. ``verify(staging directory, metadata)`` returns a
     record kept under ``export_check``, or raises, and nothing is published. Returns (version, directory).
     """
-    from training.evaluate import evaluate_tagger  # evaluation loads what this module writes
-    from training.saved_tagger import SavedTagger
+    from training.tagger.evaluate import evaluate_tagger  # evaluation loads what this module writes
+    from training.tagger.saved_tagger import SavedTagger
 
     def write(staging: Path) -> dict[str, Any]:
         TaggerSignatures(model, vocabs, config).write(staging)

@@ -2,7 +2,7 @@
 
 The dev score is accuracy (dialog acts) or micro-F1 at threshold 0.5 (actions); early stopping restores
 the best epoch's weights. For actions, per-label thresholds are then tuned on dev
-(``dialog_evaluate.tune_thresholds``). Seeds are fixed; one log line per epoch.
+(``training.dialog.evaluate.tune_thresholds``). Seeds are fixed; one log line per epoch.
 """
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from training import checkpoint
-from training.batching import shape_multiple
-from training.config import DialogConfig
-from training.dialog_data import Dialog, Turn
-from training.dialog_model import build_dialog_model
-from training.dialog_vocab import DialogBatches, DialogVocabs, EncodedDialog, encode_dialog, turn_tokens
-from training.distribute import Placement, float32_copy, precision, predict_in_order
-from training.errors import ConfigError
-from training.trainer import EpochDevScore, tensorboard_callbacks
+from training.common import checkpoint
+from training.common.batching import shape_multiple
+from training.common.callbacks import EpochDevScore, tensorboard_callbacks
+from training.common.distribute import Placement, float32_copy, precision, predict_in_order
+from training.common.errors import ConfigError
+from training.dialog.batching import DialogBatches
+from training.dialog.config import DialogConfig
+from training.dialog.data import Dialog, Turn
+from training.dialog.model import build_dialog_model
+from training.dialog.vocab import DialogVocabs, EncodedDialog, encode_dialog, turn_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
     """Train on ``train``, early-stop on ``dev``. ``init``: a trained model and its vocabularies
     (``load_checkpoint``) to go on training from, e.g. with a lower learning rate or on more data; its
     vocabularies are kept, so words and labels it never saw stay unknown. The model comes back in float32 on the
-    default device whatever ``config.mixed_precision`` and ``placement`` (``training.distribute``)."""
+    default device whatever ``config.mixed_precision`` and ``placement`` (``training.common.distribute``)."""
     placement = placement or Placement()
     if not train or not dev:
         raise ValueError("the training and dev data must each hold at least one dialog")
@@ -156,7 +157,7 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
 
 def tuned_thresholds(member_probabilities: Sequence[list[np.ndarray]], dev_batches: DialogBatches) -> list[float]:
     """Per-label thresholds for the averaged probabilities of one or more models on the dev dialogs."""
-    from training.dialog_evaluate import tune_thresholds
+    from training.dialog.evaluate import tune_thresholds  # the scorer reads exported models (TensorFlow)
 
     probabilities = [np.mean(rows, axis=0) for rows in zip(*member_probabilities)]  # per dialog [D, L]
     labeled = [d.labeled > 0 for d in dev_batches.dialogs]

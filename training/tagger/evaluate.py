@@ -13,8 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
-from training.conllu_reader import TaggedSentence
-from training.saved_tagger import SavedTagger
+from training.tagger.data import TaggedSentence
+from training.tagger.saved_tagger import SavedTagger
 
 
 def _accuracy(correct: np.ndarray, selected: np.ndarray) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from training.vocab import PAD_ID, UNK_ID
+from training.common.batching import round_up
+from training.common.vocab import PAD_ID, UNK_ID
 
 
 @dataclass(frozen=True)
@@ -21,17 +22,6 @@ class EncodedSentence:
     word_ids: np.ndarray  # int32[time]
     char_ids: np.ndarray  # int32[time, chars]
     tag_ids: np.ndarray  # int32[time]
-
-
-def shape_multiple() -> int:
-    """What padded lengths are rounded up to. Under JAX every new batch shape compiles the training step again;
-    multiples of 8 bound the shapes an epoch sees (padding is masked: results are the same). TensorFlow
-    (relaxed shapes) and PyTorch (eager) run any shape as it comes."""
-    return 8 if keras.backend.backend() == "jax" else 1
-
-
-def round_up(length: int, multiple: int) -> int:
-    return -(-length // multiple) * multiple
 
 
 def pad_batch(sentences: list[EncodedSentence], multiple: int = 1) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:

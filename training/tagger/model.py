@@ -1,7 +1,7 @@
 """The tagger's Keras model: integer ids in, a distribution over tags per token out.
 
 Backend-agnostic Keras 3 (no ``tf.*``): it trains under TensorFlow, JAX or PyTorch. String
-handling lives in the exported SavedModel (``training.export``), not here.
+handling lives in the exported SavedModel (``training.tagger.export``), not here.
 
     char_ids  int32[B, T, C] -> per word (FoldedTimeDistributed): char Embedding -> BiLSTM or CNN
                                                                          -> char_vectors [B, T, Dc]
@@ -17,39 +17,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from training.config import TaggerConfig
-
-
-@keras.saving.register_keras_serializable(package="seqtag")
-class FoldedTimeDistributed(layers.TimeDistributed):
-    """TimeDistributed that folds time into batch: ``[B, T, ...] -> [B*T, ...] -> layer -> [B, T, ...]``.
-
-    Same semantics as Keras's own (one layer applied to every time slice), but Keras 3 maps over the
-    time steps with ``vectorized_map``, which TensorFlow cannot differentiate through an LSTM's loop
-    (and which runs the inner layer T times); folding runs it once on B*T items on any backend.
-    It passes no mask on: the sentence tagger takes its mask from the word ids.
-    """
-
-    def call(self, inputs, training=None, mask=None):
-        shape = ops.shape(inputs)
-        folded = ops.reshape(inputs, (-1, *shape[2:]))  # [B*T, ...]
-        kwargs = {"training": training} if self.layer._call_has_training_arg else {}
-        outputs = self.layer(folded, **kwargs)  # [B*T, D]
-        return ops.reshape(outputs, (shape[0], shape[1], *outputs.shape[1:]))  # [B, T, D]
-
-    def compute_mask(self, inputs, mask=None):
-        return None
-
-
-def cudnn_safe_mask(ids):
-    """``ids != 0`` (0 pads, on the right), with the first position always on.
-
-    Under TensorFlow on a GPU the LSTMs run on cuDNN, which fails a batch holding a sequence with no step at
-    all; a batch folded from padded sentences or dialogs holds such rows (padding words, padding turns).
-    Giving them one step keeps cuDNN usable; their outputs are masked out further on, and a real word or
-    turn never starts with padding, so real outputs are unchanged.
-    """
-    return ops.logical_or(ops.not_equal(ids, 0), ops.equal(ops.cumsum(ops.ones_like(ids), axis=-1), 1))
+from training.common.layers import FoldedTimeDistributed, cudnn_safe_mask
+from training.tagger.config import TaggerConfig
 
 
 def build_char_encoder(config: TaggerConfig, n_chars: int) -> keras.Model:
@@ -85,7 +54,7 @@ def build_sentence_tagger(config: TaggerConfig, n_words: int, n_tags: int) -> ke
         # tanh/sigmoid, no recurrent dropout, right-padded masks: keeps cuDNN usable under TensorFlow.
         x = layers.Bidirectional(layers.LSTM(config.hidden, return_sequences=True), name=f"bilstm_{i + 1}")(x, mask=mask)
         x = layers.Dropout(config.dropout, name=f"dropout_{i + 1}")(x)  # [B, T, 2*hidden]
-    # float32 even under mixed precision: softmax and the loss need its range (training.distribute).
+    # float32 even under mixed precision: softmax and the loss need its range (training.common.distribute).
     probabilities = layers.TimeDistributed(layers.Dense(n_tags, activation="softmax", dtype="float32"),
                                            name="tag_probabilities", dtype="float32")(x)
     return keras.Model({"word_ids": word_ids, "char_vectors": char_vectors}, probabilities, name="sentence_tagger")

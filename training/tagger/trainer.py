@@ -1,4 +1,4 @@
-"""Training loop: Keras ``fit`` on bucketed batches, dev accuracy after every epoch, early stopping.
+"""The token tagger's training loop: Keras ``fit`` on bucketed batches, dev accuracy after every epoch, early stopping.
 
 The best epoch's weights (by dev accuracy) are restored at the end. Seeds are fixed. One log line
 per epoch gives loss, dev accuracy, learning rate and training tokens/s.
@@ -15,14 +15,16 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from training import checkpoint
-from training.batching import BucketedBatches, EncodedSentence, shape_multiple
-from training.config import TaggerConfig
-from training.conllu_reader import TaggedSentence
-from training.distribute import Placement, float32_copy, precision, predict_batch, predict_in_order
-from training.errors import ConfigError
-from training.model import build_tagger
-from training.vocab import TaggerVocabs, encode_words
+from training.common import checkpoint
+from training.common.batching import shape_multiple
+from training.common.callbacks import EpochDevScore, tensorboard_callbacks
+from training.common.distribute import Placement, float32_copy, precision, predict_batch, predict_in_order
+from training.common.errors import ConfigError
+from training.tagger.batching import BucketedBatches, EncodedSentence
+from training.tagger.config import TaggerConfig
+from training.tagger.data import TaggedSentence
+from training.tagger.model import build_tagger
+from training.tagger.vocab import TaggerVocabs, encode_words
 
 logger = logging.getLogger(__name__)
 
@@ -45,57 +47,6 @@ def token_accuracy(model: keras.Model, batches: BucketedBatches, distributed: bo
         correct += int(((predicted == tag_ids) * weights).sum())
         total += int(weights.sum())
     return correct / max(total, 1)
-
-
-def tensorboard_callbacks(log_dir: str | None) -> list[keras.callbacks.Callback]:
-    """``--tensorboard DIR``: loss, dev score and learning rate per epoch, for ``tensorboard --logdir DIR``."""
-    return [keras.callbacks.TensorBoard(log_dir=str(log_dir), update_freq="epoch")] if log_dir else []
-
-
-class EpochDevScore(keras.callbacks.Callback):
-    """After every epoch: the dev score into the logs under ``score_key`` (early stopping and the learning
-    rate schedule read it), one history record and one log line; stops training once ``max_seconds`` of
-    training have passed. Subclasses say how to score dev and what a training item is (token, turn)."""
-
-    score_key = "dev_score"
-    items = "items"  # what ``train_items`` counts, for the speed in the record: "tokens", "turns"
-
-    def __init__(self, train_items: int, max_seconds: float = 0.0, distributed: bool = False):
-        super().__init__()
-        self.train_items = train_items
-        self.max_seconds = max_seconds
-        self.distributed = distributed  # the model was built under a tf.distribute strategy
-        self.history: list[dict] = []
-        self._train_start = self._epoch_start = 0.0
-
-    def dev_score(self) -> float:
-        raise NotImplementedError
-
-    def describe(self, record: dict) -> str:
-        return f"dev {record[self.score_key]:.4f}"
-
-    def on_train_begin(self, logs=None):
-        self._train_start = time.perf_counter()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self._epoch_start
-        score = self.dev_score()
-        if logs is not None:
-            logs[self.score_key] = score
-        record = {"epoch": epoch + 1, "loss": float(logs.get("loss", float("nan"))) if logs else float("nan"),
-                  self.score_key: score,
-                  "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
-                  "seconds": seconds, f"{self.items}_per_second": self.train_items / seconds}
-        self.history.append(record)
-        logger.info("epoch %d: loss %.4f, %s, lr %.2g, %.0f %s/s, %.0f s", record["epoch"], record["loss"],
-                    self.describe(record), record["learning_rate"], record[f"{self.items}_per_second"], self.items,
-                    seconds)
-        if self.max_seconds and time.perf_counter() - self._train_start > self.max_seconds:
-            logger.info("time budget of %.0f minutes used up: stopping", self.max_seconds / 60)
-            self.model.stop_training = True
 
 
 class DevEvaluation(EpochDevScore):
@@ -131,7 +82,7 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
                  *, verbose: int = 0, tensorboard_dir: str | None = None,
                  placement: Placement | None = None) -> TrainingResult:
     """Train on ``train``, early-stop on ``dev`` token accuracy; returns the best epoch's model, in float32
-    on the default device whatever ``config.mixed_precision`` and ``placement`` (``training.distribute``)."""
+    on the default device whatever ``config.mixed_precision`` and ``placement`` (``training.common.distribute``)."""
     placement = placement or Placement()
     if not train:
         raise ValueError("the training data holds no sentences")
@@ -189,7 +140,7 @@ def predict_sentences(model: keras.Model, encoded: Sequence[EncodedSentence]) ->
 
 def save_tagger_checkpoint(result: TrainingResult, directory: Path, metadata: dict,
                            dev: Sequence[TaggedSentence] = ()) -> Path:
-    """Weights, vocabularies, config and the training record (``training.checkpoint``); the first dev sentences
+    """Weights, vocabularies, config and the training record (``training.common.checkpoint``); the first dev sentences
     and the trained model's probabilities on them are the probe the export must reproduce."""
     probe = list(dev[:PROBE_SENTENCES])
     probabilities = predict_sentences(result.model, encode_sentences(probe, result.vocabs, result.config)) if probe else []

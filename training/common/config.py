@@ -1,0 +1,49 @@
+"""The base of every model's typed configuration (``TaggerConfig``, ``DialogConfig``): a dataclass that a JSON
+object or the command line fills, saved with every checkpoint and exported model.
+
+``from_dict`` rejects unknown keys, so a typo in a config file or a CLI option fails loudly instead of being
+ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from training.common.errors import ConfigError
+
+
+class ConfigBase:
+    """Field names, ``from_dict`` that refuses unknown keys (a typo fails loudly), ``to_dict``, JSON files.
+
+    Subclasses are dataclasses that validate themselves in ``__post_init__``.
+    """
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ConfigError(f"unknown config option(s): {', '.join(unknown)}; known: {', '.join(cls.field_names())}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json_file(cls, path: str | Path):
+        try:
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ConfigError(f"{path}: cannot read config: {error}") from error
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: a config file holds one JSON object")
+        return cls.from_dict(values)
+
+    def replace(self, **changes: Any):
+        return self.from_dict({**self.to_dict(), **changes})

@@ -1,0 +1,105 @@
+"""Dialog vocabularies and the turn-to-id preprocessing shared by training and serving.
+
+A turn's text is tokenized by ``training.common.tokenizer`` (the service's tokenizer), words are normalized
+by ``training.common.vocab.normalize_word``, and every turn starts with the start-of-turn marker (id
+``TURN_START_ID``), so an empty utterance is still a turn with one word. Ids: words and speakers reserve 0
+(padding) and 1 (unknown); a padding turn is the one whose speaker id is 0 (``training.dialog.batching``).
+The exported SavedModel repeats these rules with ``tf.strings`` ops (``training.dialog.export``), and a test
+checks that both encodings agree.
+
+Arrays of one dialog with D turns (``EncodedDialog``):
+    word_ids     int32[D, W]  (W <= max_words; position 0 is the start-of-turn marker)
+    speaker_ids  int32[D]
+    targets      int32[D] label ids (dialog acts) or float32[D, L] bits (actions)
+    labeled      float32[D]   0 where the turn has no gold label (not trained on, not scored)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from training.common.tokenizer import tokenize
+from training.common.vocab import PAD_TOKEN, UNK_ID, UNK_TOKEN, Vocab, normalize_word
+from training.dialog.data import Dialog
+
+TURN_START = "<s>"
+TURN_START_ID = 2  # words: 0 padding, 1 unknown, 2 start of turn
+
+
+def turn_tokens(text: str) -> list[str]:
+    """Raw turn text -> word tokens, as the service tokenizes it."""
+    return [token.text for token in tokenize(text)]
+
+
+@dataclass(frozen=True)
+class DialogVocabs:
+    words: Vocab  # normalized words; TURN_START at TURN_START_ID
+    speakers: Vocab  # speaker names ("" is never an entry: it reads as unknown)
+    labels: Vocab  # output labels, sorted, no reserved ids
+
+    @classmethod
+    def build(cls, dialogs: Sequence[Dialog], tokenized: Sequence[Sequence[list[str]]], min_word_count: int) -> "DialogVocabs":
+        word_counts: Counter = Counter()
+        speakers: Counter = Counter()
+        labels: set[str] = set()
+        for dialog, turns in zip(dialogs, tokenized):
+            for turn, tokens in zip(dialog.turns, turns):
+                word_counts.update(normalize_word(t) for t in tokens)
+                if turn.speaker:
+                    speakers[turn.speaker] += 1
+                labels.update(turn.labels or ())
+        kept = sorted((w for w, n in word_counts.items() if n >= min_word_count and w not in (PAD_TOKEN, UNK_TOKEN, TURN_START)),
+                      key=lambda w: (-word_counts[w], w))
+        return cls(Vocab((PAD_TOKEN, UNK_TOKEN, TURN_START, *kept)), Vocab.build(speakers, 1), Vocab.labels(labels))
+
+    def to_dict(self) -> dict:
+        return {"words": list(self.words.items), "speakers": list(self.speakers.items), "labels": list(self.labels.items)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DialogVocabs":
+        return cls(Vocab(tuple(data["words"])), Vocab(tuple(data["speakers"])), Vocab(tuple(data["labels"]), reserved=False))
+
+
+def encode_turn_words(tokens: Sequence[str], vocabs: DialogVocabs, max_words: int) -> np.ndarray:
+    """One turn's tokens -> ``int32[<= max_words]``: the start marker, then the first max_words - 1 words."""
+    return np.array([TURN_START_ID] + [vocabs.words.id(normalize_word(t)) for t in tokens[:max_words - 1]], dtype=np.int32)
+
+
+def speaker_id(speaker: str, vocabs: DialogVocabs) -> int:
+    return vocabs.speakers.id(speaker) if speaker else UNK_ID
+
+
+@dataclass(frozen=True)
+class EncodedDialog:
+    word_ids: np.ndarray  # int32[D, W]
+    speaker_ids: np.ndarray  # int32[D]
+    targets: np.ndarray  # int32[D] or float32[D, L]
+    labeled: np.ndarray  # float32[D]
+
+
+def encode_dialog(dialog: Dialog, tokens: Sequence[list[str]], vocabs: DialogVocabs, max_words: int,
+                  multi_label: bool) -> EncodedDialog:
+    turns = [encode_turn_words(t, vocabs, max_words) for t in tokens]
+    word_ids = np.zeros((len(turns), max(len(t) for t in turns)), dtype=np.int32)
+    for i, ids in enumerate(turns):
+        word_ids[i, :len(ids)] = ids
+    speaker_ids = np.array([speaker_id(t.speaker, vocabs) for t in dialog.turns], dtype=np.int32)
+    labeled = np.array([t.labels is not None for t in dialog.turns], dtype=np.float32)
+    if multi_label:
+        targets = np.zeros((len(turns), len(vocabs.labels)), dtype=np.float32)
+        for i, turn in enumerate(dialog.turns):
+            for label in turn.labels or ():
+                if label in vocabs.labels:  # a label never seen in train cannot be predicted
+                    targets[i, vocabs.labels.id(label)] = 1.0
+    else:
+        targets = np.zeros(len(turns), dtype=np.int32)
+        for i, turn in enumerate(dialog.turns):
+            if turn.labels and turn.labels[0] in vocabs.labels:
+                targets[i] = vocabs.labels.id(turn.labels[0])
+            elif turn.labels:
+                labeled[i] = 0.0  # unseen in train: no gradient (still scored as wrong by evaluation)
+    return EncodedDialog(word_ids, speaker_ids, targets, labeled)

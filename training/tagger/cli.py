@@ -1,0 +1,163 @@
+"""``seqtag train pos``, the export of a tagger checkpoint and the evaluation of a tagger: the tagger wing's commands.
+
+``training.cli`` builds the ``seqtag`` parser and dispatches here. Training writes a checkpoint (weights,
+vocabularies, the training record and a probe) before it exports, so an export that fails can be run again
+from the checkpoint without retraining.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from training.common import artifacts
+from training.common.errors import ConfigError
+from training.tagger.config import TaggerConfig
+
+logger = logging.getLogger("seqtag")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One ``--option`` per TaggerConfig field, typed from its default; unset ones stay None."""
+    group = parser.add_argument_group("model and run options (defaults: the shipped model's)")
+    for field in dataclasses.fields(TaggerConfig):
+        kind = type(field.default)
+        group.add_argument("--" + field.name.replace("_", "-"), dest="config_" + field.name, type=kind,
+                           default=None, metavar=kind.__name__.upper(), help=f"default {field.default!r}")
+
+
+def add_train_parser(tasks) -> None:
+    """``seqtag train pos``."""
+    pos = tasks.add_parser("pos", help="a part-of-speech tagger on CoNLL-U files")
+    pos.add_argument("--train", required=True, type=Path, help="CoNLL-U training file")
+    pos.add_argument("--dev", required=True, type=Path, help="CoNLL-U dev file (early stopping)")
+    pos.add_argument("--out", required=True, type=Path, help="model directory, e.g. models/pos (gets a new version)")
+    pos.add_argument("--config", type=Path, help="JSON file of options (command-line options override it)")
+    pos.add_argument("--checkpoint", type=Path,
+                     help="where to keep the trained weights before export (default: checkpoints/pos-<time>)")
+    pos.add_argument("--quiet", action="store_true", help="no progress bar")
+    pos.add_argument("--tensorboard", type=Path, metavar="DIR", help="write TensorBoard logs here")
+    _add_config_options(pos)
+
+
+def resolve_config(args: argparse.Namespace) -> TaggerConfig:
+    values = TaggerConfig.from_json_file(args.config).to_dict() if args.config else TaggerConfig().to_dict()
+    for name in TaggerConfig.field_names():
+        override = getattr(args, "config_" + name)
+        if override is not None:
+            values[name] = override
+    return TaggerConfig.from_dict(values)
+
+
+def data_file_record(path: Path, sentences) -> dict:
+    return {"path": str(path), "sha256": artifacts.sha256_file(path), "sentences": len(sentences),
+            "tokens": sum(len(s.words) for s in sentences)}
+
+
+def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from training.common.checkpoint import default_directory, exports_here, training_record
+    from training.common.distribute import placement
+    from training.tagger.data import read_conllu
+    from training.tagger.trainer import save_tagger_checkpoint, train_tagger
+
+    config = resolve_config(args)
+    where = placement(config.distribute)
+    train = read_conllu(args.train, config.tag_column)
+    dev = read_conllu(args.dev, config.tag_column)
+    logger.info("train: %d sentences from %s; dev: %d sentences from %s", len(train), args.train, len(dev), args.dev)
+    verbose = 0 if args.quiet or not sys.stdout.isatty() else 1
+    result = train_tagger(config, train, dev, verbose=verbose, tensorboard_dir=args.tensorboard, placement=where)
+    metadata = {
+        "task": "pos",
+        "tag_column": config.tag_column,
+        "data": {"train": data_file_record(args.train, train), "dev": data_file_record(args.dev, dev)},
+        "command": shlex.join(["seqtag", *argv]),
+        # global batch in sentences
+        "training": training_record(result, where, config.mixed_precision, config.batch_size * where.replicas),
+    }
+    checkpoint = args.checkpoint or default_directory("pos")
+    save_tagger_checkpoint(result, checkpoint, metadata, dev)
+    if not exports_here(checkpoint, args.out):
+        return 0
+    return export_checkpoint(checkpoint, args.out, dev, args.dev)
+
+
+def export_checkpoint(checkpoint_dir: Path, out: Path, dev=None, dev_path: Path | None = None,
+                      command: str | None = None) -> int:
+    """Export a tagger checkpoint (trained under any backend) as the next version of ``out``, published only if
+    it reproduces the trained model's probe; scored on the dev file, with a report, when it is at hand."""
+    from training.common.checkpoint import check_probe, probe_probabilities
+    from training.tagger.data import read_conllu
+    from training.tagger.export import export_tagger
+    from training.tagger.saved_tagger import SavedTagger
+    from training.tagger.trainer import load_tagger_checkpoint
+
+    model, vocabs, config, state = load_tagger_checkpoint(checkpoint_dir)
+    metadata = {**state["metadata"], **({"export_command": command} if command else {})}
+    if dev is None:
+        record = metadata.get("data", {}).get("dev")
+        if record and Path(record["path"]).is_file():
+            dev_path = Path(record["path"])
+            dev = read_conllu(dev_path, config.tag_column)
+    expected = probe_probabilities(checkpoint_dir)
+    backend = metadata.get("training", {}).get("backend", "unknown")
+
+    def verify(staging: Path, written: dict) -> dict | None:
+        tagged = SavedTagger(staging).tag(state.get("probe", []))
+        return check_probe(expected, [t.probabilities for t in tagged], backend)
+
+    _, directory = export_tagger(model, vocabs, config, out, metadata, dev_sentences=dev, verify=verify)
+    if dev_path is not None:
+        evaluate_model(directory, dev_path, config.tag_column, report=directory / "report")
+    print(directory)
+    return 0
+
+
+def reexport_version(source: Path, out: Path, command: str) -> int:
+    """``seqtag export --from models/pos/<version>``: the version's weights through today's exporter."""
+    from training.tagger.reexport import reexport
+
+    _, directory = reexport(artifacts.resolve_model_dir(source), out, command)
+    print(directory)
+    return 0
+
+
+def evaluate_model(model_dir: Path, data: Path, tag_column: str | None = None, batch_size: int = 256,
+                   report: Path | None = None) -> dict:
+    """A tagger's figures on a CoNLL-U file; with ``report``, the report files written there too."""
+    from training.tagger.data import read_conllu
+    from training.tagger.evaluate import evaluate_tagger
+    from training.tagger.saved_tagger import SavedTagger
+
+    tagger = SavedTagger(model_dir)
+    tag_column = tag_column or tagger.metadata.get("tag_column", "upos")
+    sentences = read_conllu(data, tag_column)
+    metrics = evaluate_tagger(tagger, sentences, batch_size=batch_size, with_predictions=report is not None)
+    metrics = {"model": str(model_dir), "data": str(data), "tag_column": tag_column, **metrics}
+    if report is not None:
+        from training.common.report import write_report
+
+        gold, predicted = metrics.pop("gold"), metrics.pop("predicted")
+        write_report(report, f"{model_dir} on {data} ({tag_column.upper()})", metrics, metrics["per_tag"], gold,
+                     predicted, tagger.metadata.get("training", {}).get("history"))
+    return metrics
+
+
+def command_evaluate(model_dir: Path, args: argparse.Namespace) -> int:
+    """``seqtag evaluate`` on a tagger: one JSON object (``--json``) or a readable table."""
+    from training.tagger.evaluate import format_report
+
+    if args.format not in (None, "conllu"):
+        raise ConfigError(f"{model_dir} is a tagger: it reads --format conllu, not {args.format}")
+    metrics = evaluate_model(model_dir, args.data, args.tag_column, args.batch_size, args.report)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(format_report(metrics, title=f"{model_dir} on {args.data} ({metrics['tag_column'].upper()})"))
+    return 0

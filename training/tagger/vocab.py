@@ -1,0 +1,57 @@
+"""The token tagger's vocabularies (words, characters, tags) and its token-to-id preprocessing.
+
+Words are keyed by ``training.common.vocab.normalize_word``; characters keep their case. The exported
+SavedModel implements the same rules with ``tf.strings`` ops (``training.tagger.export``), and a test checks
+that both encodings of real sentences are identical.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from training.common.vocab import Vocab, normalize_word
+
+
+def word_characters(word: str, max_word_length: int) -> list[str]:
+    """Characters (code points) of a word fed to the character encoder, truncated."""
+    return list(word[:max_word_length])
+
+
+@dataclass(frozen=True)
+class TaggerVocabs:
+    words: Vocab  # normalized words
+    chars: Vocab  # characters
+    tags: Vocab  # output labels
+
+    @classmethod
+    def build(cls, sentences: Sequence, min_word_count: int) -> "TaggerVocabs":
+        word_counts: Counter = Counter()
+        char_counts: Counter = Counter()
+        tags: set[str] = set()
+        for sentence in sentences:
+            for word in sentence.words:
+                word_counts[normalize_word(word)] += 1
+                char_counts.update(word)
+            tags.update(sentence.tags)
+        return cls(Vocab.build(word_counts, min_word_count), Vocab.build(char_counts, 1), Vocab.labels(tags))
+
+    def to_dict(self) -> dict:
+        return {"words": list(self.words.items), "chars": list(self.chars.items), "tags": list(self.tags.items)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TaggerVocabs":
+        return cls(Vocab(tuple(data["words"])), Vocab(tuple(data["chars"])), Vocab(tuple(data["tags"]), reserved=False))
+
+
+def encode_words(words: Sequence[str], vocabs: TaggerVocabs, max_word_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """One sentence -> word ids ``int32[time]`` and character ids ``int32[time, chars]``."""
+    word_ids = np.array([vocabs.words.id(normalize_word(w)) for w in words], dtype=np.int32)
+    chars = [word_characters(w, max_word_length) for w in words]
+    char_ids = np.zeros((len(words), max((len(c) for c in chars), default=0)), dtype=np.int32)
+    for i, word_chars in enumerate(chars):
+        char_ids[i, :len(word_chars)] = [vocabs.chars.id(c) for c in word_chars]
+    return word_ids, char_ids
