@@ -65,7 +65,7 @@ def measure(model_name: str, data: Path, warmup: int, steps: int, mixed_precisio
 
         config = DialogConfig(task="dialog-act", mixed_precision=mixed_precision)
         dialogs = read_dialogs(data, "swda")
-        tokens = tokenize_dialogs(dialogs)
+        tokens = tokenize_dialogs(dialogs, config.tokenizer)
         vocabs = DialogVocabs.build(dialogs, tokens, config.min_word_count)
         batches = DialogBatches(encode_dialogs(dialogs, tokens, vocabs, config), config.batch_turns, False,
                                 shuffle=True, seed=1, multiple=shape_multiple())

@@ -99,6 +99,11 @@ class ModelVersion:
     def labels(self) -> list[str]:
         return list(self.metadata.get("labels", []))
 
+    @property
+    def tokenizer(self):
+        """What reads raw text for this version: the tokenizer its metadata names (``tokenizer_for``)."""
+        return self.tagger.tokenizer if self.tagger is not None else self.dialog.tokenizer
+
     def tag(self, sentences: list[list[str]]) -> list[TaggedTokens]:
         if self.batcher is not None:
             return self.batcher.submit(sentences)

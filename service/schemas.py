@@ -191,6 +191,9 @@ class TaggedSentence(BaseModel):
     tags: list[str] = Field(description="one tag per token")
     scores: list[float] = Field(description="the probability of each chosen tag")
     offsets: list[list[int]] | None = Field(None, description="texts only: [start, end) character offsets per token")
+    sentences: list[list[int]] | None = Field(None, description="texts only: the sentences the model's tokenizer found, "
+                                                                "each as [first, end) token indices; each was "
+                                                                "tagged as one model input")
     top_k: list[list[TopTag]] | None = Field(None, description="with top_k: the k best tags per token, best first")
 
 

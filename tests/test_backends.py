@@ -190,7 +190,7 @@ def test_every_lstm_can_take_the_cudnn_path_on_real_batches(monkeypatch, ewt_sli
         (tmp_path / source.name).write_bytes(source.read_bytes())
     dialogs = read_dialogs(tmp_path, "swda")
     dialog_config = DialogConfig(word_dim=8, utterance_hidden=4, turn_hidden=8)
-    tokens = tokenize_dialogs(dialogs)
+    tokens = tokenize_dialogs(dialogs, dialog_config.tokenizer)
     dialog_vocabs = DialogVocabs.build(dialogs, tokens, 1)
     dialog_model = build_dialog_model(dialog_config, len(dialog_vocabs.words), len(dialog_vocabs.speakers),
                                       len(dialog_vocabs.labels))

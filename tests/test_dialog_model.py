@@ -82,7 +82,7 @@ def trained(request, act_model, action_model, swda_slices, sgd_slices):
 
 def stream(model: SavedDialogModel, dialogs) -> list[np.ndarray]:
     """Every dialog turn by turn through ``step``, all sessions in one call per turn index."""
-    inputs = [dialog_inputs(d, model.multi_label) for d in dialogs]
+    inputs = [dialog_inputs(d, model.multi_label, model.tokenizer) for d in dialogs]
     state_h, state_c = model.zero_state(len(dialogs))
     outputs = [[] for _ in dialogs]
     for t in range(max(len(d) for d in inputs)):
@@ -99,7 +99,7 @@ def test_step_by_step_equals_whole_dialogs(trained):
     model = SavedDialogModel(directory)
     dialogs = dialogs[:5]
     assert len({len(d.turns) for d in dialogs}) > 1  # sessions of different lengths share each step call
-    whole = model.predict([dialog_inputs(d, model.multi_label) for d in dialogs])
+    whole = model.predict([dialog_inputs(d, model.multi_label, model.tokenizer) for d in dialogs])
     for streamed, expected in zip(stream(model, dialogs), whole):
         assert streamed.shape == expected.shape
         np.testing.assert_allclose(streamed, expected, atol=1e-5)
@@ -114,7 +114,7 @@ def test_serving_preprocessing_matches_training_encoding(trained):
                for d in dialogs]
     inputs, _, _ = pad_dialogs(encoded, config.multi_label)
     expected = np.asarray(keras_model(inputs, training=False))
-    for row, actual in enumerate(model.predict([dialog_inputs(d, model.multi_label) for d in dialogs])):
+    for row, actual in enumerate(model.predict([dialog_inputs(d, model.multi_label, model.tokenizer) for d in dialogs])):
         np.testing.assert_allclose(actual, expected[row, :len(dialogs[row].turns)], atol=1e-5)
 
 
@@ -179,7 +179,7 @@ def test_init_from_checkpoint_goes_on_from_its_weights(act_model, swda_slices, t
     dialogs = read_dialogs(swda_slices[1], "swda")
     before, after = SavedDialogModel(directory), SavedDialogModel(out / "1")
     assert after.labels == before.labels
-    inputs = [dialog_inputs(d, False) for d in dialogs]
+    inputs = [dialog_inputs(d, False, before.tokenizer) for d in dialogs]
     for old, new in zip(before.predict(inputs), after.predict(inputs)):
         np.testing.assert_allclose(new, old, atol=1e-5)
     metadata = json.loads((out / "1" / "metadata.json").read_text())
@@ -217,7 +217,7 @@ def test_ensemble_export_averages_its_members_and_streams(act_model, swda_slices
     assert metadata["metrics"]["dev"]["utterances"] > 0
 
     dialogs = read_dialogs(swda_slices[1], "swda")[:2]
-    inputs = [dialog_inputs(d, False) for d in dialogs]
+    inputs = [dialog_inputs(d, False, ensemble.tokenizer) for d in dialogs]
     members = [SavedDialogModel(act_model[0]).predict(inputs), SavedDialogModel(other_dir).predict(inputs)]
     whole = ensemble.predict(inputs)
     for row, probabilities in enumerate(whole):

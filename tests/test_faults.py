@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 from test_gunicorn_sessions import SENTENCES, start, stop, worker_pids
 
-from training.common.tokenizer import tokenize
 from training.dialog.saved_dialog import DialogTurnInput, SavedDialogModel
 
 from conftest import start_redis
@@ -137,7 +136,7 @@ class Traffic:
     def check_against_offline(self, dialog_dir: Path) -> None:
         """Every session's answers are the offline model's outputs for its whole conversation."""
         model = SavedDialogModel(dialog_dir)
-        offline = model.predict([[DialogTurnInput([t.text for t in tokenize(text)], speaker) for speaker, text in c]
+        offline = model.predict([[DialogTurnInput([t.text for t in model.tokenizer.tokenize(text)], speaker) for speaker, text in c]
                                  for c in self.conversations])
         for index, answers in enumerate(self.answers):
             served = np.array([[answer["scores"][label] for label in model.labels] for answer in answers])

@@ -13,7 +13,6 @@ import threading
 
 import numpy as np
 
-from training.common.tokenizer import tokenize
 from training.dialog.saved_dialog import DialogTurnInput, SavedDialogModel
 
 from test_gunicorn import REPO, call, free_port, wait_until
@@ -77,7 +76,7 @@ def test_50_sessions_x_20_turns_on_2_workers_with_redis(tmp_path, random_dialog_
         assert not failures, failures[:3]
 
         model = SavedDialogModel(models / "dialog-act" / "1")
-        offline = model.predict([[DialogTurnInput([t.text for t in tokenize(text)], speaker) for speaker, text in dialog]
+        offline = model.predict([[DialogTurnInput([t.text for t in model.tokenizer.tokenize(text)], speaker) for speaker, text in dialog]
                                  for dialog in dialogs])
         for i in range(SESSIONS):
             served = np.array([[answers[i][t]["scores"][label] for label in model.labels] for t in range(TURNS)])
@@ -130,6 +129,6 @@ def test_redis_sessions_survive_a_reload_of_the_workers(tmp_path, random_dialog_
         stop(process, log)
     assert [a["turn"] for a in answers] == [1, 2, 3, 4]
     model = SavedDialogModel(models / "dialog-act" / "1")
-    offline = model.predict([[DialogTurnInput([t.text for t in tokenize(text)], speaker) for speaker, text in conversation]])[0]
+    offline = model.predict([[DialogTurnInput([t.text for t in model.tokenizer.tokenize(text)], speaker) for speaker, text in conversation]])[0]
     served = np.array([[a["scores"][label] for label in model.labels] for a in answers])
     np.testing.assert_allclose(served, offline, atol=1e-5)

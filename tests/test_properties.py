@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from training.common.errors import DataFormatError
-from training.common.tokenizer import tokenize
+from training.common.tokenizer import TOKENIZERS, get_tokenizer
 from training.dialog.data import read_dialogs
 from training.tagger.data import read_conllu
 
@@ -27,7 +27,8 @@ TEXTY = st.one_of(
     st.text(),
     st.lists(st.sampled_from(["don't", "can't", "I'll", "John's", "gonna", "U.S.", "e-mail", "http://x.org/a?b=1",
                               "a.b@c.de", "\"", "''", "``", "...", "--", "(", ")", "?", "!", ",", " ", "\t", "\n",
-                              "\u00a0", "\u2019", "café", "日本語", "😀", "\u200b", "0.5", "$", "%"]),
+                              "\u00a0", "\u2019", "café", "日本語", "😀", "\u200b", "0.5", "$", "%", ":)", "5pm", "Dr.",
+                              "al-Sadr", "!!", "\n\n", "etc.", "cannot", ".", "A"]),
              max_size=30).map("".join),
 )
 
@@ -39,18 +40,22 @@ def test_tokenizer_offsets_cover_the_text():
     @given(TEXTY)
     def tokenize_anything(text):
         examples.append(text)
-        tokens = tokenize(text)
-        previous_end = 0
-        for token in tokens:
-            assert token.text and token.text == text[token.start:token.end]
-            assert token.text == token.text.strip()
-            assert previous_end <= token.start < token.end <= len(text)
-            previous_end = token.end
-        covered = {i for token in tokens for i in range(token.start, token.end)}
-        assert all(ch.isspace() for i, ch in enumerate(text) if i not in covered)
+        for name in TOKENIZERS:
+            tokenizer = get_tokenizer(name)
+            tokens = tokenizer.tokenize(text)
+            previous_end = 0
+            for token in tokens:
+                assert token.text and token.text == text[token.start:token.end]
+                assert token.text == token.text.strip()
+                assert previous_end <= token.start < token.end <= len(text)
+                previous_end = token.end
+            covered = {i for token in tokens for i in range(token.start, token.end)}
+            assert all(ch.isspace() for i, ch in enumerate(text) if i not in covered)
+            sentences = tokenizer.sentences(text)  # the same tokens, grouped, no sentence empty
+            assert all(sentences) and [t for sentence in sentences for t in sentence] == tokens
 
     tokenize_anything()
-    record("properties-tokenizer", 11, "Tokenizer on any Unicode text and text made of clitics, URLs, odd spaces "
+    record("properties-tokenizer", 11, "Both tokenizers (words and sentences) on any Unicode text and text made of clitics, URLs, odd spaces "
            "(Hypothesis)", f"{len(examples)} texts", "0 failures: each token is the text between its offsets, "
            "in order; only whitespace left out")
 

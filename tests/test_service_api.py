@@ -62,6 +62,20 @@ def test_tag_texts_with_offsets_and_top_k(client):
         assert [b["score"] for b in best] == sorted((b["score"] for b in best), reverse=True)
 
 
+def test_a_paragraph_is_cut_into_sentences_each_tagged_as_one_model_input(client):
+    """The model's tokenizer (its metadata says ud-english) finds the sentences of a text: the period inside the
+    text is a token, each sentence is tagged alone (as the model was trained), and the result says where each
+    one is."""
+    text = "I live in San Jose. Can you help?"
+    result = client.post(TAG, json={"texts": [text], "top_k": 2}).json["results"][0]
+    assert result["tokens"] == ["I", "live", "in", "San", "Jose", ".", "Can", "you", "help", "?"]
+    assert result["sentences"] == [[0, 6], [6, 10]]
+    assert [text[a:b] for a, b in result["offsets"]] == result["tokens"]
+    alone = client.post(TAG, json={"sentences": [result["tokens"][:6], result["tokens"][6:]], "top_k": 2}).json
+    assert result["tags"] == [tag for r in alone["results"] for tag in r["tags"]]
+    assert result["top_k"] == [best for r in alone["results"] for best in r["top_k"]]
+
+
 def test_a_text_longer_than_a_model_input_is_tagged_in_pieces(client):
     """Texts are bounded by characters; one of 23 tokens goes through the model (10 tokens at most) as
     pieces of 10, 10 and 3, and comes back as one result: each piece tagged as that sentence alone."""
@@ -69,6 +83,7 @@ def test_a_text_longer_than_a_model_input_is_tagged_in_pieces(client):
     whole = client.post(TAG, json={"texts": [" ".join(words)], "top_k": 2}).json["results"][0]
     assert whole["tokens"] == words and len(whole["tags"]) == len(whole["scores"]) == len(whole["top_k"]) == 23
     assert whole["offsets"][-1] == [len(" ".join(words)) - 3, len(" ".join(words))]
+    assert whole["sentences"] == [[0, 23]]  # one sentence, three model inputs
     pieces = client.post(TAG, json={"sentences": [words[:10], words[10:20], words[20:]], "top_k": 2}).json["results"]
     assert whole["tags"] == [tag for piece in pieces for tag in piece["tags"]]
     assert whole["top_k"] == [best for piece in pieces for best in piece["top_k"]]

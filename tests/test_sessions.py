@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from service import create_app
-from training.common.tokenizer import tokenize
 from training.dialog.saved_dialog import DialogTurnInput, SavedDialogModel
 
 CONVERSATION = [("A", "Do you have any pets?"), ("B", "Yes, two cats."), ("A", "Oh, nice."), ("B", "Uh-huh."),
@@ -69,7 +68,7 @@ def open_session(client, model="dialog-act", **extra):
 def offline_probabilities(directory, conversation, previous=None):
     """The ``serve`` signature on the whole conversation: what each streamed turn must give."""
     model = SavedDialogModel(directory)
-    turns = [DialogTurnInput([t.text for t in tokenize(text)], speaker, (previous or {}).get(i))
+    turns = [DialogTurnInput([t.text for t in model.tokenizer.tokenize(text)], speaker, (previous or {}).get(i))
              for i, (speaker, text) in enumerate(conversation)]
     return model.predict([turns])[0], model.labels
 

@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from training.common import artifacts  # noqa: E402
 from training.common.checkpoint import ExportMismatchError  # noqa: E402
 from training.common.errors import ConfigError, DataFormatError  # noqa: E402
+from training.common.tokenizer import TOKENIZERS  # noqa: E402
 from training.dialog import cli as dialog_cli  # noqa: E402
 from training.tagger import cli as tagger_cli  # noqa: E402
 
@@ -59,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=256, help="sentences per model call")
     evaluate.add_argument("--report", type=Path, metavar="DIR",
                           help="also write report.md, per_label.md and PNG plots (confusion matrix, learning curves) here")
+    evaluate.add_argument("--raw-text", action="store_true",
+                          help="taggers: tokenize each paragraph's # text, split its sentences and tag them, then score "
+                               "words, sentences and UPOS against the gold words (CoNLL 2018's way)")
+    evaluate.add_argument("--tokenizer", choices=TOKENIZERS,
+                          help="with --raw-text: the tokenizer to score (default: the model's)")
     return parser
 
 
@@ -81,7 +87,11 @@ def command_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def command_evaluate(args: argparse.Namespace) -> int:
     model_dir = artifacts.resolve_model_dir(args.model)
+    if args.tokenizer and not args.raw_text:
+        raise ConfigError("--tokenizer goes with --raw-text")
     if artifacts.read_metadata(model_dir).get("kind") == "dialog":
+        if args.raw_text:
+            raise ConfigError(f"{model_dir} is a dialog model: --raw-text scores taggers (dialog turns are raw text already)")
         return dialog_cli.command_evaluate(model_dir, args.data, args.format, args.json, args.report)
     return tagger_cli.command_evaluate(model_dir, args)
 

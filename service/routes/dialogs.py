@@ -26,7 +26,6 @@ from service.schemas import (CreateDialogRequest, DialogSession, DialogView, Err
                              check_tokens, json_body, parse_body)
 from service.sessions import (SessionBusy, SessionNotFound, SessionState, SessionStore, SessionStoreUnavailable,
                               new_session_id)
-from training.common.tokenizer import tokenize
 from training.dialog.saved_dialog import DialogTurnInput
 
 bp = Blueprint("dialogs", __name__, url_prefix="/v1/dialogs")
@@ -69,9 +68,10 @@ def _session_view(state: SessionState) -> dict:
             "turn": state.turn, "created": state.created, "last_active": state.last_active}
 
 
-def request_digest(tokens: list[str], speaker: str, system_actions: list[str] | None) -> str:
-    """What identifies a turn's input, to tell a retry of the last turn from a different request."""
-    return hashlib.sha256(json.dumps([tokens, speaker, system_actions]).encode()).hexdigest()[:32]
+def request_digest(words: str | list[str], speaker: str, system_actions: list[str] | None) -> str:
+    """What identifies a turn's input (its text, or its tokens), to tell a retry of the last turn from a different
+    request."""
+    return hashlib.sha256(json.dumps([words, speaker, system_actions]).encode()).hexdigest()[:32]
 
 
 def _turn_answer(dialog, number: int, probabilities: np.ndarray) -> dict:
@@ -120,12 +120,10 @@ def post_turn(session_id: str):
     if body.text is not None:
         if len(body.text) > settings.max_text_chars:
             raise APIError(400, "text_too_long", f"text: {len(body.text)} characters, at most {settings.max_text_chars}")
-        tokens = [token.text for token in tokenize(body.text)][:settings.max_tokens_per_sentence]
     else:
         check_tokens(body.tokens, settings, "tokens")
-        tokens = body.tokens
     answer: dict = {}
-    digest = request_digest(tokens, body.speaker, body.system_actions)
+    digest = request_digest(body.text if body.text is not None else body.tokens, body.speaker, body.system_actions)
 
     def take_turn(state: SessionState) -> SessionState:
         # Runs inside the store's atomic update: if anything here raises, the session is unchanged.
@@ -143,6 +141,9 @@ def post_turn(session_id: str):
                 return state  # a retry of the turn already taken: its answer again, the state as it is
             raise APIError(409, "turn_mismatch", f"this session is at turn {state.turn}: a request for turn {body.turn} "
                                                  f"is neither the next turn nor a retry of the last one")
+        tokens = body.tokens
+        if body.text is not None:  # cut into words as the session's model was trained on them
+            tokens = [token.text for token in dialog.tokenizer.tokenize(body.text)][:settings.max_tokens_per_sentence]
         previous = body.system_actions if body.system_actions is not None else state.last_actions
         if body.system_actions is not None and not dialog.multi_label:
             raise APIError(400, "invalid_request", "system_actions: only action models take them")

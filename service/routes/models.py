@@ -12,7 +12,6 @@ from service.openapi import BODY_ERRORS, documented
 from service.registry import MODEL_NAME, ModelLookupError, ModelRegistry
 from service.schemas import (MAX_VERSION, ErrorResponse, ModelList, ModelStatus, TagRequest, TagResponse, VersionQuery,
                              check_limits, json_body, parse_tag_request)
-from training.common.tokenizer import tokenize
 from training.tagger.saved_tagger import TaggedTokens
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
@@ -75,24 +74,30 @@ def tag(name: str):
     if model.kind != "tagger":
         raise APIError(400, "not_a_tagger", f"model {name!r} is a {model.kind} model; it does not tag sentences")
 
-    offsets = None
+    offsets = boundaries = None
     if body.texts is not None:
-        tokenized = [tokenize(text) for text in body.texts]
-        for i, tokens in enumerate(tokenized):
-            if not tokens:
+        # Each text is cut into sentences and words by the model's tokenizer, and each sentence is one model
+        # input, as the model was trained. A raw text is bounded by its characters, not its tokens: a sentence
+        # longer than a model input is tagged in consecutive pieces of max_tokens_per_sentence.
+        split = [model.tokenizer.sentences(text) for text in body.texts]
+        for i, parts in enumerate(split):
+            if not parts:
                 raise APIError(400, "invalid_request", f"texts.{i}: no tokens in this text (only blank characters)")
-        sentences = [[t.text for t in tokens] for tokens in tokenized]
-        offsets = [[[t.start, t.end] for t in tokens] for tokens in tokenized]
-        # A raw text is bounded by its characters, not its tokens: one longer than a model input is tagged
-        # in consecutive pieces of max_tokens_per_sentence, and its tags are put back together.
         step = settings.max_tokens_per_sentence
-        pieces = [(i, start) for i, tokens in enumerate(sentences) for start in range(0, len(tokens), step)]
-        tagged_pieces = model.tag([sentences[i][start:start + step] for i, start in pieces])
-        parts: list[list[TaggedTokens]] = [[] for _ in sentences]
+        pieces = [(i, [t.text for t in sentence[start:start + step]])
+                  for i, parts in enumerate(split) for sentence in parts for start in range(0, len(sentence), step)]
+        tagged_pieces = model.tag([words for _, words in pieces])
+        by_text: list[list[TaggedTokens]] = [[] for _ in split]
         for (i, _), piece in zip(pieces, tagged_pieces):  # in order within each text
-            parts[i].append(piece)
+            by_text[i].append(piece)
         tagged = [TaggedTokens([tag for p in ps for tag in p.tags], [score for p in ps for score in p.scores],
-                               np.concatenate([p.probabilities for p in ps])) for ps in parts]
+                               np.concatenate([p.probabilities for p in ps])) for ps in by_text]
+        sentences = [[t.text for sentence in parts for t in sentence] for parts in split]
+        offsets = [[[t.start, t.end] for sentence in parts for t in sentence] for parts in split]
+        boundaries = []
+        for parts in split:  # each sentence's [first, end) token indices
+            ends = np.cumsum([len(sentence) for sentence in parts]).tolist()
+            boundaries.append([[start, end] for start, end in zip([0, *ends[:-1]], ends)])
     else:
         sentences = body.sentences
         tagged = model.tag(sentences)
@@ -103,6 +108,7 @@ def tag(name: str):
         item = {"tokens": tokens, "tags": result.tags, "scores": [round(s, 6) for s in result.scores]}
         if offsets is not None:
             item["offsets"] = offsets[i]
+            item["sentences"] = boundaries[i]
         if body.top_k:
             best = np.argsort(-result.probabilities, axis=-1)[:, :body.top_k]
             item["top_k"] = [[{"tag": labels[k], "score": round(float(row[k]), 6)} for k in ks]

@@ -9,10 +9,9 @@ Arrays of a batch of B dialogs, padded to its longest dialog (D turns) and longe
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 
-from training.common.batching import round_up
+from training.common.batching import ShapeGuardedBatches, round_up
 from training.common.vocab import PAD_ID, UNK_ID
 from training.dialog.vocab import TURN_START_ID, EncodedDialog
 
@@ -24,12 +23,18 @@ def previous_actions(targets: np.ndarray) -> np.ndarray:
     return shifted
 
 
-def pad_dialogs(dialogs: list[EncodedDialog], multi_label: bool,
-                multiple: int = 1) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def dialogs_shape(dialogs: list[EncodedDialog], multiple: int = 1) -> tuple[int, int]:
+    """(turns, words): the longest dialog and turn, rounded up to ``multiple``."""
+    return (round_up(max(len(d.speaker_ids) for d in dialogs), multiple),
+            round_up(max(d.word_ids.shape[1] for d in dialogs), multiple))
+
+
+def pad_dialogs(dialogs: list[EncodedDialog], multi_label: bool, multiple: int = 1,
+                shape: tuple[int, int] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """-> inputs {word_ids [B, D, W], speaker_ids [B, D], (previous_actions [B, D, L])}, targets, weights [B, D];
-    D and W are the longest dialog and turn, rounded up to ``multiple`` (``training.common.batching.shape_multiple``)."""
-    turns = round_up(max(len(d.speaker_ids) for d in dialogs), multiple)
-    words = round_up(max(d.word_ids.shape[1] for d in dialogs), multiple)
+    D and W are the longest dialog and turn, rounded up to ``multiple`` (``training.common.batching.shape_multiple``),
+    or ``shape`` = (D, W) where given."""
+    turns, words = shape or dialogs_shape(dialogs, multiple)
     batch = len(dialogs)
     # Padding turns hold the start marker too: no utterance is ever fully masked (cuDNN rejects those);
     # their speaker id 0 marks them as padding.
@@ -54,16 +59,13 @@ def pad_dialogs(dialogs: list[EncodedDialog], multi_label: bool,
     return inputs, targets, weights
 
 
-class DialogBatches(keras.utils.PyDataset):
+class DialogBatches(ShapeGuardedBatches):
     """Whole dialogs of similar length, about ``batch_turns`` turns a batch; shuffled batch order per epoch.
-
-    Under TensorFlow, ``fit`` fixes input shapes from the first two batches, so those two differ in
-    both the turn and the word axis.
-    """
+    Variable axes: turns per dialog and words per turn (``ShapeGuardedBatches``)."""
 
     def __init__(self, dialogs: list[EncodedDialog], batch_turns: int, multi_label: bool, *, shuffle: bool,
                  word_dropout: float = 0.0, seed: int = 0, multiple: int = 1):
-        super().__init__()
+        super().__init__(multiple)
         if not dialogs:
             raise ValueError("no dialogs to batch")
         self.dialogs = dialogs
@@ -80,29 +82,19 @@ class DialogBatches(keras.utils.PyDataset):
         self.batches.append(current)
         self.shuffle = shuffle
         self.word_dropout = word_dropout
-        self.multiple = multiple  # padded lengths rounded up to it
         self.rng = np.random.default_rng(seed)
         if shuffle:
-            self._shuffle_batches()
-
-    def _shape(self, batch: list[int]) -> tuple[int, int]:
-        return (max(len(self.dialogs[i].speaker_ids) for i in batch), max(self.dialogs[i].word_ids.shape[1] for i in batch))
-
-    def _shuffle_batches(self) -> None:
-        self.rng.shuffle(self.batches)
-        first = self._shape(self.batches[0])
-        if len(self.batches) > 2 and any(a == b for a, b in zip(first, self._shape(self.batches[1]))):
-            for j in range(2, len(self.batches)):
-                if all(a != b for a, b in zip(first, self._shape(self.batches[j]))):
-                    self.batches[1], self.batches[j] = self.batches[j], self.batches[1]
-                    break
+            self.rng.shuffle(self.batches)
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, index: int):
+    def variable_shape(self, index: int) -> tuple[int, int]:
+        return dialogs_shape([self.dialogs[i] for i in self.batches[index]], self.multiple)
+
+    def padded_batch(self, index: int, shape: tuple[int, int]):
         inputs, targets, weights = pad_dialogs([self.dialogs[i] for i in self.batches[index]], self.multi_label,
-                                               self.multiple)
+                                               self.multiple, shape)
         if self.word_dropout > 0:
             word_ids = inputs["word_ids"]
             drop = (self.rng.random(word_ids.shape) < self.word_dropout) & (word_ids > TURN_START_ID)
@@ -111,4 +103,4 @@ class DialogBatches(keras.utils.PyDataset):
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
-            self._shuffle_batches()
+            self.rng.shuffle(self.batches)

@@ -130,7 +130,8 @@ def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command:
         backend = metadata.get("training", {}).get("backend", "unknown")
 
         def verify(staging: Path, written: dict) -> dict | None:
-            exported = SavedDialogModel(staging, written).predict([dialog_inputs(d, config.multi_label) for d in probe])
+            exported_model = SavedDialogModel(staging, written)
+            exported = exported_model.predict([dialog_inputs(d, config.multi_label, exported_model.tokenizer) for d in probe])
             return check_probe(expected, exported, backend)
 
         _, directory = export_dialog_model(model, vocabs, config, thresholds, out, metadata, dev_dialogs=dev,

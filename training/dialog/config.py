@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from training.common.config import ConfigBase
 from training.common.distribute import check_run_options
 from training.common.errors import ConfigError
+from training.common.tokenizer import DEFAULT_TOKENIZER, TOKENIZERS
 
 DIALOG_TASKS = ("dialog-act", "dialog-action")
 CLASSIFIER_INPUTS = ("state", "state+turn")
@@ -20,6 +21,7 @@ class DialogConfig(ConfigBase):
     task: str = "dialog-act"  # "dialog-act" (single-label) or "dialog-action" (multi-label, previous actions as input)
     min_word_count: int = 2  # words seen fewer times in train share the unknown-word embedding
     max_words: int = 40  # word positions per turn, the start-of-turn marker included (longer turns: truncated)
+    tokenizer: str = DEFAULT_TOKENIZER  # how turn texts become words (training.common.tokenizer); serving reads the same
     # --- architecture ---
     word_dim: int = 100  # word embedding size
     utterance_hidden: int = 128  # units per direction of the utterance BiLSTM (max- and mean-pooled)
@@ -52,6 +54,8 @@ class DialogConfig(ConfigBase):
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.classifier_input not in CLASSIFIER_INPUTS:
             raise ConfigError(f"classifier_input must be one of {', '.join(CLASSIFIER_INPUTS)}, not {self.classifier_input!r}")
+        if self.tokenizer not in TOKENIZERS:
+            raise ConfigError(f"tokenizer must be one of {', '.join(TOKENIZERS)}, not {self.tokenizer!r}")
         if self.max_words < 2:
             raise ConfigError(f"max_words must be >= 2 (the start-of-turn marker and a word), got {self.max_words}")
         for name in ("dropout", "word_dropout"):

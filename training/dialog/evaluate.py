@@ -15,9 +15,9 @@ import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, f1_score
 from sklearn.preprocessing import MultiLabelBinarizer
 
+from training.common.tokenizer import Tokenizer
 from training.dialog.data import Dialog
 from training.dialog.saved_dialog import DialogTurnInput, SavedDialogModel
-from training.dialog.vocab import turn_tokens
 
 
 def act_metrics(gold: Sequence[str], predicted: Sequence[str]) -> dict:
@@ -91,12 +91,13 @@ def tune_thresholds(probabilities: np.ndarray, targets: np.ndarray, min_support:
     return thresholds, best_global
 
 
-def dialog_inputs(dialog: Dialog, multi_label: bool) -> list[DialogTurnInput]:
-    """A read dialog as model inputs; for actions, each turn gets the previous turn's gold actions (what the
-    system did), as in training."""
+def dialog_inputs(dialog: Dialog, multi_label: bool, tokenizer: Tokenizer) -> list[DialogTurnInput]:
+    """A read dialog as model inputs, its turns cut into words by ``tokenizer`` (the model's); for actions, each
+    turn gets the previous turn's gold actions (what the system did), as in training."""
     inputs, previous = [], None
     for turn in dialog.turns:
-        inputs.append(DialogTurnInput(turn_tokens(turn.text), turn.speaker, list(previous or ()) if multi_label else None))
+        tokens = [token.text for token in tokenizer.tokenize(turn.text)]
+        inputs.append(DialogTurnInput(tokens, turn.speaker, list(previous or ()) if multi_label else None))
         previous = turn.labels
     return inputs
 
@@ -104,7 +105,7 @@ def dialog_inputs(dialog: Dialog, multi_label: bool) -> list[DialogTurnInput]:
 def evaluate_dialog_model(model: SavedDialogModel, dialogs: Sequence[Dialog], with_predictions: bool = False) -> dict:
     """Dialog-act or action metrics over the labelled turns; ``with_predictions`` adds ``gold`` and
     ``predicted`` (one label, or a list of labels, per turn)."""
-    probabilities = model.predict([dialog_inputs(d, model.multi_label) for d in dialogs])
+    probabilities = model.predict([dialog_inputs(d, model.multi_label, model.tokenizer) for d in dialogs])
     gold, predicted = [], []
     for dialog, dialog_probabilities in zip(dialogs, probabilities):
         for turn, turn_probabilities in zip(dialog.turns, dialog_probabilities):

@@ -153,6 +153,9 @@ class EnsembleSignatures(DialogSignatures):
         for member in members[1:]:
             if member.config.task != first.config.task:
                 raise ValueError(f"ensemble members differ in task: {first.config.task} and {member.config.task}")
+            if member.config.tokenizer != first.config.tokenizer:  # one text, one way to cut it into words
+                raise ValueError(f"ensemble members differ in tokenizer: {first.config.tokenizer} and "
+                                 f"{member.config.tokenizer}")
             if not bool(tf.reduce_all(member.labels == first.labels)) or member.n_labels != first.n_labels:
                 raise ValueError("ensemble members must have the same labels in the same order")
         self.members = list(members)
@@ -218,7 +221,7 @@ def _export(signatures: DialogSignatures, vocab_record: dict, record: dict[str, 
         (staging / VOCAB_FILE).write_text(json.dumps(vocab_record, ensure_ascii=False), encoding="utf-8")
         outputs = "labels, scores, probabilities" if not config.multi_label else "predicted, probabilities"
         written = {**metadata, "name": Path(model_root).name, "kind": "dialog", "task": config.task,
-                   "multi_label": config.multi_label, "format": "tf_saved_model",
+                   "multi_label": config.multi_label, "tokenizer": config.tokenizer, "format": "tf_saved_model",
                    "signatures": {"serve": f"tokens string[B, D, W], speakers string[B, D], turns int32[B]"
                                            f"{', previous_actions float32[B, D, L]' if config.multi_label else ''} -> {outputs}",
                                   "step": f"tokens string[B, W], speakers string[B], state_h, state_c float32[B, H]"

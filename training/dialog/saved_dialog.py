@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from training.common import artifacts
 from training.common.saved_model import pad_tokens
+from training.common.tokenizer import tokenizer_for
 from training.common.vocab import PAD_TOKEN
 
 
@@ -35,6 +36,7 @@ class SavedDialogModel:
         self.multi_label: bool = bool(self.metadata.get("multi_label"))
         self.task: str = self.metadata.get("task", "dialog-act")
         self.state_size: int = int(self.metadata["state_size"])
+        self.tokenizer = tokenizer_for(self.metadata)  # how this model's turns were cut into words in training
         thresholds = self.metadata.get("thresholds")
         self.thresholds = np.array(thresholds if thresholds else [0.5] * len(self.labels), dtype=np.float32)
 

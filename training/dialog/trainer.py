@@ -21,6 +21,7 @@ from training.common.batching import shape_multiple
 from training.common.callbacks import EpochDevScore, tensorboard_callbacks
 from training.common.distribute import Placement, float32_copy, precision, predict_in_order
 from training.common.errors import ConfigError
+from training.common.tokenizer import LEGACY_TOKENIZER
 from training.dialog.batching import DialogBatches
 from training.dialog.config import DialogConfig
 from training.dialog.data import Dialog, Turn
@@ -30,8 +31,8 @@ from training.dialog.vocab import DialogVocabs, EncodedDialog, encode_dialog, tu
 logger = logging.getLogger(__name__)
 
 
-def tokenize_dialogs(dialogs: Sequence[Dialog]) -> list[list[list[str]]]:
-    return [[turn_tokens(turn.text) for turn in dialog.turns] for dialog in dialogs]
+def tokenize_dialogs(dialogs: Sequence[Dialog], tokenizer: str) -> list[list[list[str]]]:
+    return [[turn_tokens(turn.text, tokenizer) for turn in dialog.turns] for dialog in dialogs]
 
 
 def encode_dialogs(dialogs: Sequence[Dialog], tokenized, vocabs: DialogVocabs, config: DialogConfig) -> list[EncodedDialog]:
@@ -106,7 +107,7 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
         raise ValueError("the training and dev data must each hold at least one dialog")
     keras.utils.set_random_seed(config.seed)
     start = time.perf_counter()
-    train_tokens, dev_tokens = tokenize_dialogs(train), tokenize_dialogs(dev)
+    train_tokens, dev_tokens = tokenize_dialogs(train, config.tokenizer), tokenize_dialogs(dev, config.tokenizer)
     vocabs = init[1] if init else DialogVocabs.build(train, train_tokens, config.min_word_count)
     logger.info("tokenized %d + %d dialogs in %.0f s; vocabularies: %d words, %d speakers, %d labels",
                 len(train), len(dev), time.perf_counter() - start, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels))
@@ -170,9 +171,9 @@ def tuned_thresholds(member_probabilities: Sequence[list[np.ndarray]], dev_batch
 
 def ensemble_thresholds(members: Sequence[tuple[keras.Model, DialogVocabs, DialogConfig]], dev: Sequence[Dialog]) -> list[float]:
     """Thresholds for an ensemble of multi-label models: each member reads dev with its own vocabularies."""
-    tokens = tokenize_dialogs(dev)
     probabilities, batches = [], None
     for model, vocabs, config in members:
+        tokens = tokenize_dialogs(dev, config.tokenizer)
         batches = DialogBatches(encode_dialogs(dev, tokens, vocabs, config), 4 * config.batch_turns,
                                 config.multi_label, shuffle=False)
         probabilities.append(predict_batches(model, batches))
@@ -189,7 +190,8 @@ def save_checkpoint(result: DialogTrainingResult, directory: Path, metadata: dic
     probe = list(dev[:PROBE_DIALOGS])
     probabilities = []
     if probe:
-        batches = DialogBatches(encode_dialogs(probe, tokenize_dialogs(probe), result.vocabs, result.config),
+        batches = DialogBatches(encode_dialogs(probe, tokenize_dialogs(probe, result.config.tokenizer), result.vocabs,
+                                               result.config),
                                 4 * result.config.batch_turns, result.config.multi_label, shuffle=False)
         probabilities = predict_batches(result.model, batches)
     state = {"kind": "dialog", "config": result.config.to_dict(), "vocabs": result.vocabs.to_dict(),
@@ -206,7 +208,7 @@ def probe_dialogs(state: dict) -> list[Dialog]:
 
 
 # Options that shape the weights or the vocabularies: a run that goes on from a checkpoint keeps them.
-ARCHITECTURE_FIELDS = ("task", "min_word_count", "word_dim", "utterance_hidden", "speaker_dim", "turn_hidden",
+ARCHITECTURE_FIELDS = ("task", "min_word_count", "tokenizer", "word_dim", "utterance_hidden", "speaker_dim", "turn_hidden",
                        "classifier_input")
 
 
@@ -215,7 +217,8 @@ def load_checkpoint(directory: Path) -> tuple[keras.Model, DialogVocabs, DialogC
     state = checkpoint.read_state(directory)
     if state["kind"] != "dialog":
         raise ConfigError(f"{directory}: a {state['kind']} checkpoint, not a dialog model's")
-    config = DialogConfig.from_dict(state["config"])
+    # A checkpoint written before configs named their tokenizer was trained on the legacy one.
+    config = DialogConfig.from_dict({"tokenizer": LEGACY_TOKENIZER, **state["config"]})
     vocabs = DialogVocabs.from_dict(state["vocabs"])
     model = build_dialog_model(config, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels))
     checkpoint.load_weights(directory, model)

@@ -1,7 +1,7 @@
 """Dialog vocabularies and the turn-to-id preprocessing shared by training and serving.
 
-A turn's text is tokenized by ``training.common.tokenizer`` (the service's tokenizer), words are normalized
-by ``training.common.vocab.normalize_word``, and every turn starts with the start-of-turn marker (id
+A turn's text is tokenized by the config's tokenizer (``training.common.tokenizer``: the service reads a model's
+turns with the same one), words are normalized by ``training.common.vocab.normalize_word``, and every turn starts with the start-of-turn marker (id
 ``TURN_START_ID``), so an empty utterance is still a turn with one word. Ids: words and speakers reserve 0
 (padding) and 1 (unknown); a padding turn is the one whose speaker id is 0 (``training.dialog.batching``).
 The exported SavedModel repeats these rules with ``tf.strings`` ops (``training.dialog.export``), and a test
@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from training.common.tokenizer import tokenize
+from training.common.tokenizer import DEFAULT_TOKENIZER, get_tokenizer
 from training.common.vocab import PAD_TOKEN, UNK_ID, UNK_TOKEN, Vocab, normalize_word
 from training.dialog.data import Dialog
 
@@ -30,9 +30,9 @@ TURN_START = "<s>"
 TURN_START_ID = 2  # words: 0 padding, 1 unknown, 2 start of turn
 
 
-def turn_tokens(text: str) -> list[str]:
-    """Raw turn text -> word tokens, as the service tokenizes it."""
-    return [token.text for token in tokenize(text)]
+def turn_tokens(text: str, tokenizer: str = DEFAULT_TOKENIZER) -> list[str]:
+    """Raw turn text -> word tokens, as the service tokenizes it for a model trained with ``tokenizer``."""
+    return [token.text for token in get_tokenizer(tokenizer).tokenize(text)]
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,17 @@
 """Length-bucketed batches of encoded sentences as a ``keras.utils.PyDataset`` (any Keras backend).
 
 Sentences are sorted by length and cut into batches, so each batch is padded only to its own
-longest sentence. Batch order is shuffled before the first epoch and after each one. Under
-TensorFlow, ``fit`` infers input shapes from the first two batches: if both had the same length the
-time axis would be frozen and the next length would crash, so the first two are made to differ.
+longest sentence and word. Batch order is shuffled before the first epoch and after each one. No axis
+depends on the first batches' shapes (``training.common.batching.ShapeGuardedBatches``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import keras
 import numpy as np
 
-from training.common.batching import round_up
+from training.common.batching import ShapeGuardedBatches, round_up
 from training.common.vocab import PAD_ID, UNK_ID
 
 
@@ -24,11 +22,11 @@ class EncodedSentence:
     tag_ids: np.ndarray  # int32[time]
 
 
-def pad_batch(sentences: list[EncodedSentence], multiple: int = 1) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def pad_batch(sentences: list[EncodedSentence], multiple: int = 1,
+              shape: tuple[int, int] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """-> inputs {word_ids int32[B, T], char_ids int32[B, T, C]}, tag ids int32[B, T], weights float32[B, T];
-    T and C are the longest sentence and word, rounded up to ``multiple``."""
-    time = round_up(max(len(s.word_ids) for s in sentences), multiple)
-    chars = round_up(max(max((s.char_ids.shape[1] for s in sentences), default=1), 1), multiple)
+    T and C are the longest sentence and word rounded up to ``multiple``, or ``shape`` = (T, C) where given."""
+    time, chars = shape or sentences_shape(sentences, multiple)
     word_ids = np.full((len(sentences), time), PAD_ID, dtype=np.int32)
     char_ids = np.full((len(sentences), time, chars), PAD_ID, dtype=np.int32)
     tag_ids = np.zeros((len(sentences), time), dtype=np.int32)
@@ -41,12 +39,20 @@ def pad_batch(sentences: list[EncodedSentence], multiple: int = 1) -> tuple[dict
     return {"word_ids": word_ids, "char_ids": char_ids}, tag_ids, weights
 
 
-class BucketedBatches(keras.utils.PyDataset):
-    """Batches of sentences of similar length; ``word_dropout`` replaces known words by <unk>."""
+def sentences_shape(sentences: list[EncodedSentence], multiple: int = 1) -> tuple[int, int]:
+    """(time, characters): the longest sentence and word (at least 1), rounded up to ``multiple``."""
+    time = round_up(max(len(s.word_ids) for s in sentences), multiple)
+    chars = round_up(max(max((s.char_ids.shape[1] for s in sentences), default=1), 1), multiple)
+    return time, chars
+
+
+class BucketedBatches(ShapeGuardedBatches):
+    """Batches of sentences of similar length; ``word_dropout`` replaces known words by <unk>. Variable axes: time
+    and characters per word (``ShapeGuardedBatches``)."""
 
     def __init__(self, sentences: list[EncodedSentence], batch_size: int, *, shuffle: bool,
                  word_dropout: float = 0.0, seed: int = 0, multiple: int = 1):
-        super().__init__()
+        super().__init__(multiple)
         if not sentences:
             raise ValueError("no sentences to batch")
         order = sorted(range(len(sentences)), key=lambda i: len(sentences[i].word_ids))
@@ -54,28 +60,18 @@ class BucketedBatches(keras.utils.PyDataset):
         self.batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         self.shuffle = shuffle
         self.word_dropout = word_dropout
-        self.multiple = multiple  # padded lengths rounded up to it (``shape_multiple``)
         self.rng = np.random.default_rng(seed)
         if shuffle:
-            self._shuffle_batches()
-
-    def _batch_length(self, batch: list[int]) -> int:
-        return max(len(self.sentences[i].word_ids) for i in batch)
-
-    def _shuffle_batches(self) -> None:
-        self.rng.shuffle(self.batches)
-        # Make the first two batches differ in length (see the module docstring).
-        if len(self.batches) > 2 and self._batch_length(self.batches[0]) == self._batch_length(self.batches[1]):
-            for j in range(2, len(self.batches)):
-                if self._batch_length(self.batches[j]) != self._batch_length(self.batches[0]):
-                    self.batches[1], self.batches[j] = self.batches[j], self.batches[1]
-                    break
+            self.rng.shuffle(self.batches)
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, index: int):
-        inputs, tag_ids, weights = pad_batch([self.sentences[i] for i in self.batches[index]], self.multiple)
+    def variable_shape(self, index: int) -> tuple[int, int]:
+        return sentences_shape([self.sentences[i] for i in self.batches[index]], self.multiple)
+
+    def padded_batch(self, index: int, shape: tuple[int, int]):
+        inputs, tag_ids, weights = pad_batch([self.sentences[i] for i in self.batches[index]], self.multiple, shape)
         if self.word_dropout > 0:
             word_ids = inputs["word_ids"]
             drop = (self.rng.random(word_ids.shape) < self.word_dropout) & (word_ids > UNK_ID)
@@ -84,4 +80,4 @@ class BucketedBatches(keras.utils.PyDataset):
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
-            self._shuffle_batches()
+            self.rng.shuffle(self.batches)

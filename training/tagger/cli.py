@@ -149,12 +149,45 @@ def evaluate_model(model_dir: Path, data: Path, tag_column: str | None = None, b
     return metrics
 
 
+def evaluate_raw_text(model_dir: Path, data: Path, tokenizer_name: str | None = None, batch_size: int = 256) -> dict:
+    """A tagger on the raw text of a CoNLL-U file: its paragraphs (and, apart, its single sentences) tokenized, split
+    into sentences and tagged, scored against the gold words."""
+    from training.common.tokenizer import get_tokenizer, tokenizer_for
+    from training.tagger.data import read_conllu
+    from training.tagger.evaluate import evaluate_raw_text as score, raw_texts
+    from training.tagger.saved_tagger import SavedTagger
+
+    tagger = SavedTagger(model_dir)
+    tokenizer = get_tokenizer(tokenizer_name) if tokenizer_name else tokenizer_for(tagger.metadata)
+    sentences = read_conllu(data, tagger.metadata.get("tag_column", "upos"))
+    paragraphs = raw_texts(sentences, paragraphs=True)
+    if not paragraphs:
+        raise ConfigError(f"{data}: no sentence has a '# text' comment its words follow: there is no raw text to score")
+    return {"model": str(model_dir), "data": str(data), "tokenizer": tokenizer.name,
+            "paragraphs": score(paragraphs, tokenizer, tagger, batch_size),
+            "single_sentences": score(raw_texts(sentences, paragraphs=False), tokenizer, tagger, batch_size)}
+
+
+def format_raw_text_report(metrics: dict) -> str:
+    lines = [f"{metrics['model']} on the raw text of {metrics['data']} (tokenizer {metrics['tokenizer']})",
+             f"{'':18}{'words F1':>10}{'sentences F1':>14}{'UPOS F1':>10}{'UPOS aligned':>14}"]
+    for unit in ("paragraphs", "single_sentences"):
+        m = metrics[unit]
+        lines.append(f"{unit.replace('_', ' '):18}{100 * m['words']['f1']:10.2f}{100 * m['sentences']['f1']:14.2f}"
+                     f"{100 * m['upos']['f1']:10.2f}{100 * m['upos']['aligned_accuracy']:14.2f}")
+    return "\n".join(lines)
+
+
 def command_evaluate(model_dir: Path, args: argparse.Namespace) -> int:
     """``seqtag evaluate`` on a tagger: one JSON object (``--json``) or a readable table."""
     from training.tagger.evaluate import format_report
 
     if args.format not in (None, "conllu"):
         raise ConfigError(f"{model_dir} is a tagger: it reads --format conllu, not {args.format}")
+    if args.raw_text:
+        metrics = evaluate_raw_text(model_dir, args.data, args.tokenizer, args.batch_size)
+        print(json.dumps(metrics) if args.json else format_raw_text_report(metrics))
+        return 0
     metrics = evaluate_model(model_dir, args.data, args.tag_column, args.batch_size, args.report)
     if args.json:
         print(json.dumps(metrics))

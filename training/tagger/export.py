@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from training.common import artifacts
 from training.common.graph_ops import normalize_words_tf, string_lookup
+from training.common.tokenizer import DEFAULT_TOKENIZER
 from training.common.vocab import PAD_TOKEN
 from training.tagger.config import TaggerConfig
 from training.tagger.model import tagger_parts
@@ -105,7 +106,9 @@ def export_tagger(model: keras.Model, vocabs: TaggerVocabs, config: TaggerConfig
     def write(staging: Path) -> dict[str, Any]:
         TaggerSignatures(model, vocabs, config).write(staging)
         (staging / VOCAB_FILE).write_text(json.dumps(vocabs.to_dict(), ensure_ascii=False), encoding="utf-8")
-        written = {**metadata, "name": Path(model_root).name, "kind": "tagger", "format": "tf_saved_model",
+        # Trained on gold words: raw text is best read by the default tokenizer (training.common.tokenizer).
+        written = {**metadata, "name": Path(model_root).name, "kind": "tagger", "tokenizer": DEFAULT_TOKENIZER,
+                   "format": "tf_saved_model",
                    "signatures": {"serve": "tokens string[batch, time] ('' pads) -> tags, scores, probabilities",
                                   "encode": "tokens string[batch, time] -> word_ids, char_ids"},
                    "labels": list(vocabs.tags.items), "word_vocabulary_size": len(vocabs.words),

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from training.common import artifacts
 from training.common.saved_model import only_concrete_function, pad_tokens
+from training.common.tokenizer import tokenizer_for
 from training.common.vocab import UNK_ID
 
 
@@ -30,6 +31,7 @@ class SavedTagger:
         self.directory = Path(model_dir)
         self.metadata = artifacts.read_metadata(self.directory) if (self.directory / artifacts.METADATA_FILE).is_file() else {}
         self.saved_model = tf.saved_model.load(str(self.directory))
+        self.tokenizer = tokenizer_for({"kind": "tagger", **self.metadata})  # what reads raw text for this model
         self._serve = only_concrete_function(self.saved_model.serve)
         self._encode = only_concrete_function(self.saved_model.encode)
 
