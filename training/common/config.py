@@ -7,12 +7,33 @@ ignored.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from training.common.errors import ConfigError
+
+
+def parse_bool(text: str) -> bool:
+    """A boolean option's value on the command line."""
+    lowered = text.lower()
+    if lowered in ("true", "yes", "1", "on"):
+        return True
+    if lowered in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def add_config_options(group, fields: Iterable[dataclasses.Field]) -> None:
+    """One ``--option`` per config field, typed from its default (booleans take true/false); unset ones stay None,
+    so that only the options given override a config file or a checkpoint's config."""
+    for field in fields:
+        kind = type(field.default)
+        parse = parse_bool if kind is bool else kind
+        group.add_argument("--" + field.name.replace("_", "-"), dest="config_" + field.name, type=parse,
+                           default=None, metavar=kind.__name__.upper(), help=f"default {field.default!r}")
 
 
 class ConfigBase:

@@ -36,3 +36,13 @@ def cudnn_safe_mask(ids):
     turn never starts with padding, so real outputs are unchanged.
     """
     return ops.logical_or(ops.not_equal(ids, 0), ops.equal(ops.cumsum(ops.ones_like(ids), axis=-1), 1))
+
+
+def pretrained_embedding(config, shape: tuple[int, int]) -> layers.Embedding:
+    """The kept rows of a pretrained vector table (``shape`` = rows, dimensions), set after building. Frozen
+    (``config.vectors_trainable`` false) they are float16 variables: half the model's bytes on disk, and the
+    trainer rounds them to float16 first, so nothing changes; the concatenation after them reads them as float32.
+    Fine-tuned, they are float32 like every other weight."""
+    if config.vectors_trainable:
+        return layers.Embedding(*shape, name="pretrained_embedding")
+    return layers.Embedding(*shape, trainable=False, dtype="float16", name="pretrained_embedding")

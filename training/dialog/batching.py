@@ -31,7 +31,8 @@ def dialogs_shape(dialogs: list[EncodedDialog], multiple: int = 1) -> tuple[int,
 
 def pad_dialogs(dialogs: list[EncodedDialog], multi_label: bool, multiple: int = 1,
                 shape: tuple[int, int] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """-> inputs {word_ids [B, D, W], speaker_ids [B, D], (previous_actions [B, D, L])}, targets, weights [B, D];
+    """-> inputs {word_ids [B, D, W], speaker_ids [B, D], (pretrained_ids [B, D, W]), (previous_actions [B, D, L])},
+    targets, weights [B, D];
     D and W are the longest dialog and turn, rounded up to ``multiple`` (``training.common.batching.shape_multiple``),
     or ``shape`` = (D, W) where given."""
     turns, words = shape or dialogs_shape(dialogs, multiple)
@@ -40,6 +41,10 @@ def pad_dialogs(dialogs: list[EncodedDialog], multi_label: bool, multiple: int =
     # their speaker id 0 marks them as padding.
     word_ids = np.zeros((batch, turns, words), dtype=np.int32)
     word_ids[:, :, 0] = TURN_START_ID
+    with_pretrained = dialogs[0].pretrained_ids is not None
+    pretrained_ids = np.zeros((batch, turns, words), dtype=np.int32) if with_pretrained else None
+    if with_pretrained:
+        pretrained_ids[:, :, 0] = UNK_ID  # the start marker's row, as encode_turn_pretrained gives it
     speaker_ids = np.full((batch, turns), PAD_ID, dtype=np.int32)
     weights = np.zeros((batch, turns), dtype=np.float32)
     targets = np.zeros((batch, turns, dialogs[0].targets.shape[1]) if multi_label else (batch, turns),
@@ -48,12 +53,16 @@ def pad_dialogs(dialogs: list[EncodedDialog], multi_label: bool, multiple: int =
     for row, dialog in enumerate(dialogs):
         d, w = dialog.word_ids.shape
         word_ids[row, :d, :w] = dialog.word_ids
+        if with_pretrained:
+            pretrained_ids[row, :d, :w] = dialog.pretrained_ids
         speaker_ids[row, :d] = dialog.speaker_ids
         weights[row, :d] = dialog.labeled
         targets[row, :d] = dialog.targets
         if multi_label:
             actions[row, :d] = previous_actions(dialog.targets)
     inputs = {"word_ids": word_ids, "speaker_ids": speaker_ids}
+    if with_pretrained:
+        inputs["pretrained_ids"] = pretrained_ids
     if multi_label:
         inputs["previous_actions"] = actions
     return inputs, targets, weights

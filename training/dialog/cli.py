@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from training.common import artifacts
+from training.common.config import add_config_options
 from training.common.errors import ConfigError
 from training.dialog.config import DialogConfig
 from training.dialog.data import FORMATS, read_dialogs
@@ -41,13 +42,8 @@ def add_train_parsers(tasks) -> None:
                                  "--learning-rate may change; the architecture options are the checkpoint's)")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         parser.add_argument("--tensorboard", type=Path, metavar="DIR", help="write TensorBoard logs here")
-        group = parser.add_argument_group("model and run options")
-        for field in dataclasses.fields(DialogConfig):
-            if field.name == "task":
-                continue
-            kind = type(field.default)
-            group.add_argument("--" + field.name.replace("_", "-"), dest="config_" + field.name, type=kind, default=None,
-                               metavar=kind.__name__.upper(), help=f"default {field.default!r}")
+        add_config_options(parser.add_argument_group("model and run options"),
+                           [f for f in dataclasses.fields(DialogConfig) if f.name != "task"])
 
 
 def data_record(path: Path, dialogs) -> dict:
@@ -97,6 +93,10 @@ def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         # global batch in turns (about: batches are whole dialogs)
         "training": training_record(result, where, config.mixed_precision, config.batch_turns * where.replicas),
     }
+    if result.vectors is not None:
+        metadata["vectors"] = result.vectors
+    elif previous is not None and previous.get("vectors"):
+        metadata["vectors"] = previous["vectors"]  # the checkpoint's table, kept in its weights
     if previous is not None:  # the run this one went on from, and the runs before it
         metadata["training"]["initialized_from"] = {"checkpoint": str(args.init_from), "command": previous.get("command"),
                                                     "training": previous.get("training")}

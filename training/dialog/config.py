@@ -30,6 +30,10 @@ class DialogConfig(ConfigBase):
     # what the output layer sees: "state" (the turn LSTM's output) or "state+turn" (that and the turn's own
     # features, so the current utterance need not squeeze through the LSTM's gates to reach the classifier)
     classifier_input: str = "state"
+    # pretrained word vectors (training.common.vectors), a second embedding beside the trained one in each turn
+    vectors: str = ""  # "" (none), "glove-6b-50d", a word2vec/GloVe text file, a .npy matrix, a spaCy vectors dir
+    vectors_top: int = 100000  # the table's first (most frequent) words kept beside the training words (-1: all)
+    vectors_trainable: bool = False  # fine-tune the kept rows; False: frozen (and stored as float16 in the export)
     dropout: float = 0.3  # on word embeddings, turn features and the turn LSTM's outputs
     word_dropout: float = 0.05  # probability of replacing a known training word by <unk>
     # --- run ---

@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 
 from training.common import artifacts
-from training.common.graph_ops import normalize_words_tf, string_lookup
+from training.common.graph_ops import PretrainedLookup, normalize_words_tf, string_lookup
 from training.common.vocab import PAD_TOKEN, UNK_ID
 from training.dialog.config import DialogConfig
 from training.dialog.data import Dialog
@@ -55,6 +55,7 @@ class DialogSignatures:
         self.n_labels = len(vocabs.labels)
         self.word_lookup = string_lookup(vocabs.words, "word_lookup")
         self.speaker_lookup = string_lookup(vocabs.speakers, "speaker_lookup")
+        self.pretrained = PretrainedLookup(vocabs.pretrained) if vocabs.pretrained is not None else None
         self.labels = tf.constant(list(vocabs.labels.items), dtype=tf.string)
         self.threshold_list = list(thresholds) if thresholds is not None else None
         self.thresholds = tf.constant(thresholds if thresholds is not None else [0.5] * self.n_labels, tf.float32)
@@ -67,6 +68,11 @@ class DialogSignatures:
         ids = tf.cast(self.word_lookup(normalize_words_tf(tokens[..., :self.config.max_words - 1])), tf.int32)
         start = tf.fill(tf.concat([tf.shape(ids)[:-1], [1]], axis=0), TURN_START_ID)
         return tf.concat([start, ids], axis=-1)
+
+    def pretrained_ids(self, tokens: tf.Tensor) -> tf.Tensor:
+        """Tokens ``[..., W]`` -> the kept vector table's rows, aligned with ``word_ids`` (the marker: row 1)."""
+        ids = self.pretrained.ids(tokens[..., :self.config.max_words - 1])
+        return tf.concat([tf.fill(tf.concat([tf.shape(ids)[:-1], [1]], axis=0), UNK_ID), ids], axis=-1)
 
     def speaker_ids(self, speakers: tf.Tensor) -> tf.Tensor:
         """Speaker names -> ids; "" and unseen names are unknown (1), never padding."""
@@ -86,6 +92,8 @@ class DialogSignatures:
         """Whole dialogs -> ``[B, D, L]``; ``real [B, D]`` marks the turns that are not padding."""
         inputs = {"word_ids": self.word_ids(tokens),
                   "speaker_ids": tf.where(real, self.speaker_ids(speakers), 0)}  # speaker id 0 marks padding turns
+        if self.pretrained is not None:
+            inputs["pretrained_ids"] = self.pretrained_ids(tokens)
         if self.config.multi_label:
             inputs["previous_actions"] = previous_actions
         return self.model(inputs, training=False)
@@ -93,6 +101,8 @@ class DialogSignatures:
     def step_probabilities(self, tokens, speakers, state_h, state_c, previous_actions=None):
         """One turn per session -> (probabilities ``[B, L]``, new state_h, new state_c)."""
         inputs = {"word_ids": self.word_ids(tokens)[:, None, :], "speaker_ids": self.speaker_ids(speakers)[:, None]}
+        if self.pretrained is not None:
+            inputs["pretrained_ids"] = self.pretrained_ids(tokens)[:, None, :]
         if self.config.multi_label:
             inputs["previous_actions"] = previous_actions[:, None, :]
         features = self.features(inputs, training=False)[:, 0]  # [B, F]
@@ -116,7 +126,7 @@ class DialogSignatures:
         return {"state_h": zeros, "state_c": zeros}
 
     def trackables(self) -> list:
-        return [self.word_lookup, self.speaker_lookup]
+        return [self.word_lookup, self.speaker_lookup, *(self.pretrained.trackables() if self.pretrained else ())]
 
     def write(self, directory: Path) -> None:
         multi = self.multi_label

@@ -1,6 +1,8 @@
 """The dialog models (Keras 3, backend-agnostic): a label, or a set of labels, for each turn, seeing only the past.
 
     word_ids [B, D, W] -> per turn (FoldedTimeDistributed): word Embedding -> BiLSTM(return_sequences)
+       (with pretrained_ids [B, D, W]: stacked with the word ids [B, D, W, 2]; their kept vector rows join the
+        word embedding before the BiLSTM, frozen or fine-tuned)
                           -> max and mean over the turn's words                    -> [B, D, 4 * utterance_hidden]
     speaker_ids [B, D] -> speaker Embedding                                         -> [B, D, speaker_dim]
     (dialog-action) previous_actions [B, D, L]: the system's previous actions as bits
@@ -18,7 +20,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from training.common.layers import FoldedTimeDistributed, cudnn_safe_mask
+from training.common.layers import FoldedTimeDistributed, cudnn_safe_mask, pretrained_embedding
 from training.dialog.config import DialogConfig
 
 
@@ -47,27 +49,49 @@ class MaskedMaxMeanPooling(layers.Layer):
         return (input_shape[0], 2 * input_shape[-1])
 
 
-def build_utterance_encoder(config: DialogConfig, n_words: int) -> keras.Model:
-    """One turn's word ids ``int32[W]`` (0 pads) -> one vector ``[4 * utterance_hidden]``."""
-    word_ids = keras.Input(shape=(None,), dtype="int32", name="words")
-    x = layers.Embedding(n_words, config.word_dim, name="word_embedding")(word_ids)  # [W, word_dim]
+def build_utterance_encoder(config: DialogConfig, n_words: int,
+                            pretrained_shape: tuple[int, int] | None = None) -> keras.Model:
+    """One turn's word ids ``int32[W]`` (0 pads) -> one vector ``[4 * utterance_hidden]``. With ``pretrained_shape``
+    (rows, dimensions of a kept vector table) the input is ``int32[W, 2]``: each word's id and its table row."""
+    if pretrained_shape is None:
+        word_ids = ids = keras.Input(shape=(None,), dtype="int32", name="words")
+        x = layers.Embedding(n_words, config.word_dim, name="word_embedding")(word_ids)  # [W, word_dim]
+    else:
+        ids = keras.Input(shape=(None, 2), dtype="int32", name="words")
+        word_ids, pretrained_ids = ids[..., 0], ids[..., 1]
+        x = layers.Concatenate(name="word_vectors")([
+            layers.Embedding(n_words, config.word_dim, name="word_embedding")(word_ids),
+            pretrained_embedding(config, pretrained_shape)(pretrained_ids)])  # [W, word_dim + vector dims]
     x = layers.Dropout(config.dropout, name="word_dropout")(x)
     x = layers.Bidirectional(layers.LSTM(config.utterance_hidden, return_sequences=True), name="utterance_bilstm")(
         x, mask=cudnn_safe_mask(word_ids))  # [W, 2 * utterance_hidden]
     # Pooled over the turn's words (ids != 0) only.
     vector = MaskedMaxMeanPooling(name="utterance_pooling")(x, mask=ops.not_equal(word_ids, 0))  # [4 * utterance_hidden]
-    return keras.Model(word_ids, vector, name="utterance_encoder")
+    return keras.Model(ids, vector, name="utterance_encoder")
 
 
-def build_turn_features(config: DialogConfig, n_words: int, n_speakers: int, n_labels: int) -> keras.Model:
-    """Inputs of D turns -> turn features ``[B, D, F]`` (the turn LSTM's input)."""
+def dialog_inputs(config: DialogConfig, n_labels: int, pretrained: bool) -> dict:
     inputs = {"word_ids": keras.Input(shape=(None, None), dtype="int32", name="word_ids"),
               "speaker_ids": keras.Input(shape=(None,), dtype="int32", name="speaker_ids")}
-    utterances = FoldedTimeDistributed(build_utterance_encoder(config, n_words), name="utterances")(inputs["word_ids"])
+    if pretrained:
+        inputs["pretrained_ids"] = keras.Input(shape=(None, None), dtype="int32", name="pretrained_ids")
+    if config.multi_label:
+        inputs["previous_actions"] = keras.Input(shape=(None, n_labels), dtype="float32", name="previous_actions")
+    return inputs
+
+
+def build_turn_features(config: DialogConfig, n_words: int, n_speakers: int, n_labels: int,
+                        pretrained_shape: tuple[int, int] | None = None) -> keras.Model:
+    """Inputs of D turns -> turn features ``[B, D, F]`` (the turn LSTM's input)."""
+    inputs = dialog_inputs(config, n_labels, pretrained_shape is not None)
+    encoder = build_utterance_encoder(config, n_words, pretrained_shape)
+    words = inputs["word_ids"]
+    if pretrained_shape is not None:
+        words = ops.stack([inputs["word_ids"], inputs["pretrained_ids"]], axis=-1)  # [B, D, W, 2]
+    utterances = FoldedTimeDistributed(encoder, name="utterances")(words)
     speakers = layers.Embedding(n_speakers, config.speaker_dim, name="speaker_embedding")(inputs["speaker_ids"])
     parts = [utterances, speakers]
     if config.multi_label:
-        inputs["previous_actions"] = keras.Input(shape=(None, n_labels), dtype="float32", name="previous_actions")
         parts.append(inputs["previous_actions"])
     features = layers.Concatenate(name="turn_inputs")(parts)
     features = layers.Dropout(config.dropout, name="turn_dropout")(features)
@@ -78,12 +102,10 @@ def turn_input_names(config: DialogConfig) -> list[str]:
     return ["word_ids", "speaker_ids"] + (["previous_actions"] if config.multi_label else [])
 
 
-def build_dialog_model(config: DialogConfig, n_words: int, n_speakers: int, n_labels: int) -> keras.Model:
-    inputs = {"word_ids": keras.Input(shape=(None, None), dtype="int32", name="word_ids"),
-              "speaker_ids": keras.Input(shape=(None,), dtype="int32", name="speaker_ids")}
-    if config.multi_label:
-        inputs["previous_actions"] = keras.Input(shape=(None, n_labels), dtype="float32", name="previous_actions")
-    features = build_turn_features(config, n_words, n_speakers, n_labels)(inputs)  # [B, D, F]
+def build_dialog_model(config: DialogConfig, n_words: int, n_speakers: int, n_labels: int,
+                       pretrained_shape: tuple[int, int] | None = None) -> keras.Model:
+    inputs = dialog_inputs(config, n_labels, pretrained_shape is not None)
+    features = build_turn_features(config, n_words, n_speakers, n_labels, pretrained_shape)(inputs)  # [B, D, F]
     turn_mask = ops.not_equal(inputs["speaker_ids"], 0)  # [B, D]: padding turns have speaker id 0
     # Unidirectional: a turn's output depends on it and the turns before it only, so it can stream.
     states = layers.LSTM(config.turn_hidden, return_sequences=True, name="turn_lstm")(features, mask=turn_mask)
@@ -95,6 +117,18 @@ def build_dialog_model(config: DialogConfig, n_words: int, n_speakers: int, n_la
     probabilities = layers.TimeDistributed(layers.Dense(n_labels, activation=activation, dtype="float32"),
                                            name="label_probabilities", dtype="float32")(states)
     return keras.Model(inputs, probabilities, name=config.task.replace("-", "_"))
+
+
+def set_pretrained(model: keras.Model, matrix) -> None:
+    """The kept rows of the vector table ``[rows, dimensions]`` into a model built with ``pretrained_shape``."""
+    encoder = model.get_layer("turn_features").get_layer("utterances").layer
+    encoder.get_layer("pretrained_embedding").set_weights([matrix])
+
+
+def pretrained_rows(model: keras.Model):
+    """The model's kept vector rows (as trained: fine-tuned or not)."""
+    encoder = model.get_layer("turn_features").get_layer("utterances").layer
+    return encoder.get_layer("pretrained_embedding").get_weights()[0]
 
 
 def dialog_parts(model: keras.Model) -> tuple[keras.Model, layers.LSTM, layers.Dense]:

@@ -25,7 +25,8 @@ from training.common.tokenizer import LEGACY_TOKENIZER
 from training.dialog.batching import DialogBatches
 from training.dialog.config import DialogConfig
 from training.dialog.data import Dialog, Turn
-from training.dialog.model import build_dialog_model
+from training.common.vectors import read_vectors, select
+from training.dialog.model import build_dialog_model, set_pretrained
 from training.dialog.vocab import DialogVocabs, EncodedDialog, encode_dialog, turn_tokens
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class DialogTrainingResult:
     best_epoch: int = 0
     best_dev_score: float = 0.0
     seconds: float = 0.0
+    vectors: dict | None = None  # the pretrained table's record (training.common.vectors.select), if any
 
 
 def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Sequence[Dialog], *,
@@ -109,6 +111,11 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
     start = time.perf_counter()
     train_tokens, dev_tokens = tokenize_dialogs(train, config.tokenizer), tokenize_dialogs(dev, config.tokenizer)
     vocabs = init[1] if init else DialogVocabs.build(train, train_tokens, config.min_word_count)
+    vectors_record = None
+    if config.vectors and not init:  # a run that goes on from a checkpoint keeps its table (in its weights)
+        kept, vectors_record = select(read_vectors(config.vectors), {t for d in train_tokens for turn in d for t in turn},
+                                      config.vectors_top, float16=not config.vectors_trainable)
+        vocabs = vocabs.with_pretrained(kept)
     logger.info("tokenized %d + %d dialogs in %.0f s; vocabularies: %d words, %d speakers, %d labels",
                 len(train), len(dev), time.perf_counter() - start, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels))
     unseen = sorted({label for d in dev for t in d.turns for label in (t.labels or ())} - set(vocabs.labels.items))
@@ -123,13 +130,16 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
     dev_batches = DialogBatches(encode_dialogs(dev, dev_tokens, vocabs, config), 4 * config.batch_turns,
                                 config.multi_label, shuffle=False, multiple=multiple)
     def build() -> keras.Model:
-        return build_dialog_model(config, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels))
+        return build_dialog_model(config, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels),
+                                  vocabs.pretrained.shape if vocabs.pretrained is not None else None)
 
     loss = "binary_crossentropy" if config.multi_label else "sparse_categorical_crossentropy"
     with precision(config.mixed_precision), placement.scope():
         model = build()
         if init:  # the checkpoint's weights, in a model built for this run's precision and devices
             model.set_weights(init[0].get_weights())
+        elif vocabs.pretrained is not None:
+            set_pretrained(model, vocabs.pretrained.matrix)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm), loss=loss,
                       jit_compile=False)
     logger.info("model: %d parameters, %d training batches, computing in %s", model.count_params(), len(train_batches),
@@ -153,7 +163,8 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
 
     model = float32_copy(model, build, placement)
     thresholds = tuned_thresholds([predict_batches(model, dev_batches)], dev_batches) if config.multi_label else None
-    return DialogTrainingResult(model, vocabs, config, thresholds, evaluation.history, best["epoch"], best["dev_score"], seconds)
+    return DialogTrainingResult(model, vocabs, config, thresholds, evaluation.history, best["epoch"], best["dev_score"], seconds,
+                                vectors_record)
 
 
 def tuned_thresholds(member_probabilities: Sequence[list[np.ndarray]], dev_batches: DialogBatches) -> list[float]:
@@ -208,7 +219,7 @@ def probe_dialogs(state: dict) -> list[Dialog]:
 
 
 # Options that shape the weights or the vocabularies: a run that goes on from a checkpoint keeps them.
-ARCHITECTURE_FIELDS = ("task", "min_word_count", "tokenizer", "word_dim", "utterance_hidden", "speaker_dim", "turn_hidden",
+ARCHITECTURE_FIELDS = ("task", "min_word_count", "tokenizer", "vectors", "vectors_top", "word_dim", "utterance_hidden", "speaker_dim", "turn_hidden",
                        "classifier_input")
 
 
@@ -220,6 +231,7 @@ def load_checkpoint(directory: Path) -> tuple[keras.Model, DialogVocabs, DialogC
     # A checkpoint written before configs named their tokenizer was trained on the legacy one.
     config = DialogConfig.from_dict({"tokenizer": LEGACY_TOKENIZER, **state["config"]})
     vocabs = DialogVocabs.from_dict(state["vocabs"])
-    model = build_dialog_model(config, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels))
+    model = build_dialog_model(config, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels),
+                               vocabs.pretrained.shape if vocabs.pretrained is not None else None)
     checkpoint.load_weights(directory, model)
     return model, vocabs, config, state["thresholds"], state["metadata"]

@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from training.common.tokenizer import DEFAULT_TOKENIZER, get_tokenizer
+from training.common.vectors import KeptVectors
 from training.common.vocab import PAD_TOKEN, UNK_ID, UNK_TOKEN, Vocab, normalize_word
 from training.dialog.data import Dialog
 
@@ -40,6 +41,7 @@ class DialogVocabs:
     words: Vocab  # normalized words; TURN_START at TURN_START_ID
     speakers: Vocab  # speaker names ("" is never an entry: it reads as unknown)
     labels: Vocab  # output labels, sorted, no reserved ids
+    pretrained: KeptVectors | None = None  # the pretrained table's kept words and their rows, if the model has one
 
     @classmethod
     def build(cls, dialogs: Sequence[Dialog], tokenized: Sequence[Sequence[list[str]]], min_word_count: int) -> "DialogVocabs":
@@ -57,16 +59,30 @@ class DialogVocabs:
         return cls(Vocab((PAD_TOKEN, UNK_TOKEN, TURN_START, *kept)), Vocab.build(speakers, 1), Vocab.labels(labels))
 
     def to_dict(self) -> dict:
-        return {"words": list(self.words.items), "speakers": list(self.speakers.items), "labels": list(self.labels.items)}
+        data = {"words": list(self.words.items), "speakers": list(self.speakers.items), "labels": list(self.labels.items)}
+        if self.pretrained is not None:
+            data["pretrained"] = self.pretrained.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "DialogVocabs":
-        return cls(Vocab(tuple(data["words"])), Vocab(tuple(data["speakers"])), Vocab(tuple(data["labels"]), reserved=False))
+        pretrained = KeptVectors.from_dict(data["pretrained"]) if data.get("pretrained") else None
+        return cls(Vocab(tuple(data["words"])), Vocab(tuple(data["speakers"])), Vocab(tuple(data["labels"]), reserved=False),
+                   pretrained)
+
+    def with_pretrained(self, pretrained: KeptVectors | None) -> "DialogVocabs":
+        return DialogVocabs(self.words, self.speakers, self.labels, pretrained)
 
 
 def encode_turn_words(tokens: Sequence[str], vocabs: DialogVocabs, max_words: int) -> np.ndarray:
     """One turn's tokens -> ``int32[<= max_words]``: the start marker, then the first max_words - 1 words."""
     return np.array([TURN_START_ID] + [vocabs.words.id(normalize_word(t)) for t in tokens[:max_words - 1]], dtype=np.int32)
+
+
+def encode_turn_pretrained(tokens: Sequence[str], vocabs: DialogVocabs, max_words: int) -> np.ndarray:
+    """One turn's tokens -> the kept vector table's rows ``int32[<= max_words]``, aligned with
+    ``encode_turn_words``: the start marker has no vector (row 1, zeros)."""
+    return np.array([UNK_ID] + [vocabs.pretrained.id(t) for t in tokens[:max_words - 1]], dtype=np.int32)
 
 
 def speaker_id(speaker: str, vocabs: DialogVocabs) -> int:
@@ -79,6 +95,7 @@ class EncodedDialog:
     speaker_ids: np.ndarray  # int32[D]
     targets: np.ndarray  # int32[D] or float32[D, L]
     labeled: np.ndarray  # float32[D]
+    pretrained_ids: np.ndarray | None = None  # int32[D, W]: rows of the kept vector table (models with vectors)
 
 
 def encode_dialog(dialog: Dialog, tokens: Sequence[list[str]], vocabs: DialogVocabs, max_words: int,
@@ -87,6 +104,12 @@ def encode_dialog(dialog: Dialog, tokens: Sequence[list[str]], vocabs: DialogVoc
     word_ids = np.zeros((len(turns), max(len(t) for t in turns)), dtype=np.int32)
     for i, ids in enumerate(turns):
         word_ids[i, :len(ids)] = ids
+    pretrained_ids = None
+    if vocabs.pretrained is not None:
+        pretrained_ids = np.zeros_like(word_ids)
+        for i, t in enumerate(tokens):
+            ids = encode_turn_pretrained(t, vocabs, max_words)
+            pretrained_ids[i, :len(ids)] = ids
     speaker_ids = np.array([speaker_id(t.speaker, vocabs) for t in dialog.turns], dtype=np.int32)
     labeled = np.array([t.labels is not None for t in dialog.turns], dtype=np.float32)
     if multi_label:
@@ -102,4 +125,4 @@ def encode_dialog(dialog: Dialog, tokens: Sequence[list[str]], vocabs: DialogVoc
                 targets[i] = vocabs.labels.id(turn.labels[0])
             elif turn.labels:
                 labeled[i] = 0.0  # unseen in train: no gradient (still scored as wrong by evaluation)
-    return EncodedDialog(word_ids, speaker_ids, targets, labeled)
+    return EncodedDialog(word_ids, speaker_ids, targets, labeled, pretrained_ids)

@@ -20,23 +20,32 @@ class EncodedSentence:
     word_ids: np.ndarray  # int32[time]
     char_ids: np.ndarray  # int32[time, chars]
     tag_ids: np.ndarray  # int32[time]
+    pretrained_ids: np.ndarray | None = None  # int32[time]: rows of the pretrained table (models with vectors)
 
 
 def pad_batch(sentences: list[EncodedSentence], multiple: int = 1,
               shape: tuple[int, int] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """-> inputs {word_ids int32[B, T], char_ids int32[B, T, C]}, tag ids int32[B, T], weights float32[B, T];
-    T and C are the longest sentence and word rounded up to ``multiple``, or ``shape`` = (T, C) where given."""
+    """-> inputs {word_ids int32[B, T], char_ids int32[B, T, C] (, pretrained_ids int32[B, T])}, tag ids int32[B, T],
+    weights float32[B, T]; T and C are the longest sentence and word rounded up to ``multiple``, or ``shape`` =
+    (T, C) where given."""
     time, chars = shape or sentences_shape(sentences, multiple)
     word_ids = np.full((len(sentences), time), PAD_ID, dtype=np.int32)
     char_ids = np.full((len(sentences), time, chars), PAD_ID, dtype=np.int32)
     tag_ids = np.zeros((len(sentences), time), dtype=np.int32)
+    with_pretrained = sentences[0].pretrained_ids is not None
+    pretrained_ids = np.full((len(sentences), time), PAD_ID, dtype=np.int32) if with_pretrained else None
     for row, sentence in enumerate(sentences):
         length = len(sentence.word_ids)
         word_ids[row, :length] = sentence.word_ids
         char_ids[row, :length, :sentence.char_ids.shape[1]] = sentence.char_ids
         tag_ids[row, :length] = sentence.tag_ids
+        if with_pretrained:
+            pretrained_ids[row, :length] = sentence.pretrained_ids
     weights = (word_ids != PAD_ID).astype(np.float32)
-    return {"word_ids": word_ids, "char_ids": char_ids}, tag_ids, weights
+    inputs = {"word_ids": word_ids, "char_ids": char_ids}
+    if with_pretrained:
+        inputs["pretrained_ids"] = pretrained_ids
+    return inputs, tag_ids, weights
 
 
 def sentences_shape(sentences: list[EncodedSentence], multiple: int = 1) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from training.common import artifacts
+from training.common.config import add_config_options
 from training.common.errors import ConfigError
 from training.tagger.config import TaggerConfig
 
@@ -25,11 +26,8 @@ logger = logging.getLogger("seqtag")
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     """One ``--option`` per TaggerConfig field, typed from its default; unset ones stay None."""
-    group = parser.add_argument_group("model and run options (defaults: the shipped model's)")
-    for field in dataclasses.fields(TaggerConfig):
-        kind = type(field.default)
-        group.add_argument("--" + field.name.replace("_", "-"), dest="config_" + field.name, type=kind,
-                           default=None, metavar=kind.__name__.upper(), help=f"default {field.default!r}")
+    add_config_options(parser.add_argument_group("model and run options (defaults: the shipped model's)"),
+                       dataclasses.fields(TaggerConfig))
 
 
 def add_train_parser(tasks) -> None:
@@ -81,6 +79,8 @@ def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         # global batch in sentences
         "training": training_record(result, where, config.mixed_precision, config.batch_size * where.replicas),
     }
+    if result.vectors is not None:
+        metadata["vectors"] = result.vectors
     checkpoint = args.checkpoint or default_directory("pos")
     save_tagger_checkpoint(result, checkpoint, metadata, dev)
     if not exports_here(checkpoint, args.out):

@@ -27,6 +27,10 @@ class TaggerConfig(ConfigBase):
     layers: int = 2  # stacked sentence-level BiLSTM layers
     dropout: float = 0.4  # on embeddings and between BiLSTM layers
     word_dropout: float = 0.1  # probability of replacing a known training word by <unk>
+    # --- pretrained word vectors (training.common.vectors), a second embedding beside the trained one ---
+    vectors: str = ""  # "" (none), "glove-6b-50d", a word2vec/GloVe text file, a .npy matrix, a spaCy vectors dir
+    vectors_top: int = 100000  # the table's first (most frequent) words kept beside the training words (-1: all)
+    vectors_trainable: bool = False  # fine-tune the kept rows; False: frozen (and stored as float16 in the export)
     # --- run ---
     batch_size: int = 32  # sentences per batch (buckets of similar length)
     epochs: int = 40  # upper bound; early stopping usually ends sooner
@@ -57,6 +61,8 @@ class TaggerConfig(ConfigBase):
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.max_minutes < 0:
             raise ConfigError(f"max_minutes must be >= 0, got {self.max_minutes}")
+        if not isinstance(self.vectors_trainable, bool):
+            raise ConfigError(f"vectors_trainable must be true or false, got {self.vectors_trainable!r}")
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         check_run_options(self.mixed_precision, self.distribute)

@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from training.common import artifacts
-from training.common.graph_ops import normalize_words_tf, string_lookup
+from training.common.graph_ops import PretrainedLookup, normalize_words_tf, string_lookup
 from training.common.tokenizer import DEFAULT_TOKENIZER
 from training.common.vocab import PAD_TOKEN
 from training.tagger.config import TaggerConfig
@@ -45,6 +45,7 @@ class TaggerSignatures:
         self.max_word_length = config.max_word_length
         self.word_lookup = string_lookup(vocabs.words, "word_lookup")
         self.char_lookup = string_lookup(vocabs.chars, "char_lookup")
+        self.pretrained = PretrainedLookup(vocabs.pretrained) if vocabs.pretrained is not None else None
         self.labels = tf.constant(list(vocabs.tags.items), dtype=tf.string)
         self.encode(tf.constant([["build"]]))  # builds the lookup layers, which export needs
 
@@ -61,7 +62,10 @@ class TaggerSignatures:
         return tf.pad(char_ids, paddings)
 
     def encode(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"word_ids": self.word_ids(tokens), "char_ids": self.char_ids(tokens)}
+        ids = {"word_ids": self.word_ids(tokens), "char_ids": self.char_ids(tokens)}
+        if self.pretrained is not None:
+            ids["pretrained_ids"] = self.pretrained.ids(tokens)
+        return ids
 
     def serve(self, tokens: tf.Tensor) -> dict[str, tf.Tensor]:
         word_ids = self.word_ids(tokens)  # [B, T]
@@ -74,7 +78,8 @@ class TaggerSignatures:
         distinct_vectors = encode_characters(self.char_encoder, self.char_ids(distinct))  # [U, Dc]
         shape = tf.concat([tf.shape(tokens, out_type=tf.int64), tf.shape(distinct_vectors, out_type=tf.int64)[1:]], 0)
         char_vectors = tf.scatter_nd(positions, tf.gather(distinct_vectors, index), shape)  # [B, T, Dc]
-        probabilities = tag_probabilities(self.sentence_tagger, word_ids, char_vectors)  # [B, T, n_tags]
+        pretrained_ids = self.pretrained.ids(tokens) if self.pretrained is not None else None  # [B, T]
+        probabilities = tag_probabilities(self.sentence_tagger, word_ids, char_vectors, pretrained_ids)  # [B, T, n_tags]
         best = tf.argmax(probabilities, axis=-1, output_type=tf.int32)  # [B, T]
         tags = tf.where(is_token, tf.gather(self.labels, best), tf.constant(PAD_TOKEN))
         scores = tf.where(is_token, tf.reduce_max(probabilities, axis=-1), 0.0)
@@ -86,6 +91,8 @@ class TaggerSignatures:
         # as the variables they use; tracking the model too would store every weight twice.
         archive.track(self.word_lookup)
         archive.track(self.char_lookup)
+        for trackable in self.pretrained.trackables() if self.pretrained is not None else ():
+            archive.track(trackable)
         archive.add_endpoint("serve", tf.function(self.serve, input_signature=[TOKENS_SPEC]))
         archive.add_endpoint("encode", tf.function(self.encode, input_signature=[TOKENS_SPEC]))
         archive.write_out(str(directory), verbose=False)
@@ -112,6 +119,7 @@ def export_tagger(model: keras.Model, vocabs: TaggerVocabs, config: TaggerConfig
                    "signatures": {"serve": "tokens string[batch, time] ('' pads) -> tags, scores, probabilities",
                                   "encode": "tokens string[batch, time] -> word_ids, char_ids"},
                    "labels": list(vocabs.tags.items), "word_vocabulary_size": len(vocabs.words),
+                  "pretrained_words": len(vocabs.pretrained.keys) if vocabs.pretrained is not None else 0,
                    "char_vocabulary_size": len(vocabs.chars), "config": config.to_dict(),
                    "parameters": int(model.count_params()), "libraries": artifacts.library_versions()}
         if verify is not None:

@@ -5,8 +5,9 @@ handling lives in the exported SavedModel (``training.tagger.export``), not here
 
     char_ids  int32[B, T, C] -> per word (FoldedTimeDistributed): char Embedding -> BiLSTM or CNN
                                                                          -> char_vectors [B, T, Dc]
-    sentence_tagger(word_ids int32[B, T], char_vectors):
+    sentence_tagger(word_ids int32[B, T], char_vectors (, pretrained_ids int32[B, T])):
         word Embedding                                                   -> [B, T, word_dim]
+        (pretrained Embedding: the kept rows of a vector table, frozen or fine-tuned -> [B, T, vector dims])
         concat -> Dropout -> layers x BiLSTM(hidden, return_sequences=True, mask: word_ids != 0)
                                                                          -> [B, T, 2*hidden]
         -> TimeDistributed(Dense(n_tags, softmax))                       -> [B, T, n_tags]
@@ -17,7 +18,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from training.common.layers import FoldedTimeDistributed, cudnn_safe_mask
+from training.common.layers import FoldedTimeDistributed, cudnn_safe_mask, pretrained_embedding
 from training.tagger.config import TaggerConfig
 
 
@@ -42,13 +43,19 @@ def char_vector_size(config: TaggerConfig) -> int:
     return 2 * config.char_hidden if config.char_encoder == "bilstm" else config.char_hidden
 
 
-def build_sentence_tagger(config: TaggerConfig, n_words: int, n_tags: int) -> keras.Model:
-    """Word ids ``[B, T]`` and each word's character vector ``[B, T, Dc]`` -> tag probabilities ``[B, T, n_tags]``."""
-    word_ids = keras.Input(shape=(None,), dtype="int32", name="word_ids")  # 0 = padding
-    char_vectors = keras.Input(shape=(None, char_vector_size(config)), dtype="float32", name="char_vectors")
-    mask = ops.not_equal(word_ids, 0)  # [B, T]; passed explicitly, as Concatenate would OR it away
-    words = layers.Embedding(n_words, config.word_dim, name="word_embedding")(word_ids)  # [B, T, word_dim]
-    x = layers.Concatenate(name="word_and_chars")([words, char_vectors])
+def build_sentence_tagger(config: TaggerConfig, n_words: int, n_tags: int,
+                          pretrained_shape: tuple[int, int] | None = None) -> keras.Model:
+    """Word ids ``[B, T]``, each word's character vector ``[B, T, Dc]`` (and, with ``pretrained_shape`` = (rows,
+    dimensions) of a kept vector table, its row ids ``[B, T]``) -> tag probabilities ``[B, T, n_tags]``. The
+    pretrained rows are set after building (``set_pretrained``)."""
+    inputs = {"word_ids": keras.Input(shape=(None,), dtype="int32", name="word_ids"),  # 0 = padding
+              "char_vectors": keras.Input(shape=(None, char_vector_size(config)), dtype="float32", name="char_vectors")}
+    mask = ops.not_equal(inputs["word_ids"], 0)  # [B, T]; passed explicitly, as Concatenate would OR it away
+    parts = [layers.Embedding(n_words, config.word_dim, name="word_embedding")(inputs["word_ids"])]  # [B, T, word_dim]
+    if pretrained_shape is not None:
+        inputs["pretrained_ids"] = keras.Input(shape=(None,), dtype="int32", name="pretrained_ids")
+        parts.append(pretrained_embedding(config, pretrained_shape)(inputs["pretrained_ids"]))  # [B, T, vector dims]
+    x = layers.Concatenate(name="word_and_chars")([*parts, inputs["char_vectors"]])
     x = layers.Dropout(config.dropout, name="input_dropout")(x)
     for i in range(config.layers):
         # tanh/sigmoid, no recurrent dropout, right-padded masks: keeps cuDNN usable under TensorFlow.
@@ -57,20 +64,30 @@ def build_sentence_tagger(config: TaggerConfig, n_words: int, n_tags: int) -> ke
     # float32 even under mixed precision: softmax and the loss need its range (training.common.distribute).
     probabilities = layers.TimeDistributed(layers.Dense(n_tags, activation="softmax", dtype="float32"),
                                            name="tag_probabilities", dtype="float32")(x)
-    return keras.Model({"word_ids": word_ids, "char_vectors": char_vectors}, probabilities, name="sentence_tagger")
+    return keras.Model(inputs, probabilities, name="sentence_tagger")
 
 
-def build_tagger(config: TaggerConfig, n_words: int, n_chars: int, n_tags: int) -> keras.Model:
+def build_tagger(config: TaggerConfig, n_words: int, n_chars: int, n_tags: int,
+                 pretrained_shape: tuple[int, int] | None = None) -> keras.Model:
     """The trained model: the character encoder applied per word, then the sentence tagger.
 
     The two parts are sub-models (``char_features``'s layer and ``sentence_tagger``) so that the exported
     serving function can run the character encoder once per distinct word of a batch.
     """
-    word_ids = keras.Input(shape=(None,), dtype="int32", name="word_ids")  # [B, T], 0 = padding
-    char_ids = keras.Input(shape=(None, None), dtype="int32", name="char_ids")  # [B, T, C], 0 = padding
-    char_vectors = FoldedTimeDistributed(build_char_encoder(config, n_chars), name="char_features")(char_ids)
-    probabilities = build_sentence_tagger(config, n_words, n_tags)({"word_ids": word_ids, "char_vectors": char_vectors})
-    return keras.Model({"word_ids": word_ids, "char_ids": char_ids}, probabilities, name="tagger")
+    inputs = {"word_ids": keras.Input(shape=(None,), dtype="int32", name="word_ids"),  # [B, T], 0 = padding
+              "char_ids": keras.Input(shape=(None, None), dtype="int32", name="char_ids")}  # [B, T, C], 0 = padding
+    char_vectors = FoldedTimeDistributed(build_char_encoder(config, n_chars), name="char_features")(inputs["char_ids"])
+    tagger_inputs = {"word_ids": inputs["word_ids"], "char_vectors": char_vectors}
+    if pretrained_shape is not None:
+        inputs["pretrained_ids"] = keras.Input(shape=(None,), dtype="int32", name="pretrained_ids")  # [B, T]
+        tagger_inputs["pretrained_ids"] = inputs["pretrained_ids"]
+    probabilities = build_sentence_tagger(config, n_words, n_tags, pretrained_shape)(tagger_inputs)
+    return keras.Model(inputs, probabilities, name="tagger")
+
+
+def set_pretrained(tagger: keras.Model, matrix) -> None:
+    """The kept rows of the vector table ``[rows, dimensions]`` into a model built with ``pretrained_shape``."""
+    tagger.get_layer("sentence_tagger").get_layer("pretrained_embedding").set_weights([matrix])
 
 
 def tagger_parts(tagger: keras.Model) -> tuple[keras.Model, keras.Model]:

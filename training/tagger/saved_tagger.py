@@ -64,6 +64,11 @@ class SavedTagger:
         output = self._encode(tf.constant(pad_tokens(sentences), dtype=tf.string))
         return output["word_ids"].numpy(), output["char_ids"].numpy()
 
+    def input_ids(self, sentences: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
+        """Every input id the model computes for one padded batch: word_ids, char_ids (and, with a vector table,
+        pretrained_ids ``[B, T]``, the table's rows)."""
+        return {name: value.numpy() for name, value in self._encode(tf.constant(pad_tokens(sentences), dtype=tf.string)).items()}
+
     def unknown_word_mask(self, sentences: Sequence[Sequence[str]], batch_size: int = 256) -> list[np.ndarray]:
         """Per sentence, True where a token falls outside the model's word vocabulary (the <unk> id)."""
         masks: list[np.ndarray | None] = [None] * len(sentences)

@@ -25,12 +25,17 @@ def encode_characters(char_encoder: keras.Model, char_ids: tf.Tensor) -> tf.Tens
 
 
 @tf.autograph.experimental.do_not_convert
-def tag_probabilities(sentence_tagger: keras.Model, word_ids: tf.Tensor, char_vectors: tf.Tensor) -> tf.Tensor:
-    """The sentence tagger's forward pass: word ids ``[B, T]`` and char vectors ``[B, T, Dc]`` -> ``[B, T, n_tags]``
-    (zeros at padding)."""
+def tag_probabilities(sentence_tagger: keras.Model, word_ids: tf.Tensor, char_vectors: tf.Tensor,
+                      pretrained_ids: tf.Tensor | None = None) -> tf.Tensor:
+    """The sentence tagger's forward pass: word ids ``[B, T]``, char vectors ``[B, T, Dc]`` (and, for a model with
+    a vector table, each token's row ``[B, T]``) -> ``[B, T, n_tags]`` (zeros at padding)."""
     packing = Packing.from_lengths(tf.reduce_sum(tf.cast(word_ids != 0, tf.int32), axis=-1))  # right-padded
     words = tf.gather(sentence_tagger.get_layer("word_embedding").embeddings.value, packing.pack(word_ids))
-    x = tf.concat([words, packing.pack(char_vectors)], axis=-1)  # [N, word_dim + Dc]
+    parts = [words]
+    if pretrained_ids is not None:  # float16 rows when frozen: read back as float32, as the model's concat does
+        table = sentence_tagger.get_layer("pretrained_embedding").embeddings.value
+        parts.append(tf.cast(tf.gather(table, packing.pack(pretrained_ids)), tf.float32))
+    x = tf.concat([*parts, packing.pack(char_vectors)], axis=-1)  # [N, word_dim (+ Dp) + Dc]
     layer_names = [layer.name for layer in sentence_tagger.layers]
     depth = 1
     while f"bilstm_{depth}" in layer_names:

@@ -23,8 +23,9 @@ from training.common.errors import ConfigError
 from training.tagger.batching import BucketedBatches, EncodedSentence
 from training.tagger.config import TaggerConfig
 from training.tagger.data import TaggedSentence
-from training.tagger.model import build_tagger
-from training.tagger.vocab import TaggerVocabs, encode_words
+from training.common.vectors import read_vectors, select
+from training.tagger.model import build_tagger, set_pretrained
+from training.tagger.vocab import TaggerVocabs, encode_pretrained, encode_words
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def encode_sentences(sentences: Sequence[TaggedSentence], vocabs: TaggerVocabs,
     for sentence in sentences:
         word_ids, char_ids = encode_words(sentence.words, vocabs, config.max_word_length)
         tag_ids = np.array([vocabs.tags.id(t) if t in vocabs.tags else 0 for t in sentence.tags], dtype=np.int32)
-        encoded.append(EncodedSentence(word_ids, char_ids, tag_ids))
+        encoded.append(EncodedSentence(word_ids, char_ids, tag_ids, encode_pretrained(sentence.words, vocabs)))
     return encoded
 
 
@@ -76,6 +77,7 @@ class TrainingResult:
     best_epoch: int = 0
     best_dev_accuracy: float = 0.0
     seconds: float = 0.0
+    vectors: dict | None = None  # the pretrained table's record (training.common.vectors.select), if any
 
 
 def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Sequence[TaggedSentence],
@@ -90,6 +92,11 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
         raise ValueError("the dev data holds no sentences")
     keras.utils.set_random_seed(config.seed)
     vocabs = TaggerVocabs.build(train, config.min_word_count)
+    vectors_record = None
+    if config.vectors:
+        kept, vectors_record = select(read_vectors(config.vectors), {w for s in train for w in s.words},
+                                      config.vectors_top, float16=not config.vectors_trainable)
+        vocabs = vocabs.with_pretrained(kept)
     unseen_tags = sorted({t for s in dev for t in s.tags} - set(vocabs.tags.items))
     if unseen_tags:
         logger.warning("dev tags never seen in train (always counted wrong): %s", ", ".join(unseen_tags))
@@ -102,10 +109,13 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
     dev_batches = BucketedBatches(encode_sentences(dev, vocabs, config), 256, shuffle=False, multiple=multiple)
 
     def build() -> keras.Model:
-        return build_tagger(config, len(vocabs.words), len(vocabs.chars), len(vocabs.tags))
+        return build_tagger(config, len(vocabs.words), len(vocabs.chars), len(vocabs.tags),
+                            vocabs.pretrained.shape if vocabs.pretrained else None)
 
     with precision(config.mixed_precision), placement.scope():
         model = build()
+        if vocabs.pretrained is not None:
+            set_pretrained(model, vocabs.pretrained.matrix)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm),
                       loss="sparse_categorical_crossentropy", jit_compile=False)
     logger.info("model: %d parameters, computing in %s", model.count_params(), model.dtype_policy.name)
@@ -127,7 +137,8 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
     logger.info("best epoch %d of %d: dev accuracy %.4f (%.0f s in all)", best["epoch"],
                 len(dev_evaluation.history), best["dev_accuracy"], seconds)
     model = float32_copy(model, build, placement)
-    return TrainingResult(model, vocabs, config, dev_evaluation.history, best["epoch"], best["dev_accuracy"], seconds)
+    return TrainingResult(model, vocabs, config, dev_evaluation.history, best["epoch"], best["dev_accuracy"], seconds,
+                          vectors_record)
 
 
 PROBE_SENTENCES = 32  # dev sentences whose probabilities the checkpoint keeps, for the export to reproduce
@@ -156,5 +167,6 @@ def load_tagger_checkpoint(directory: Path) -> tuple[keras.Model, TaggerVocabs, 
         raise ConfigError(f"{directory}: a {state['kind']} checkpoint, not a part-of-speech tagger's")
     config = TaggerConfig.from_dict(state["config"])
     vocabs = TaggerVocabs.from_dict(state["vocabs"])
-    model = checkpoint.load_weights(directory, build_tagger(config, len(vocabs.words), len(vocabs.chars), len(vocabs.tags)))
+    model = checkpoint.load_weights(directory, build_tagger(config, len(vocabs.words), len(vocabs.chars), len(vocabs.tags),
+                                                            vocabs.pretrained.shape if vocabs.pretrained else None))
     return model, vocabs, config, state

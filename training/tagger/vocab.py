@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from training.common.vectors import KeptVectors
 from training.common.vocab import Vocab, normalize_word
 
 
@@ -26,6 +27,7 @@ class TaggerVocabs:
     words: Vocab  # normalized words
     chars: Vocab  # characters
     tags: Vocab  # output labels
+    pretrained: KeptVectors | None = None  # the pretrained table's kept words and their rows, if the model has one
 
     @classmethod
     def build(cls, sentences: Sequence, min_word_count: int) -> "TaggerVocabs":
@@ -40,11 +42,26 @@ class TaggerVocabs:
         return cls(Vocab.build(word_counts, min_word_count), Vocab.build(char_counts, 1), Vocab.labels(tags))
 
     def to_dict(self) -> dict:
-        return {"words": list(self.words.items), "chars": list(self.chars.items), "tags": list(self.tags.items)}
+        data = {"words": list(self.words.items), "chars": list(self.chars.items), "tags": list(self.tags.items)}
+        if self.pretrained is not None:
+            data["pretrained"] = self.pretrained.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "TaggerVocabs":
-        return cls(Vocab(tuple(data["words"])), Vocab(tuple(data["chars"])), Vocab(tuple(data["tags"]), reserved=False))
+        pretrained = KeptVectors.from_dict(data["pretrained"]) if data.get("pretrained") else None
+        return cls(Vocab(tuple(data["words"])), Vocab(tuple(data["chars"])), Vocab(tuple(data["tags"]), reserved=False),
+                   pretrained)
+
+    def with_pretrained(self, pretrained: KeptVectors | None) -> "TaggerVocabs":
+        return TaggerVocabs(self.words, self.chars, self.tags, pretrained)
+
+
+def encode_pretrained(words: Sequence[str], vocabs: TaggerVocabs) -> np.ndarray | None:
+    """One sentence -> the pretrained table's row ids ``int32[time]`` (1: not in the kept table); None without one."""
+    if vocabs.pretrained is None:
+        return None
+    return np.array([vocabs.pretrained.id(w) for w in words], dtype=np.int32)
 
 
 def encode_words(words: Sequence[str], vocabs: TaggerVocabs, max_word_length: int) -> tuple[np.ndarray, np.ndarray]:

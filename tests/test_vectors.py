@@ -1,0 +1,193 @@
+"""Pretrained vectors: each table format a user may have (written here, tiny), errors that name file and line,
+the rows a model keeps, and models that carry them: words training never saw get their table row from the
+exported model alone, which equals the Keras model."""
+
+from __future__ import annotations
+
+import json
+
+import msgpack
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from training.cli import main
+from training.common.errors import ConfigError, DataFormatError
+from training.common.saved_model import pad_tokens
+from training.common.vectors import lookup_key, murmurhash64a, read_vectors, select
+from training.dialog.evaluate import dialog_inputs
+from training.dialog.saved_dialog import SavedDialogModel
+from training.dialog.trainer import load_checkpoint as load_dialog_checkpoint
+from training.tagger.saved_tagger import SavedTagger
+from training.tagger.trainer import load_tagger_checkpoint
+from training.tagger.vocab import encode_pretrained, encode_words
+
+TABLE = {"the": [0.1, 0.2, 0.3], "dog": [0.5, -0.25, 1.0], "cat": [0.4, -0.2, 0.9], "kitten": [0.45, -0.1, 0.8],
+         "barks": [-1.0, 0.0, 0.125], "sleeps": [0.3, 0.3, -0.3], ".": [0.0, 0.0, 0.01]}
+
+
+def write_text_table(path, header=True):
+    lines = [f"{len(TABLE)} 3"] if header else []
+    lines += [f"{word} {' '.join(str(v) for v in values)}" for word, values in TABLE.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_text_tables_with_or_without_a_header(tmp_path, header):
+    table = read_vectors(str(write_text_table(tmp_path / "v.txt", header)))
+    assert table.words == list(TABLE) and table.dimensions == 3 and table.casing == "lower"
+    np.testing.assert_allclose(table.matrix[table.rows[1]], TABLE["dog"])
+    assert table.source["kind"] == "text" and len(table.source["sha256"]) == 64
+
+
+@pytest.mark.parametrize("line, reason", [
+    ("dog 0.5 0.1", "2 values, expected 3"),
+    ("dog 0.5 x 0.1", "not a number: 'x'"),
+    ("dog 0.5 inf 0.1", "a value is not finite"),
+    ("dog", "expected a word and its values"),
+])
+def test_a_bad_line_is_named_with_its_number(tmp_path, line, reason):
+    path = tmp_path / "v.txt"
+    path.write_text("the 0.1 0.2 0.3\n\ncat 0.4 -0.2 0.9\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=f"v.txt:4: {reason}"):
+        read_vectors(str(path))
+    path.write_bytes(b"the 0.1 0.2 0.3\ncaf\xe9 1 2 3\n")
+    with pytest.raises(DataFormatError, match="v.txt:2: not valid UTF-8"):
+        read_vectors(str(path))
+
+
+def test_npy_matrix_with_its_words_beside_it(tmp_path):
+    np.save(tmp_path / "v.npy", np.array(list(TABLE.values()), np.float32))
+    with pytest.raises(DataFormatError, match="v.words.txt"):
+        read_vectors(str(tmp_path / "v.npy"))
+    (tmp_path / "v.words.txt").write_text("\n".join(TABLE) + "\n", encoding="utf-8")
+    table = read_vectors(str(tmp_path / "v.npy"))
+    assert table.words == list(TABLE) and table.source["kind"] == "npy"
+    (tmp_path / "v.words.txt").write_text("\n".join(list(TABLE)[:-1]) + "\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match="6 words for the 7 rows"):
+        read_vectors(str(tmp_path / "v.npy"))
+    (tmp_path / "v.words.txt").write_text("the\n \n" + "\n".join(list(TABLE)[2:]) + "\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match="v.words.txt:2"):
+        read_vectors(str(tmp_path / "v.npy"))
+
+
+def test_murmurhash_is_spacys():
+    # spacy.strings.hash_string of these, computed with spaCy 3.8.18
+    assert murmurhash64a("dog".encode()) == 7562983679033046312
+    assert murmurhash64a("apple".encode()) == 8566208034543834098
+    assert murmurhash64a("Café".encode()) == 6806715258286457036
+
+
+def test_spacy_vectors_directory_with_shared_rows(tmp_path):
+    """spaCy prunes a table by letting words share rows; a cased table falls back to the lower-cased word."""
+    vocab = tmp_path / "pipeline" / "vocab"
+    vocab.mkdir(parents=True)
+    matrix = np.array([[1, 0], [0, 1], [0.5, 0.5]], np.float32)
+    with open(vocab / "vectors", "wb") as handle:  # spaCy writes it without the .npy suffix
+        np.save(handle, matrix)
+    rows = {"Dog": 0, "dog": 0, "puppy": 0, "cat": 1, "the": 2}
+    (vocab / "key2row").write_bytes(msgpack.packb({murmurhash64a(w.encode()): r for w, r in rows.items()}))
+    (vocab / "strings.json").write_text(json.dumps(["the", "Dog", "dog", "cat", "puppy", "unhashed"]), encoding="utf-8")
+    table = read_vectors(str(tmp_path / "pipeline"))
+    assert sorted(table.words) == sorted(rows) and table.casing == "cased"
+    kept, record = select(table, ["Dog", "CAT", "ferret"], top=0)
+    assert record["kept_rows"] == 2 and record["training_vocabulary_covered"] == 2  # Dog, and CAT as cat
+    np.testing.assert_allclose(kept.matrix[kept.id("Dog")], [1, 0])
+    np.testing.assert_allclose(kept.matrix[kept.id("CAT")], [0, 1])  # cased lookup, then lower-cased
+    assert kept.id("ferret") == 1 and kept.id("puppy") == 1  # not kept: top=0 keeps only training words
+    with pytest.raises(DataFormatError, match="not a spaCy vectors directory"):
+        read_vectors(str(tmp_path))
+
+
+def test_select_keeps_training_words_and_the_most_frequent(tmp_path):
+    table = read_vectors(str(write_text_table(tmp_path / "v.txt")))
+    kept, record = select(table, ["Sleeps", "zebra"], top=2, float16=True)
+    assert kept.keys == ("the", "dog", "sleeps")  # the two most frequent and the training word the table has
+    assert record["coverage"] == 0.5 and record["kept_words"] == 3 and record["stored_as"] == "float16"
+    assert kept.id("SLEEPS") == kept.ids[2] and kept.id("zebra") == 1 and lookup_key("Dog", "lower") == "dog"
+    np.testing.assert_array_equal(kept.matrix[:2], 0)  # padding and unknown rows
+    assert kept.matrix[kept.id("barks")].sum() == 0  # not kept
+    with pytest.raises(ConfigError, match="no such file or directory"):
+        read_vectors(str(tmp_path / "missing.txt"))
+
+
+TRAIN = [[("The", "DET"), ("dog", "NOUN"), ("barks", "VERB"), (".", "PUNCT")],
+         [("The", "DET"), ("cat", "NOUN"), ("sleeps", "VERB"), (".", "PUNCT")]] * 4
+
+
+def conllu(sentences):
+    return "\n\n".join("\n".join(f"{i}\t{w}\t_\t{t}\t_\t_\t0\t_\t_\t_" for i, (w, t) in enumerate(s, 1))
+                       for s in sentences) + "\n\n"
+
+
+TINY_TAGGER = ["--word-dim", "4", "--char-dim", "4", "--char-hidden", "4", "--hidden", "6", "--layers", "1",
+               "--epochs", "1", "--batch-size", "4", "--min-word-count", "1", "--quiet"]
+
+
+@pytest.mark.parametrize("trainable", ["false", "true"])
+def test_a_tagger_with_vectors_gives_unseen_words_their_rows_and_equals_keras(tmp_path, trainable):
+    data = tmp_path / "train.conllu"
+    data.write_text(conllu(TRAIN), encoding="utf-8")
+    table = write_text_table(tmp_path / "v.txt")
+    assert main(["train", "pos", "--train", str(data), "--dev", str(data), "--out", str(tmp_path / "pos"),
+                 "--checkpoint", str(tmp_path / "ck"), "--vectors", str(table), "--vectors-top", "4",
+                 "--vectors-trainable", trainable, *TINY_TAGGER]) == 0
+    metadata = json.loads((tmp_path / "pos" / "1" / "metadata.json").read_text())
+    record = metadata["vectors"]
+    assert (record["spec"], record["dimensions"], record["coverage"]) == (str(table), 3, 1.0)
+    assert record["sha256"] and record["licence"] and metadata["config"]["vectors_trainable"] == (trainable == "true")
+
+    model, vocabs, config, _ = load_tagger_checkpoint(tmp_path / "ck")
+    tagger = SavedTagger(tmp_path / "pos" / "1")
+    # "kitten" never occurs in training: its word id is unknown, but the table gives it a row of its own
+    sentences = [["The", "kitten", "sleeps", "."], ["A", "DOG", "barks", "loudly", "."], ["cat"]]
+    ids = tagger.input_ids(sentences)
+    for row, sentence in enumerate(sentences):
+        expected = encode_pretrained(sentence, vocabs)
+        np.testing.assert_array_equal(ids["pretrained_ids"][row, :len(sentence)], expected)
+    kitten = ids["pretrained_ids"][0, 1]
+    assert ids["word_ids"][0, 1] == 1 and kitten > 1  # unknown to training, known to the table
+    layer = model.get_layer("sentence_tagger").get_layer("pretrained_embedding")
+    if trainable == "false":  # frozen: exactly the table's row (as float16)
+        np.testing.assert_array_equal(layer.get_weights()[0][kitten], np.float16(TABLE["kitten"]))
+        assert layer.get_weights()[0].dtype == np.float16
+    probabilities = tagger._serve(tf.constant(pad_tokens(sentences)))["probabilities"].numpy()
+    for row, sentence in enumerate(sentences):
+        word_ids, char_ids = encode_words(sentence, vocabs, config.max_word_length)
+        inputs = {"word_ids": word_ids[None], "char_ids": char_ids[None],
+                  "pretrained_ids": encode_pretrained(sentence, vocabs)[None]}
+        np.testing.assert_allclose(probabilities[row, :len(sentence)], np.asarray(model(inputs, training=False)[0]),
+                                   atol=1e-5)
+
+
+def test_a_dialog_model_with_vectors_streams_as_it_serves_and_equals_keras(tmp_path):
+    dialogs = [{"id": f"d{i}", "turns": [{"speaker": "A", "text": "the dog barks.", "label": "s"},
+                                         {"speaker": "B", "text": "the cat sleeps?", "label": "q"}]} for i in range(6)]
+    data = tmp_path / "dialogs.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in dialogs), encoding="utf-8")
+    table = write_text_table(tmp_path / "v.txt")
+    assert main(["train", "dialog-act", "--train", str(data), "--dev", str(data), "--format", "jsonl",
+                 "--out", str(tmp_path / "act"), "--checkpoint", str(tmp_path / "ck"), "--vectors", str(table),
+                 "--word-dim", "4", "--utterance-hidden", "3", "--turn-hidden", "5", "--epochs", "1",
+                 "--min-word-count", "1", "--quiet"]) == 0
+    model = SavedDialogModel(tmp_path / "act" / "1")
+    assert model.metadata["vectors"]["kept_words"] == len(TABLE)
+    keras_model, vocabs, config, _, _ = load_dialog_checkpoint(tmp_path / "ck")
+    # a conversation with a word only the table knows ("kitten"), streamed turn by turn and served whole
+    from training.dialog.data import Dialog, Turn
+    conversation = Dialog("c", (Turn("A", "the kitten sleeps.", ("s",)), Turn("B", "a dog barks?", ("q",)),
+                                Turn("A", "cat", ("s",))), "test")
+    inputs = dialog_inputs(conversation, False, model.tokenizer)
+    whole = model.predict([inputs])[0]
+    state_h, state_c = model.zero_state(1)
+    for turn, expected in zip(inputs, whole):
+        out = model.step([turn], state_h, state_c)
+        state_h, state_c = out["state_h"], out["state_c"]
+        np.testing.assert_allclose(out["probabilities"][0], expected, atol=1e-5)
+    from training.dialog.batching import pad_dialogs
+    from training.dialog.trainer import encode_dialogs, tokenize_dialogs
+    encoded = encode_dialogs([conversation], tokenize_dialogs([conversation], config.tokenizer), vocabs, config)
+    assert encoded[0].pretrained_ids[0, 2] > 1  # "kitten": the start marker, "the", then it
+    batch_inputs, _, _ = pad_dialogs(encoded, False)
+    np.testing.assert_allclose(np.asarray(keras_model(batch_inputs, training=False)[0]), whole, atol=1e-5)
