@@ -53,7 +53,7 @@ def test_a_tagger_trained_under_torch_exports_under_tensorflow_and_agrees(torch_
     folder, log = torch_checkpoint
     checkpoint, root = folder / "checkpoint", folder / "models" / "pos"
     state = json.loads((checkpoint / "training.json").read_text())
-    assert state["kind"] == "pos" and state["metadata"]["training"]["backend"] == "torch"
+    assert state["kind"] == "tagger" and state["metadata"]["training"]["backend"] == "torch"
     assert not root.exists(), "a torch run cannot write a SavedModel: it stops at its checkpoint"
     assert f"seqtag export --from-checkpoint {checkpoint}" in log
 

@@ -1,4 +1,4 @@
-"""The ``seqtag`` command line: ``seqtag train pos|dialog-act|dialog-action ...``, ``export`` and ``evaluate``.
+"""The ``seqtag`` command line: ``seqtag train pos|spans|dialog-act|dialog-action ...``, ``export`` and ``evaluate``.
 
 The one entry point: it builds the parser and dispatches to each wing's commands (``training.tagger.cli``,
 ``training.dialog.cli``) by task, by checkpoint kind or by the model's metadata.
@@ -52,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="evaluate an exported model on a data file")
     evaluate.add_argument("--model", required=True, type=Path, help="models/<name> (highest version) or models/<name>/<version>")
     evaluate.add_argument("--data", required=True, type=Path, help="data file")
-    evaluate.add_argument("--format", choices=["conllu", "swda", "sgd", "jsonl"],
-                          help="data format (default: conllu for taggers, the training format for dialog models)")
+    evaluate.add_argument("--format", choices=["conllu", "conll", "swda", "sgd", "jsonl"],
+                          help="data format (default: conllu for POS taggers, the training format for span and "
+                               "dialog models)")
     evaluate.add_argument("--tag-column", choices=["upos", "xpos"],
                           help="CoNLL-U column to compare with (default: the one the model was trained on)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -76,7 +77,7 @@ def command_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if not args.checkpoints:
         return tagger_cli.reexport_version(args.source, args.out, command)
     kinds = {read_state(path)["kind"] for path in args.checkpoints}
-    if kinds == {"pos"}:
+    if kinds == {"tagger"}:
         if len(args.checkpoints) > 1:
             raise ConfigError("ensembles are for dialog models: give one tagger checkpoint")
         return tagger_cli.export_checkpoint(args.checkpoints[0], args.out, command=command)
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "train":
-            if args.task == "pos":
+            if args.task in ("pos", "spans"):
                 return tagger_cli.command_train(args, argv)
             return dialog_cli.command_train(args, argv)
         if args.command == "export":

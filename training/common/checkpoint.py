@@ -1,7 +1,7 @@
 """Training checkpoints: what a run leaves before any export is tried, readable under every backend.
 
     <dir>/model.weights.h5   the trained weights, float32 (Keras's backend-neutral weights file)
-    <dir>/training.json      {"kind": "pos" | "dialog", "config", "vocabs", ..., "metadata", "probe": the probe's inputs}
+    <dir>/training.json      {"kind": "tagger" | "dialog", "config", "vocabs", ..., "metadata", "probe": the probe's inputs}
     <dir>/probe.npz          the trained model's probabilities on the probe inputs, as the training backend computed them
 
 A run under JAX or PyTorch cannot write a SavedModel (TensorFlow does), so it stops at its checkpoint and
@@ -77,7 +77,8 @@ def require_tensorflow() -> None:
 
 
 def read_state(directory: Path) -> dict[str, Any]:
-    """``training.json`` of a checkpoint; a checkpoint without ``kind`` is a dialog one (written before POS had them)."""
+    """``training.json`` of a checkpoint; a checkpoint without ``kind`` is a dialog one (written before taggers had
+    them), and kind "pos" is a tagger's (its name before span taggers)."""
     path = Path(directory) / STATE_FILE
     if not path.is_file():
         raise ConfigError(f"{directory}: not a checkpoint directory (no {STATE_FILE})")
@@ -86,6 +87,8 @@ def read_state(directory: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the checkpoint: {error}") from error
     state.setdefault("kind", "dialog")
+    if state["kind"] == "pos":  # what tagger checkpoints were called before span taggers joined them
+        state["kind"] = "tagger"
     return state
 
 

@@ -16,7 +16,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 CONFUSION_LABELS = 25  # the most frequent gold labels in the confusion matrix (readable at this size)
-SUMMARY_KEYS = ("accuracy", "macro_f1", "micro_f1", "exact_match", "tokens", "sentences", "utterances", "turns")
+SUMMARY_KEYS = ("accuracy", "f1", "precision", "recall", "macro_f1", "micro_f1", "exact_match", "spans", "tokens",
+                "sentences", "utterances", "turns")
 
 
 def _plt():
@@ -35,7 +36,7 @@ def plot_learning_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
     figure, (loss_axis, dev_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
     loss_axis.plot(epochs, [record["loss"] for record in history], marker="o")
     loss_axis.set(title="training loss", xlabel="epoch")
-    dev_key = "dev_score" if "dev_score" in history[0] else "dev_accuracy"
+    dev_key = next(key for key in ("dev_score", "dev_span_f1", "dev_accuracy") if key in history[0])
     dev_axis.plot(epochs, [record[dev_key] for record in history], marker="o", color="tab:green")
     best = int(np.argmax([record[dev_key] for record in history]))
     dev_axis.annotate(f"best {history[best][dev_key]:.4f}", (epochs[best], history[best][dev_key]),

@@ -73,6 +73,8 @@ _TRAILING_PUNCTUATION = re.compile(r"(?:[.!?…]{2,}|([^\w\s])\1*)$")
 # Infixes: hyphens, slashes, commas and brackets between letters; dash and ellipsis runs anywhere inside; a
 # number's unit (5pm, 10k, 170m, but not the ordinals 2nd, 3rd).
 _INFIX = re.compile(r"((?<=[^\W\d_])[-/,()\[\]{}](?=\w)|(?<=\w)[-/,()\[\]{}](?=[^\W\d_])|--+|\.{2,}|…"
+                    # "month.American": two sentences missing a space (but "Newsfeed.Com" is a name)
+                    r"|(?<=[a-z0-9]{2})[.!?](?=[A-Z][a-z])(?!(?:Com|Net|Org|Edu|Gov)\b)"
                     r"|(?<=\d)(?=(?!st$|nd$|rd$|th$|s$)[^\W\d_]+$))")
 _TERMINAL = re.compile(r"^(?:[.!?…]+|[.!?…]*[!?][^\w\s]*)$")  # tokens that can end a sentence
 _CLOSERS = frozenset(("\"", "'", "”", "’", ")", "]", "}", "»", "''"))

@@ -29,9 +29,10 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from training.common.errors import DataFormatError
+from training.common.jsonl import json_objects, kind_of, lines
 
 logger = logging.getLogger(__name__)
 
@@ -71,27 +72,6 @@ def read_dialogs(path: str | Path, format: str) -> list[Dialog]:
     return readers[format](path)
 
 
-# --- reading lines -----------------------------------------------------------------------------
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text without the line ending) for every line of a UTF-8 file."""
-    try:
-        handle = path.open("rb")
-    except OSError as error:
-        raise DataFormatError(str(path), None, f"cannot open: {error.strerror or error}") from error
-    with handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise DataFormatError(str(path), number, f"not valid UTF-8: {error.reason}") from error
-            if number == 1 and line.startswith("\ufeff"):
-                # A byte-order mark from Windows editors is not part of the data (and json rejects it).
-                line = line[1:]
-            yield number, line.rstrip("\r\n")
-
-
 # --- SwDA --------------------------------------------------------------------------------------
 
 
@@ -114,7 +94,7 @@ def read_swda(path: str | Path) -> list[Dialog]:
 
 def _read_swda_file(path: Path) -> Dialog:
     turns: list[Turn] = []
-    for number, line in _lines(path):
+    for number, line in lines(path):
         if not line.strip():
             continue
         # The utterance may itself contain '|', the speaker and the tag never do: split at the
@@ -137,50 +117,12 @@ def _read_swda_file(path: Path) -> Dialog:
 # --- JSON lines --------------------------------------------------------------------------------
 
 
-def _json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line; the file must hold at least one."""
-    path = Path(path)
-    if path.is_dir():
-        raise DataFormatError(str(path), None, "is a directory, expected a .jsonl file")
-    count = 0
-    for number, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
-            raise DataFormatError(str(path), number, f"not valid JSON: {error}") from error
-        if not isinstance(value, dict):
-            raise DataFormatError(str(path), number, f"expected a JSON object, found {_kind(value)}")
-        count += 1
-        yield number, value
-    if not count:
-        raise DataFormatError(str(path), None, "no dialogs in the file")
-
-
-def _kind(value: Any) -> str:
-    """A JSON type name for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string" if value else "an empty string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 def _dialog_id(path: Path, number: int, record: dict[str, Any], key: str) -> str:
     value = record.get(key)
     if value is None:
         return f"{path.stem}:{number}"
     if not isinstance(value, str) or not value:
-        raise DataFormatError(str(path), number, f"{key!r} must be a non-empty string, found {_kind(value)}")
+        raise DataFormatError(str(path), number, f"{key!r} must be a non-empty string, found {kind_of(value)}")
     return value
 
 
@@ -193,7 +135,7 @@ def _turn_objects(path: Path, number: int, record: dict[str, Any]) -> list[dict[
         raise DataFormatError(str(path), number, "'turns' is empty")
     for index, turn in enumerate(turns):
         if not isinstance(turn, dict):
-            raise DataFormatError(str(path), number, f"turn {index} is {_kind(turn)}, expected an object")
+            raise DataFormatError(str(path), number, f"turn {index} is {kind_of(turn)}, expected an object")
     return turns
 
 
@@ -204,7 +146,7 @@ def _string_field(path: Path, number: int, index: int, turn: dict[str, Any], key
         return default
     value = turn.get(key)
     if not isinstance(value, str):
-        found = "missing" if key not in turn else _kind(value)
+        found = "missing" if key not in turn else kind_of(value)
         raise DataFormatError(str(path), number, f"turn {index}: {key!r} must be a string, found {found}")
     return value
 
@@ -216,7 +158,7 @@ def read_sgd(path: str | Path) -> list[Dialog]:
     """Read Schema-Guided Dialogue JSONL: one Turn per USER turn, labelled with the next system actions."""
     path = Path(path)
     dialogs: list[Dialog] = []
-    for number, record in _json_objects(path):
+    for number, record in json_objects(path):
         dialog_id = _dialog_id(path, number, record, "dialogue_id")
         raw_turns = _turn_objects(path, number, record)
         speakers: list[str] = []
@@ -254,7 +196,7 @@ def _sgd_actions(path: Path, number: int, index: int, turn: dict[str, Any]) -> t
     """The sorted unique action labels of one SGD turn."""
     actions = turn.get("actions")
     if not isinstance(actions, list):
-        found = "missing" if "actions" not in turn else _kind(actions)
+        found = "missing" if "actions" not in turn else kind_of(actions)
         raise DataFormatError(str(path), number, f"turn {index}: 'actions' must be a list, found {found}")
     labels = set()
     for action in actions:
@@ -274,7 +216,7 @@ def read_jsonl(path: str | Path) -> list[Dialog]:
     """Read the generic dialog JSONL format described in the module docstring."""
     path = Path(path)
     dialogs: list[Dialog] = []
-    for number, record in _json_objects(path):
+    for number, record in json_objects(path):
         dialog_id = _dialog_id(path, number, record, "id")
         turns = []
         for index, turn in enumerate(_turn_objects(path, number, record)):
@@ -296,15 +238,15 @@ def _generic_labels(path: Path, number: int, index: int, turn: dict[str, Any]) -
     if label is not None:
         if not isinstance(label, str) or not label:
             raise DataFormatError(str(path), number,
-                                  f"turn {index}: 'label' must be a non-empty string, found {_kind(label)}")
+                                  f"turn {index}: 'label' must be a non-empty string, found {kind_of(label)}")
         return (label,)
     if labels is not None:
         if not isinstance(labels, list):
             raise DataFormatError(str(path), number,
-                                  f"turn {index}: 'labels' must be a list of strings, found {_kind(labels)}")
+                                  f"turn {index}: 'labels' must be a list of strings, found {kind_of(labels)}")
         for item in labels:
             if not isinstance(item, str) or not item:
                 raise DataFormatError(str(path), number,
-                                      f"turn {index}: 'labels' must hold non-empty strings, found {_kind(item)}")
+                                      f"turn {index}: 'labels' must hold non-empty strings, found {kind_of(item)}")
         return tuple(sorted(set(labels)))  # an empty list is a real answer: no label applies
     return None

@@ -21,11 +21,13 @@ class EncodedSentence:
     char_ids: np.ndarray  # int32[time, chars]
     tag_ids: np.ndarray  # int32[time]
     pretrained_ids: np.ndarray | None = None  # int32[time]: rows of the pretrained table (models with vectors)
+    condition_id: int | None = None  # span models with an "embedding" condition: the sentence's condition
 
 
 def pad_batch(sentences: list[EncodedSentence], multiple: int = 1,
               shape: tuple[int, int] | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """-> inputs {word_ids int32[B, T], char_ids int32[B, T, C] (, pretrained_ids int32[B, T])}, tag ids int32[B, T],
+    """-> inputs {word_ids int32[B, T], char_ids int32[B, T, C] (, pretrained_ids int32[B, T], condition_ids int32[B])},
+    tag ids int32[B, T],
     weights float32[B, T]; T and C are the longest sentence and word rounded up to ``multiple``, or ``shape`` =
     (T, C) where given."""
     time, chars = shape or sentences_shape(sentences, multiple)
@@ -45,6 +47,8 @@ def pad_batch(sentences: list[EncodedSentence], multiple: int = 1,
     inputs = {"word_ids": word_ids, "char_ids": char_ids}
     if with_pretrained:
         inputs["pretrained_ids"] = pretrained_ids
+    if sentences[0].condition_id is not None:
+        inputs["condition_ids"] = np.array([s.condition_id for s in sentences], dtype=np.int32)
     return inputs, tag_ids, weights
 
 

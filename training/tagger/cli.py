@@ -25,31 +25,58 @@ logger = logging.getLogger("seqtag")
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One ``--option`` per TaggerConfig field, typed from its default; unset ones stay None."""
-    add_config_options(parser.add_argument_group("model and run options (defaults: the shipped model's)"),
-                       dataclasses.fields(TaggerConfig))
+    """One ``--option`` per TaggerConfig field (but the task, which the command names), typed from its default;
+    unset ones stay None."""
+    add_config_options(parser.add_argument_group("model and run options (defaults: the shipped POS model's)"),
+                       [f for f in dataclasses.fields(TaggerConfig) if f.name != "task"])
+
+
+SPAN_FORMATS = ("sgd", "conll")
 
 
 def add_train_parser(tasks) -> None:
-    """``seqtag train pos``."""
-    pos = tasks.add_parser("pos", help="a part-of-speech tagger on CoNLL-U files")
-    pos.add_argument("--train", required=True, type=Path, help="CoNLL-U training file")
-    pos.add_argument("--dev", required=True, type=Path, help="CoNLL-U dev file (early stopping)")
-    pos.add_argument("--out", required=True, type=Path, help="model directory, e.g. models/pos (gets a new version)")
-    pos.add_argument("--config", type=Path, help="JSON file of options (command-line options override it)")
-    pos.add_argument("--checkpoint", type=Path,
-                     help="where to keep the trained weights before export (default: checkpoints/pos-<time>)")
-    pos.add_argument("--quiet", action="store_true", help="no progress bar")
-    pos.add_argument("--tensorboard", type=Path, metavar="DIR", help="write TensorBoard logs here")
-    _add_config_options(pos)
+    """``seqtag train pos`` and ``seqtag train spans``."""
+    for task, what, data in (("pos", "a part-of-speech tagger on CoNLL-U files", "CoNLL-U"),
+                             ("spans", "a span tagger (slots, entities) on SGD dialogues or CoNLL-2003-style columns",
+                              "span")):
+        parser = tasks.add_parser(task, help=what)
+        parser.add_argument("--train", required=True, type=Path, help=f"{data} training file")
+        parser.add_argument("--dev", required=True, type=Path, help=f"{data} dev file (early stopping)")
+        if task == "spans":
+            parser.add_argument("--format", choices=SPAN_FORMATS, default="conll",
+                                help="sgd: Schema-Guided Dialogue JSONL (slot spans of every turn, its service as the "
+                                     "condition); conll: one token a line, the tag (BIO or BIOES) in the last column")
+        parser.add_argument("--out", required=True, type=Path,
+                            help=f"model directory, e.g. models/{'pos' if task == 'pos' else 'slots'} (gets a new version)")
+        parser.add_argument("--config", type=Path, help="JSON file of options (command-line options override it)")
+        parser.add_argument("--checkpoint", type=Path,
+                            help=f"where to keep the trained weights before export (default: checkpoints/{task}-<time>)")
+        parser.add_argument("--quiet", action="store_true", help="no progress bar")
+        parser.add_argument("--tensorboard", type=Path, metavar="DIR", help="write TensorBoard logs here")
+        _add_config_options(parser)
+
+
+def read_sentences(path: Path, config: TaggerConfig, data_format: str) -> tuple[list, dict | None]:
+    """A task's gold sentences: (sentences, what the span reader left out, or None)."""
+    if config.task == "pos":
+        from training.tagger.data import read_conllu
+
+        return read_conllu(path, config.tag_column), None
+    from training.tagger.spans import read_conll_columns, read_sgd_spans
+
+    if data_format == "sgd":
+        sentences, report = read_sgd_spans(path, config.scheme, config.tokenizer)
+        return sentences, report.to_dict()
+    return read_conll_columns(path, config.scheme), None
 
 
 def resolve_config(args: argparse.Namespace) -> TaggerConfig:
     values = TaggerConfig.from_json_file(args.config).to_dict() if args.config else TaggerConfig().to_dict()
     for name in TaggerConfig.field_names():
-        override = getattr(args, "config_" + name)
+        override = getattr(args, "config_" + name, None)
         if override is not None:
             values[name] = override
+    values["task"] = args.task
     return TaggerConfig.from_dict(values)
 
 
@@ -61,27 +88,35 @@ def data_file_record(path: Path, sentences) -> dict:
 def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from training.common.checkpoint import default_directory, exports_here, training_record
     from training.common.distribute import placement
-    from training.tagger.data import read_conllu
     from training.tagger.trainer import save_tagger_checkpoint, train_tagger
 
     config = resolve_config(args)
     where = placement(config.distribute)
-    train = read_conllu(args.train, config.tag_column)
-    dev = read_conllu(args.dev, config.tag_column)
+    data_format = getattr(args, "format", "conllu")
+    train, train_report = read_sentences(args.train, config, data_format)
+    dev, dev_report = read_sentences(args.dev, config, data_format)
     logger.info("train: %d sentences from %s; dev: %d sentences from %s", len(train), args.train, len(dev), args.dev)
     verbose = 0 if args.quiet or not sys.stdout.isatty() else 1
     result = train_tagger(config, train, dev, verbose=verbose, tensorboard_dir=args.tensorboard, placement=where)
     metadata = {
-        "task": "pos",
-        "tag_column": config.tag_column,
+        "task": config.task,
+        "data_format": data_format,
         "data": {"train": data_file_record(args.train, train), "dev": data_file_record(args.dev, dev)},
         "command": shlex.join(["seqtag", *argv]),
         # global batch in sentences
         "training": training_record(result, where, config.mixed_precision, config.batch_size * where.replicas),
     }
+    if config.task == "pos":
+        metadata["tag_column"] = config.tag_column
+    conditions = sorted({s.condition for s in train if s.condition})
+    if conditions:
+        metadata["conditions"] = conditions  # what the model was trained on (evaluation splits seen / unseen)
+    for split, report in (("train", train_report), ("dev", dev_report)):
+        if report is not None:
+            metadata["data"][split]["spans"] = report
     if result.vectors is not None:
         metadata["vectors"] = result.vectors
-    checkpoint = args.checkpoint or default_directory("pos")
+    checkpoint = args.checkpoint or default_directory(config.task)
     save_tagger_checkpoint(result, checkpoint, metadata, dev)
     if not exports_here(checkpoint, args.out):
         return 0
@@ -93,28 +128,28 @@ def export_checkpoint(checkpoint_dir: Path, out: Path, dev=None, dev_path: Path 
     """Export a tagger checkpoint (trained under any backend) as the next version of ``out``, published only if
     it reproduces the trained model's probe; scored on the dev file, with a report, when it is at hand."""
     from training.common.checkpoint import check_probe, probe_probabilities
-    from training.tagger.data import read_conllu
     from training.tagger.export import export_tagger
     from training.tagger.saved_tagger import SavedTagger
     from training.tagger.trainer import load_tagger_checkpoint
 
     model, vocabs, config, state = load_tagger_checkpoint(checkpoint_dir)
     metadata = {**state["metadata"], **({"export_command": command} if command else {})}
+    data_format = metadata.get("data_format", "conllu")
     if dev is None:
         record = metadata.get("data", {}).get("dev")
         if record and Path(record["path"]).is_file():
             dev_path = Path(record["path"])
-            dev = read_conllu(dev_path, config.tag_column)
+            dev, _ = read_sentences(dev_path, config, data_format)
     expected = probe_probabilities(checkpoint_dir)
     backend = metadata.get("training", {}).get("backend", "unknown")
 
     def verify(staging: Path, written: dict) -> dict | None:
-        tagged = SavedTagger(staging).tag(state.get("probe", []))
+        tagged = SavedTagger(staging, written).tag(state.get("probe", []), conditions=state.get("probe_conditions"))
         return check_probe(expected, [t.probabilities for t in tagged], backend)
 
     _, directory = export_tagger(model, vocabs, config, out, metadata, dev_sentences=dev, verify=verify)
     if dev_path is not None:
-        evaluate_model(directory, dev_path, config.tag_column, report=directory / "report")
+        evaluate_model(directory, dev_path, config.tag_column, report=directory / "report", data_format=data_format)
     print(directory)
     return 0
 
@@ -129,13 +164,37 @@ def reexport_version(source: Path, out: Path, command: str) -> int:
 
 
 def evaluate_model(model_dir: Path, data: Path, tag_column: str | None = None, batch_size: int = 256,
-                   report: Path | None = None) -> dict:
-    """A tagger's figures on a CoNLL-U file; with ``report``, the report files written there too."""
-    from training.tagger.data import read_conllu
-    from training.tagger.evaluate import evaluate_tagger
+                   report: Path | None = None, data_format: str | None = None) -> dict:
+    """A tagger's figures on a data file (CoNLL-U; span models: SGD or CoNLL columns); with ``report``, the
+    report files written there too."""
     from training.tagger.saved_tagger import SavedTagger
 
     tagger = SavedTagger(model_dir)
+    if tagger.spans:
+        from training.tagger.config import TaggerConfig as Config
+        from training.tagger.evaluate import evaluate_spans
+
+        data_format = data_format or tagger.metadata.get("data_format", "conll")
+        if data_format not in SPAN_FORMATS:
+            raise ConfigError(f"{model_dir} is a span model: it reads --format {' or '.join(SPAN_FORMATS)}, not {data_format}")
+        config = Config.from_dict({**tagger.metadata["config"], "task": "spans"})
+        sentences, left_out = read_sentences(data, config, data_format)
+        metrics = evaluate_spans(tagger, sentences, batch_size=batch_size, with_predictions=report is not None)
+        metrics = {"model": str(model_dir), "data": str(data), "format": data_format, **metrics}
+        if left_out is not None:
+            metrics["left_out"] = left_out  # gold spans not on token boundaries: not scored, counted here
+        if report is not None:
+            from training.common.report import write_report
+
+            metrics.pop("gold"), metrics.pop("predicted")
+            write_report(report, f"{model_dir} on {data}", metrics, metrics["per_label"], None, None,
+                         tagger.metadata.get("training", {}).get("history"))
+        return metrics
+    if data_format not in (None, "conllu"):
+        raise ConfigError(f"{model_dir} is a tagger: it reads --format conllu, not {data_format}")
+    from training.tagger.data import read_conllu
+    from training.tagger.evaluate import evaluate_tagger
+
     tag_column = tag_column or tagger.metadata.get("tag_column", "upos")
     sentences = read_conllu(data, tag_column)
     metrics = evaluate_tagger(tagger, sentences, batch_size=batch_size, with_predictions=report is not None)
@@ -180,17 +239,17 @@ def format_raw_text_report(metrics: dict) -> str:
 
 def command_evaluate(model_dir: Path, args: argparse.Namespace) -> int:
     """``seqtag evaluate`` on a tagger: one JSON object (``--json``) or a readable table."""
-    from training.tagger.evaluate import format_report
+    from training.tagger.evaluate import format_report, format_span_report
 
-    if args.format not in (None, "conllu"):
-        raise ConfigError(f"{model_dir} is a tagger: it reads --format conllu, not {args.format}")
     if args.raw_text:
         metrics = evaluate_raw_text(model_dir, args.data, args.tokenizer, args.batch_size)
         print(json.dumps(metrics) if args.json else format_raw_text_report(metrics))
         return 0
-    metrics = evaluate_model(model_dir, args.data, args.tag_column, args.batch_size, args.report)
+    metrics = evaluate_model(model_dir, args.data, args.tag_column, args.batch_size, args.report, args.format)
     if args.json:
         print(json.dumps(metrics))
-    else:
+    elif "per_tag" in metrics:
         print(format_report(metrics, title=f"{model_dir} on {args.data} ({metrics['tag_column'].upper()})"))
+    else:
+        print(format_span_report(metrics, title=f"{model_dir} on {args.data}"))
     return 0

@@ -10,10 +10,25 @@ from dataclasses import dataclass
 from training.common.config import ConfigBase
 from training.common.distribute import check_run_options
 from training.common.errors import ConfigError
+from training.common.tokenizer import DEFAULT_TOKENIZER, TOKENIZERS
+from training.tagger.spans import SCHEMES
+
+
+TASKS = ("pos", "spans")
+CONDITIONS = ("none", "first-token", "embedding")
 
 
 @dataclass
 class TaggerConfig(ConfigBase):
+    # --- task ---
+    task: str = "pos"  # "pos": a tag per token from a CoNLL-U column; "spans": BIO/BIOES span tags (slots, entities)
+    scheme: str = "bio"  # spans: "bio" or "bioes" (decoded with constrained Viterbi: never an I- that continues nothing)
+    # spans: how a sentence's condition (an SGD turn's service) enters: "none"; "first-token": written as a first
+    # token <service:NAME> that the BiLSTMs carry along; "embedding": an embedding of it beside every token
+    condition: str = "none"
+    condition_dim: int = 16  # "embedding": its size
+    condition_dropout: float = 0.1  # share of training sentences whose condition is hidden, so a model serves without one
+    tokenizer: str = DEFAULT_TOKENIZER  # spans from raw text (SGD utterances): how they become tokens
     # --- data ---
     tag_column: str = "upos"  # which CoNLL-U column to tag: "upos" or "xpos"
     min_word_count: int = 2  # words seen fewer times in train share the unknown-word embedding
@@ -48,12 +63,19 @@ class TaggerConfig(ConfigBase):
         self.validate()
 
     def validate(self) -> None:
+        for name, known in (("task", TASKS), ("scheme", SCHEMES), ("condition", CONDITIONS), ("tokenizer", TOKENIZERS)):
+            if getattr(self, name) not in known:
+                raise ConfigError(f"{name} must be one of {', '.join(known)}, not {getattr(self, name)!r}")
+        if self.task == "pos" and self.condition != "none":
+            raise ConfigError("a condition is for span models (task spans)")
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ConfigError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
         if self.tag_column not in ("upos", "xpos"):
             raise ConfigError(f"tag_column must be 'upos' or 'xpos', not {self.tag_column!r}")
         if self.char_encoder not in ("bilstm", "cnn"):
             raise ConfigError(f"char_encoder must be 'bilstm' or 'cnn', not {self.char_encoder!r}")
         for name in ("min_word_count", "max_word_length", "word_dim", "char_dim", "char_hidden",
-                     "hidden", "layers", "batch_size", "epochs"):
+                     "hidden", "layers", "batch_size", "epochs", "condition_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("dropout", "word_dropout"):

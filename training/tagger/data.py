@@ -33,6 +33,7 @@ class TaggedSentence:
     # [start, end) of each word in ``text``; None without a text, or where the tokens do not follow it
     word_spans: tuple[tuple[int, int], ...] | None = None
     new_paragraph: bool = False  # a ``# newpar`` or ``# newdoc`` comment comes before it
+    condition: str | None = None  # what the sentence is about, for a model conditioned on it (an SGD service)
 
 
 def word_spans(text: str, tokens: list[tuple[str, list[str]]]) -> tuple[tuple[int, int], ...] | None:

@@ -1,5 +1,7 @@
-"""Evaluation of an exported tagger on gold-tagged sentences: token accuracy, per-tag P/R/F1, OOV split; and of
-a tokenizer (with a tagger behind it) on raw text against the gold words.
+"""Evaluation of an exported tagger on gold-tagged sentences: token accuracy, per-tag P/R/F1, OOV split; of a span
+model: span precision / recall / F1 (seqeval, exact label and boundaries; boundaries only; by label and by whether
+training saw the label or the sentence's condition); and of a tokenizer (with a tagger behind it) on raw text
+against the gold words.
 
 Always runs on the exported SavedModel (``SavedTagger``), never on the training object, so the figures
 are those a deployed model gives. A token is out-of-vocabulary (OOV) when the model's word vocabulary
@@ -18,6 +20,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from training.tagger.data import TaggedSentence
 from training.tagger.saved_tagger import SavedTagger
+from training.tagger.spans import OUTSIDE, parse_tag, tags_to_spans
 
 
 def _accuracy(correct: np.ndarray, selected: np.ndarray) -> dict[str, Any]:
@@ -154,3 +157,106 @@ def evaluate_raw_text(texts: Sequence[RawText], tokenizer, tagger: SavedTagger |
         result["upos"] = {**span_scores(tagged_correct, words["gold"], words["system"]),
                           "aligned_accuracy": tagged_correct / words["matched"] if words["matched"] else None}
     return result
+
+
+# --- span models ---
+
+
+def _span_scores(gold: list[list[str]], predicted: list[list[str]], scheme: str) -> dict[str, Any]:
+    """seqeval's strict span scores (a span counts when its label and both ends are right)."""
+    from seqeval.metrics import f1_score, precision_score, recall_score
+    from seqeval.scheme import IOB2, IOBES
+
+    mode = {"scheme": IOB2 if scheme == "bio" else IOBES, "mode": "strict", "zero_division": 0}
+    spans = sum(len(tags_to_spans(tags, scheme)) for tags in gold)
+    if not spans and not any(t != OUTSIDE for tags in predicted for t in tags):
+        return {"precision": None, "recall": None, "f1": None, "spans": 0}
+    return {"precision": float(precision_score(gold, predicted, **mode)), "recall": float(recall_score(gold, predicted, **mode)),
+            "f1": float(f1_score(gold, predicted, **mode)), "spans": spans}
+
+
+def _relabel(tags: list[str], scheme: str, keep=None, label: str | None = None) -> list[str]:
+    """Tags with spans of labels outside ``keep`` dropped (O), or every label renamed ``label``."""
+    out = []
+    for tag in tags:
+        prefix, name = parse_tag(tag, scheme)
+        if prefix == OUTSIDE or (keep is not None and name not in keep):
+            out.append(OUTSIDE)
+        else:
+            out.append(f"{prefix}-{label or name}")
+    return out
+
+
+def evaluate_spans(tagger: SavedTagger, sentences: Sequence[TaggedSentence], batch_size: int = 256,
+                   with_predictions: bool = False) -> dict[str, Any]:
+    """A span model on gold-tagged sentences (each with its condition, if any): ``precision``, ``recall``, ``f1``
+    (exact label and boundaries), ``spans`` (gold), ``unlabelled`` (boundaries only, any label), ``per_label``,
+    ``seen_labels`` / ``unseen_labels`` (gold labels the model was trained on, or not: it cannot find those), and
+    ``seen_conditions`` / ``unseen_conditions`` (sentences whose condition, e.g. SGD service, training had)."""
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2, IOBES
+
+    if not sentences:
+        raise ValueError("no sentences to evaluate on")
+    scheme = tagger.metadata.get("scheme", "bio")
+    start = time.perf_counter()
+    predictions = tagger.tag([list(s.words) for s in sentences], batch_size=batch_size,
+                             conditions=[s.condition for s in sentences])
+    seconds = time.perf_counter() - start
+    gold = [list(s.tags) for s in sentences]
+    predicted = [p.tags for p in predictions]
+    model_labels = {parse_tag(t, scheme)[1] for t in tagger.labels} - {""}
+    gold_labels = {parse_tag(t, scheme)[1] for tags in gold for t in tags} - {""}
+    report = classification_report(gold, predicted, mode="strict", scheme=IOB2 if scheme == "bio" else IOBES,
+                                   output_dict=True, zero_division=0)
+    per_label = {label: {"precision": float(r["precision"]), "recall": float(r["recall"]), "f1": float(r["f1-score"]),
+                         "support": int(r["support"])}
+                 for label, r in sorted(report.items(), key=lambda item: -item[1]["support"]) if " avg" not in label}
+    trained_conditions = set(tagger.metadata.get("conditions") or [])
+    seen = [i for i, s in enumerate(sentences) if s.condition in trained_conditions]
+    unseen = [i for i, s in enumerate(sentences) if s.condition not in trained_conditions]
+    metrics = {
+        **_span_scores(gold, predicted, scheme),
+        "sentences": len(sentences),
+        "predicted_spans": sum(len(p.spans or ()) for p in predictions),
+        "unlabelled": _span_scores([_relabel(t, scheme, label="SPAN") for t in gold],
+                                   [_relabel(t, scheme, label="SPAN") for t in predicted], scheme),
+        "seen_labels": _span_scores([_relabel(t, scheme, keep=model_labels) for t in gold],
+                                    [_relabel(t, scheme, keep=model_labels) for t in predicted], scheme),
+        "unseen_labels": {**_span_scores([_relabel(t, scheme, keep=gold_labels - model_labels) for t in gold],
+                                         [_relabel(t, scheme, keep=gold_labels - model_labels) for t in predicted],
+                                         scheme), "labels": sorted(gold_labels - model_labels)},
+        "per_label": per_label,
+        "seconds": seconds,
+    }
+    if trained_conditions:
+        for name, rows in (("seen_conditions", seen), ("unseen_conditions", unseen)):
+            subset = _span_scores([gold[i] for i in rows], [predicted[i] for i in rows], scheme)
+            unlabelled = _span_scores([_relabel(gold[i], scheme, label="SPAN") for i in rows],
+                                      [_relabel(predicted[i], scheme, label="SPAN") for i in rows], scheme)
+            conditions = sorted({sentences[i].condition or "" for i in rows})
+            metrics[name] = {**subset, "sentences": len(rows), "unlabelled_f1": unlabelled["f1"], "conditions": conditions}
+    if with_predictions:
+        metrics.update(gold=gold, predicted=predicted)
+    return metrics
+
+
+def format_span_report(metrics: dict[str, Any], title: str = "", top: int = 20) -> str:
+    def pct(value):
+        return "   n/a" if value is None else f"{100 * value:6.2f}"
+
+    lines = [title] if title else []
+    lines.append(f"span F1 {pct(metrics['f1'])} %  (P {pct(metrics['precision'])}, R {pct(metrics['recall'])}) over "
+                 f"{metrics['spans']} spans, {metrics['sentences']} sentences")
+    lines.append(f"boundaries only, any label: F1 {pct(metrics['unlabelled']['f1'])} %")
+    for name in ("seen_conditions", "unseen_conditions"):
+        if name in metrics:
+            m = metrics[name]
+            lines.append(f"{name.replace('_', ' '):18} F1 {pct(m['f1'])} %  boundaries {pct(m['unlabelled_f1'])} %  "
+                         f"({m['spans']} spans, {len(m['conditions'])} conditions)")
+    lines.append(f"labels never trained on: {len(metrics['unseen_labels']['labels'])} "
+                 f"({metrics['unseen_labels']['spans']} gold spans)")
+    lines += ["", f"{'label':<28}{'precision':>10}{'recall':>10}{'F1':>10}{'support':>10}"]
+    for label, row in list(metrics["per_label"].items())[:top]:
+        lines.append(f"{label:<28}{pct(row['precision']):>10}{pct(row['recall']):>10}{pct(row['f1']):>10}{row['support']:>10}")
+    return "\n".join(lines)

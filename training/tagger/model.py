@@ -5,9 +5,10 @@ handling lives in the exported SavedModel (``training.tagger.export``), not here
 
     char_ids  int32[B, T, C] -> per word (FoldedTimeDistributed): char Embedding -> BiLSTM or CNN
                                                                          -> char_vectors [B, T, Dc]
-    sentence_tagger(word_ids int32[B, T], char_vectors (, pretrained_ids int32[B, T])):
+    sentence_tagger(word_ids int32[B, T], char_vectors (, pretrained_ids int32[B, T], condition_ids int32[B])):
         word Embedding                                                   -> [B, T, word_dim]
         (pretrained Embedding: the kept rows of a vector table, frozen or fine-tuned -> [B, T, vector dims])
+        (span models: condition Embedding, the same beside every token   -> [B, T, condition_dim])
         concat -> Dropout -> layers x BiLSTM(hidden, return_sequences=True, mask: word_ids != 0)
                                                                          -> [B, T, 2*hidden]
         -> TimeDistributed(Dense(n_tags, softmax))                       -> [B, T, n_tags]
@@ -44,7 +45,7 @@ def char_vector_size(config: TaggerConfig) -> int:
 
 
 def build_sentence_tagger(config: TaggerConfig, n_words: int, n_tags: int,
-                          pretrained_shape: tuple[int, int] | None = None) -> keras.Model:
+                          pretrained_shape: tuple[int, int] | None = None, n_conditions: int | None = None) -> keras.Model:
     """Word ids ``[B, T]``, each word's character vector ``[B, T, Dc]`` (and, with ``pretrained_shape`` = (rows,
     dimensions) of a kept vector table, its row ids ``[B, T]``) -> tag probabilities ``[B, T, n_tags]``. The
     pretrained rows are set after building (``set_pretrained``)."""
@@ -55,6 +56,11 @@ def build_sentence_tagger(config: TaggerConfig, n_words: int, n_tags: int,
     if pretrained_shape is not None:
         inputs["pretrained_ids"] = keras.Input(shape=(None,), dtype="int32", name="pretrained_ids")
         parts.append(pretrained_embedding(config, pretrained_shape)(inputs["pretrained_ids"]))  # [B, T, vector dims]
+    if n_conditions is not None:  # the sentence's condition beside every token
+        inputs["condition_ids"] = keras.Input(shape=(), dtype="int32", name="condition_ids")  # [B]
+        condition = layers.Embedding(n_conditions, config.condition_dim, name="condition_embedding")(inputs["condition_ids"])
+        on_every_token = ops.ones_like(parts[0][..., :1])  # [B, T, 1]
+        parts.append(ops.expand_dims(condition, 1) * on_every_token)  # [B, T, condition_dim]
     x = layers.Concatenate(name="word_and_chars")([*parts, inputs["char_vectors"]])
     x = layers.Dropout(config.dropout, name="input_dropout")(x)
     for i in range(config.layers):
@@ -68,7 +74,7 @@ def build_sentence_tagger(config: TaggerConfig, n_words: int, n_tags: int,
 
 
 def build_tagger(config: TaggerConfig, n_words: int, n_chars: int, n_tags: int,
-                 pretrained_shape: tuple[int, int] | None = None) -> keras.Model:
+                 pretrained_shape: tuple[int, int] | None = None, n_conditions: int | None = None) -> keras.Model:
     """The trained model: the character encoder applied per word, then the sentence tagger.
 
     The two parts are sub-models (``char_features``'s layer and ``sentence_tagger``) so that the exported
@@ -81,7 +87,10 @@ def build_tagger(config: TaggerConfig, n_words: int, n_chars: int, n_tags: int,
     if pretrained_shape is not None:
         inputs["pretrained_ids"] = keras.Input(shape=(None,), dtype="int32", name="pretrained_ids")  # [B, T]
         tagger_inputs["pretrained_ids"] = inputs["pretrained_ids"]
-    probabilities = build_sentence_tagger(config, n_words, n_tags, pretrained_shape)(tagger_inputs)
+    if n_conditions is not None:
+        inputs["condition_ids"] = keras.Input(shape=(), dtype="int32", name="condition_ids")  # [B]
+        tagger_inputs["condition_ids"] = inputs["condition_ids"]
+    probabilities = build_sentence_tagger(config, n_words, n_tags, pretrained_shape, n_conditions)(tagger_inputs)
     return keras.Model(inputs, probabilities, name="tagger")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -25,18 +25,40 @@ from training.tagger.config import TaggerConfig
 from training.tagger.data import TaggedSentence
 from training.common.vectors import read_vectors, select
 from training.tagger.model import build_tagger, set_pretrained
-from training.tagger.vocab import TaggerVocabs, encode_pretrained, encode_words
+from training.tagger.spans import OUTSIDE, tags_to_spans
+from training.tagger.vocab import TaggerVocabs, condition_token, encode_pretrained, encode_words
 
 logger = logging.getLogger(__name__)
 
 
+def conditioned(sentences: Sequence[TaggedSentence], config: TaggerConfig, hide: float = 0.0,
+                seed: int = 0) -> list[TaggedSentence]:
+    """Span models' sentences as the model reads them: with a "first-token" condition, the condition written as a
+    first token tagged O (``condition_token``). A share ``hide`` of them (training: ``condition_dropout``) lose their
+    condition, so that the model also serves sentences that come without one."""
+    if config.condition == "none":
+        return list(sentences)
+    rng = np.random.default_rng(seed)
+    result = []
+    for sentence in sentences:
+        condition = sentence.condition if rng.random() >= hide else None
+        if config.condition == "first-token":
+            sentence = replace(sentence, words=(condition_token(condition), *sentence.words),
+                               tags=(OUTSIDE, *sentence.tags))
+        result.append(replace(sentence, condition=condition))
+    return result
+
+
 def encode_sentences(sentences: Sequence[TaggedSentence], vocabs: TaggerVocabs,
                      config: TaggerConfig) -> list[EncodedSentence]:
+    """Sentences (``conditioned`` already) -> the model's ids."""
     encoded = []
     for sentence in sentences:
         word_ids, char_ids = encode_words(sentence.words, vocabs, config.max_word_length)
         tag_ids = np.array([vocabs.tags.id(t) if t in vocabs.tags else 0 for t in sentence.tags], dtype=np.int32)
-        encoded.append(EncodedSentence(word_ids, char_ids, tag_ids, encode_pretrained(sentence.words, vocabs)))
+        condition_id = vocabs.conditions.id(sentence.condition or "") if vocabs.conditions is not None else None
+        encoded.append(EncodedSentence(word_ids, char_ids, tag_ids, encode_pretrained(sentence.words, vocabs),
+                                       condition_id))
     return encoded
 
 
@@ -68,6 +90,40 @@ class DevEvaluation(EpochDevScore):
         return f"dev accuracy {record['dev_accuracy']:.4f}"
 
 
+def span_f1(model: keras.Model, batches: BucketedBatches, tags: Sequence[str], scheme: str,
+            distributed: bool = False) -> float:
+    """Exact span F1 (label and boundaries) of the most probable tag at each token."""
+    matched = gold_count = predicted_count = 0
+    for index in range(len(batches)):
+        inputs, tag_ids, weights = batches[index]
+        predicted = np.argmax(predict_batch(model, inputs, distributed), axis=-1)
+        for row in range(len(tag_ids)):
+            n = int(weights[row].sum())
+            gold = set(tags_to_spans([tags[i] for i in tag_ids[row, :n]], scheme))
+            guess = set(tags_to_spans([tags[i] for i in predicted[row, :n]], scheme))
+            matched += len(gold & guess)
+            gold_count += len(gold)
+            predicted_count += len(guess)
+    return 2 * matched / max(gold_count + predicted_count, 1)
+
+
+class SpanDevEvaluation(DevEvaluation):
+    """Exact span F1 on dev, as ``dev_span_f1`` (span models stop early on it, not on token accuracy)."""
+
+    score_key = "dev_span_f1"
+
+    def __init__(self, dev_batches: BucketedBatches, train_tokens: int, max_seconds: float = 0.0,
+                 distributed: bool = False, tags: Sequence[str] = (), scheme: str = "bio"):
+        super().__init__(dev_batches, train_tokens, max_seconds, distributed)
+        self.tags, self.scheme = list(tags), scheme
+
+    def dev_score(self) -> float:
+        return span_f1(self.model, self.dev_batches, self.tags, self.scheme, self.distributed)
+
+    def describe(self, record: dict) -> str:
+        return f"dev span F1 {record['dev_span_f1']:.4f}"
+
+
 @dataclass
 class TrainingResult:
     model: keras.Model
@@ -91,7 +147,9 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
     if not dev:
         raise ValueError("the dev data holds no sentences")
     keras.utils.set_random_seed(config.seed)
-    vocabs = TaggerVocabs.build(train, config.min_word_count)
+    train = conditioned(train, config, config.condition_dropout, config.seed)
+    dev = conditioned(dev, config)
+    vocabs = TaggerVocabs.build(train, config.min_word_count, conditions=config.condition == "embedding")
     vectors_record = None
     if config.vectors:
         kept, vectors_record = select(read_vectors(config.vectors), {w for s in train for w in s.words},
@@ -109,8 +167,7 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
     dev_batches = BucketedBatches(encode_sentences(dev, vocabs, config), 256, shuffle=False, multiple=multiple)
 
     def build() -> keras.Model:
-        return build_tagger(config, len(vocabs.words), len(vocabs.chars), len(vocabs.tags),
-                            vocabs.pretrained.shape if vocabs.pretrained else None)
+        return build_model(config, vocabs)
 
     with precision(config.mixed_precision), placement.scope():
         model = build()
@@ -120,25 +177,37 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
                       loss="sparse_categorical_crossentropy", jit_compile=False)
     logger.info("model: %d parameters, computing in %s", model.count_params(), model.dtype_policy.name)
 
-    dev_evaluation = DevEvaluation(dev_batches, sum(len(s.words) for s in train), config.max_minutes * 60,
-                                   placement.distributed)
+    train_tokens = sum(len(s.words) for s in train)
+    if config.task == "spans":
+        dev_evaluation = SpanDevEvaluation(dev_batches, train_tokens, config.max_minutes * 60, placement.distributed,
+                                           vocabs.tags.items, config.scheme)
+    else:
+        dev_evaluation = DevEvaluation(dev_batches, train_tokens, config.max_minutes * 60, placement.distributed)
+    score_key = dev_evaluation.score_key
     callbacks = [
-        dev_evaluation,  # first: the others read the dev_accuracy it adds to the logs
-        keras.callbacks.ReduceLROnPlateau(monitor="dev_accuracy", mode="max", factor=0.5,
+        dev_evaluation,  # first: the others read the dev score it adds to the logs
+        keras.callbacks.ReduceLROnPlateau(monitor=score_key, mode="max", factor=0.5,
                                           patience=config.lr_decay_patience, min_lr=1e-5),
-        keras.callbacks.EarlyStopping(monitor="dev_accuracy", mode="max", patience=config.patience,
+        keras.callbacks.EarlyStopping(monitor=score_key, mode="max", patience=config.patience,
                                       restore_best_weights=True),
         *tensorboard_callbacks(tensorboard_dir),
     ]
     start = time.perf_counter()
     model.fit(train_batches, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - start
-    best = max(dev_evaluation.history, key=lambda r: r["dev_accuracy"])
-    logger.info("best epoch %d of %d: dev accuracy %.4f (%.0f s in all)", best["epoch"],
-                len(dev_evaluation.history), best["dev_accuracy"], seconds)
+    best = max(dev_evaluation.history, key=lambda r: r[score_key])
+    logger.info("best epoch %d of %d: %s %.4f (%.0f s in all)", best["epoch"], len(dev_evaluation.history),
+                score_key.replace("_", " "), best[score_key], seconds)
     model = float32_copy(model, build, placement)
-    return TrainingResult(model, vocabs, config, dev_evaluation.history, best["epoch"], best["dev_accuracy"], seconds,
+    return TrainingResult(model, vocabs, config, dev_evaluation.history, best["epoch"], best[score_key], seconds,
                           vectors_record)
+
+
+def build_model(config: TaggerConfig, vocabs: TaggerVocabs) -> keras.Model:
+    """The model ``config`` describes, sized by ``vocabs`` (the pretrained rows are set apart)."""
+    return build_tagger(config, len(vocabs.words), len(vocabs.chars), len(vocabs.tags),
+                        vocabs.pretrained.shape if vocabs.pretrained else None,
+                        len(vocabs.conditions) if vocabs.conditions is not None else None)
 
 
 PROBE_SENTENCES = 32  # dev sentences whose probabilities the checkpoint keeps, for the export to reproduce
@@ -152,21 +221,26 @@ def predict_sentences(model: keras.Model, encoded: Sequence[EncodedSentence]) ->
 def save_tagger_checkpoint(result: TrainingResult, directory: Path, metadata: dict,
                            dev: Sequence[TaggedSentence] = ()) -> Path:
     """Weights, vocabularies, config and the training record (``training.common.checkpoint``); the first dev sentences
-    and the trained model's probabilities on them are the probe the export must reproduce."""
+    (with their conditions) and the trained model's probabilities on them are the probe the export must reproduce
+    (a first-token condition's position left out, as the exported model leaves it out)."""
     probe = list(dev[:PROBE_SENTENCES])
-    probabilities = predict_sentences(result.model, encode_sentences(probe, result.vocabs, result.config)) if probe else []
-    state = {"kind": "pos", "config": result.config.to_dict(), "vocabs": result.vocabs.to_dict(), "metadata": metadata,
-             "probe": [list(s.words) for s in probe]}
+    probabilities = []
+    if probe:
+        probabilities = predict_sentences(result.model, encode_sentences(conditioned(probe, result.config), result.vocabs,
+                                                                         result.config))
+        if result.config.condition == "first-token":
+            probabilities = [p[1:] for p in probabilities]
+    state = {"kind": "tagger", "config": result.config.to_dict(), "vocabs": result.vocabs.to_dict(), "metadata": metadata,
+             "probe": [list(s.words) for s in probe], "probe_conditions": [s.condition for s in probe]}
     return checkpoint.write_checkpoint(directory, result.model, state, probabilities)
 
 
 def load_tagger_checkpoint(directory: Path) -> tuple[keras.Model, TaggerVocabs, TaggerConfig, dict]:
     """-> (model with the trained weights, vocabularies, config, the checkpoint's state)."""
     state = checkpoint.read_state(directory)
-    if state["kind"] != "pos":
-        raise ConfigError(f"{directory}: a {state['kind']} checkpoint, not a part-of-speech tagger's")
+    if state["kind"] != "tagger":
+        raise ConfigError(f"{directory}: a {state['kind']} checkpoint, not a tagger's")
     config = TaggerConfig.from_dict(state["config"])
     vocabs = TaggerVocabs.from_dict(state["vocabs"])
-    model = checkpoint.load_weights(directory, build_tagger(config, len(vocabs.words), len(vocabs.chars), len(vocabs.tags),
-                                                            vocabs.pretrained.shape if vocabs.pretrained else None))
+    model = checkpoint.load_weights(directory, build_model(config, vocabs))
     return model, vocabs, config, state

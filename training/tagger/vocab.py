@@ -28,33 +28,46 @@ class TaggerVocabs:
     chars: Vocab  # characters
     tags: Vocab  # output labels
     pretrained: KeptVectors | None = None  # the pretrained table's kept words and their rows, if the model has one
+    conditions: Vocab | None = None  # span models with an "embedding" condition: the conditions seen in training
 
     @classmethod
-    def build(cls, sentences: Sequence, min_word_count: int) -> "TaggerVocabs":
+    def build(cls, sentences: Sequence, min_word_count: int, conditions: bool = False) -> "TaggerVocabs":
         word_counts: Counter = Counter()
         char_counts: Counter = Counter()
+        condition_counts: Counter = Counter()
         tags: set[str] = set()
         for sentence in sentences:
             for word in sentence.words:
                 word_counts[normalize_word(word)] += 1
                 char_counts.update(word)
             tags.update(sentence.tags)
-        return cls(Vocab.build(word_counts, min_word_count), Vocab.build(char_counts, 1), Vocab.labels(tags))
+            if getattr(sentence, "condition", None):
+                condition_counts[sentence.condition] += 1
+        return cls(Vocab.build(word_counts, min_word_count), Vocab.build(char_counts, 1), Vocab.labels(tags),
+                   None, Vocab.build(condition_counts, 1) if conditions else None)
 
     def to_dict(self) -> dict:
         data = {"words": list(self.words.items), "chars": list(self.chars.items), "tags": list(self.tags.items)}
         if self.pretrained is not None:
             data["pretrained"] = self.pretrained.to_dict()
+        if self.conditions is not None:
+            data["conditions"] = list(self.conditions.items)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "TaggerVocabs":
         pretrained = KeptVectors.from_dict(data["pretrained"]) if data.get("pretrained") else None
+        conditions = Vocab(tuple(data["conditions"])) if data.get("conditions") else None
         return cls(Vocab(tuple(data["words"])), Vocab(tuple(data["chars"])), Vocab(tuple(data["tags"]), reserved=False),
-                   pretrained)
+                   pretrained, conditions)
 
     def with_pretrained(self, pretrained: KeptVectors | None) -> "TaggerVocabs":
-        return TaggerVocabs(self.words, self.chars, self.tags, pretrained)
+        return TaggerVocabs(self.words, self.chars, self.tags, pretrained, self.conditions)
+
+
+def condition_token(condition: str | None) -> str:
+    """A span model's condition written as a first token (config ``condition`` "first-token"); no condition: ``<condition:>``."""
+    return f"<condition:{condition or ''}>"
 
 
 def encode_pretrained(words: Sequence[str], vocabs: TaggerVocabs) -> np.ndarray | None:
