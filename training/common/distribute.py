@@ -114,10 +114,11 @@ def precision(mixed_precision: str) -> Iterator[str]:
         keras.config.set_dtype_policy(previous)
 
 
-def float32_copy(model: keras.Model, build: Callable[[], keras.Model], placement: Placement) -> keras.Model:
+def float32_copy(model: keras.Model, build: Callable[[], keras.Model], placement: Placement,
+                 force: bool = False) -> keras.Model:
     """The same weights in a model built in float32 outside any strategy: what checkpoints and exports hold.
-    ``model`` itself when it already is one."""
-    if model.dtype_policy.name == "float32" and not placement.distributed:
+    ``model`` itself when it already is one, unless ``force`` (``build`` makes another layout of the same weights)."""
+    if model.dtype_policy.name == "float32" and not placement.distributed and not force:
         return model
     with precision("none"):
         copy = build()

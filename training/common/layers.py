@@ -42,7 +42,13 @@ def pretrained_embedding(config, shape: tuple[int, int]) -> layers.Embedding:
     """The kept rows of a pretrained vector table (``shape`` = rows, dimensions), set after building. Frozen
     (``config.vectors_trainable`` false) they are float16 variables: half the model's bytes on disk, and the
     trainer rounds them to float16 first, so nothing changes; the concatenation after them reads them as float32.
-    Fine-tuned, they are float32 like every other weight."""
+    Fine-tuned, they train as float32; the trained model is then rebuilt frozen (``inference_config``), its rows
+    rounded to float16, and that is what checkpoints, exports and dev figures hold."""
     if config.vectors_trainable:
         return layers.Embedding(*shape, name="pretrained_embedding")
     return layers.Embedding(*shape, trainable=False, dtype="float16", name="pretrained_embedding")
+
+
+def inference_config(config):
+    """The config a trained model is rebuilt with for checkpoints and exports: its pretrained rows frozen (float16)."""
+    return config.replace(vectors_trainable=False) if getattr(config, "vectors_trainable", False) else config

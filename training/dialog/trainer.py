@@ -21,11 +21,12 @@ from training.common.batching import shape_multiple
 from training.common.callbacks import EpochDevScore, tensorboard_callbacks
 from training.common.distribute import Placement, float32_copy, precision, predict_in_order
 from training.common.errors import ConfigError
+from training.common.layers import inference_config
 from training.common.tokenizer import LEGACY_TOKENIZER
+from training.common.vectors import read_vectors, select
 from training.dialog.batching import DialogBatches
 from training.dialog.config import DialogConfig
 from training.dialog.data import Dialog, Turn
-from training.common.vectors import read_vectors, select
 from training.dialog.model import build_dialog_model, set_pretrained
 from training.dialog.vocab import DialogVocabs, EncodedDialog, encode_dialog, turn_tokens
 
@@ -161,7 +162,11 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
     logger.info("best epoch %d of %d: dev %.4f (%.0f s of training)", best["epoch"], len(evaluation.history),
                 best["dev_score"], seconds)
 
-    model = float32_copy(model, build, placement)
+    # Fine-tuned vector rows are rounded to float16 now (inference_config): the model that is kept is that one.
+    model = float32_copy(model, lambda: build_dialog_model(inference_config(config), len(vocabs.words), len(vocabs.speakers),
+                                                           len(vocabs.labels), vocabs.pretrained.shape
+                                                           if vocabs.pretrained is not None else None),
+                         placement, force=bool(config.vectors) and config.vectors_trainable)
     thresholds = tuned_thresholds([predict_batches(model, dev_batches)], dev_batches) if config.multi_label else None
     return DialogTrainingResult(model, vocabs, config, thresholds, evaluation.history, best["epoch"], best["dev_score"], seconds,
                                 vectors_record)
@@ -231,7 +236,7 @@ def load_checkpoint(directory: Path) -> tuple[keras.Model, DialogVocabs, DialogC
     # A checkpoint written before configs named their tokenizer was trained on the legacy one.
     config = DialogConfig.from_dict({"tokenizer": LEGACY_TOKENIZER, **state["config"]})
     vocabs = DialogVocabs.from_dict(state["vocabs"])
-    model = build_dialog_model(config, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels),
+    model = build_dialog_model(inference_config(config), len(vocabs.words), len(vocabs.speakers), len(vocabs.labels),
                                vocabs.pretrained.shape if vocabs.pretrained is not None else None)
     checkpoint.load_weights(directory, model)
     return model, vocabs, config, state["thresholds"], state["metadata"]

@@ -20,10 +20,11 @@ from training.common.batching import shape_multiple
 from training.common.callbacks import EpochDevScore, tensorboard_callbacks
 from training.common.distribute import Placement, float32_copy, precision, predict_batch, predict_in_order
 from training.common.errors import ConfigError
+from training.common.layers import inference_config
+from training.common.vectors import read_vectors, select
 from training.tagger.batching import BucketedBatches, EncodedSentence
 from training.tagger.config import TaggerConfig
 from training.tagger.data import TaggedSentence
-from training.common.vectors import read_vectors, select
 from training.tagger.model import build_tagger, set_pretrained
 from training.tagger.spans import OUTSIDE, tags_to_spans
 from training.tagger.vocab import TaggerVocabs, condition_token, encode_pretrained, encode_words
@@ -198,7 +199,13 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
     best = max(dev_evaluation.history, key=lambda r: r[score_key])
     logger.info("best epoch %d of %d: %s %.4f (%.0f s in all)", best["epoch"], len(dev_evaluation.history),
                 score_key.replace("_", " "), best[score_key], seconds)
-    model = float32_copy(model, build, placement)
+    # Fine-tuned vector rows are rounded to float16 now (inference_config): the model that is kept is that one.
+    model = float32_copy(model, lambda: build_model(inference_config(config), vocabs), placement,
+                         force=bool(config.vectors) and config.vectors_trainable)
+    if config.vectors and config.vectors_trainable:
+        rounded = (token_accuracy(model, dev_batches) if config.task == "pos"
+                   else span_f1(model, dev_batches, vocabs.tags.items, config.scheme))
+        logger.info("dev %s with the fine-tuned vector rows rounded to float16: %.4f", score_key.replace("_", " "), rounded)
     return TrainingResult(model, vocabs, config, dev_evaluation.history, best["epoch"], best[score_key], seconds,
                           vectors_record)
 
@@ -242,5 +249,5 @@ def load_tagger_checkpoint(directory: Path) -> tuple[keras.Model, TaggerVocabs, 
         raise ConfigError(f"{directory}: a {state['kind']} checkpoint, not a tagger's")
     config = TaggerConfig.from_dict(state["config"])
     vocabs = TaggerVocabs.from_dict(state["vocabs"])
-    model = checkpoint.load_weights(directory, build_model(config, vocabs))
+    model = checkpoint.load_weights(directory, build_model(inference_config(config), vocabs))
     return model, vocabs, config, state
