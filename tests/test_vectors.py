@@ -192,3 +192,25 @@ def test_a_dialog_model_with_vectors_streams_as_it_serves_and_equals_keras(tmp_p
     assert encoded[0].pretrained_ids[0, 2] > 1  # "kitten": the start marker, "the", then it
     batch_inputs, _, _ = pad_dialogs(encoded, False)
     np.testing.assert_allclose(np.asarray(keras_model(batch_inputs, training=False)[0]), whole, atol=1e-5)
+
+
+def test_export_prunes_the_table_to_fewer_frequent_words_and_still_equals_keras(tmp_path):
+    """``seqtag export --vectors-top N`` keeps the training words and the table's first N: the way N is measured
+    on one trained model. A word only the cut rows knew ("kitten") becomes unknown to the table; training words
+    keep their rows, and the export reproduces the pruned model (its probe is checked)."""
+    data = tmp_path / "train.conllu"
+    data.write_text(conllu(TRAIN), encoding="utf-8")
+    table = write_text_table(tmp_path / "v.txt")
+    assert main(["train", "pos", "--train", str(data), "--dev", str(data), "--out", str(tmp_path / "pos"),
+                 "--checkpoint", str(tmp_path / "ck"), "--vectors", str(table), "--vectors-top", "4",
+                 *TINY_TAGGER]) == 0
+    assert main(["export", "--from-checkpoint", str(tmp_path / "ck"), "--out", str(tmp_path / "pos"),
+                 "--vectors-top", "1"]) == 0
+    full, pruned = SavedTagger(tmp_path / "pos" / "1"), SavedTagger(tmp_path / "pos" / "2")
+    assert pruned.metadata["vectors"]["pruned_to_top"] == 1 and pruned.metadata["export_check"]["items"] > 0
+    assert pruned.metadata["vectors"]["kept_words"] == 6  # "the" (the first) and the 5 other training words
+    sentence = [["The", "kitten", "sleeps", "."]]
+    assert full.input_ids(sentence)["pretrained_ids"][0, 1] > 1 and pruned.input_ids(sentence)["pretrained_ids"][0, 1] == 1
+    keep = [0, 2, 3]  # the training words' rows are the same vectors in both
+    np.testing.assert_array_equal(full.tag([["The", "cat", "sleeps", "."]])[0].probabilities[keep],
+                                  pruned.tag([["The", "cat", "sleeps", "."]])[0].probabilities[keep])

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a checkpoint written by 'seqtag train' (under any backend); several dialog checkpoints: "
                              "one version that averages their probabilities (an ensemble; it streams as one model)")
     export.add_argument("--out", required=True, type=Path, help="model directory that gets the new version")
+    export.add_argument("--vectors-top", type=int, metavar="N",
+                        help="taggers: keep fewer of the vector table's most frequent words (and all training words) "
+                             "than training kept, to measure what N costs and to fit a size")
 
     evaluate = commands.add_parser("evaluate", help="evaluate an exported model on a data file")
     evaluate.add_argument("--model", required=True, type=Path, help="models/<name> (highest version) or models/<name>/<version>")
@@ -80,7 +83,7 @@ def command_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if kinds == {"tagger"}:
         if len(args.checkpoints) > 1:
             raise ConfigError("ensembles are for dialog models: give one tagger checkpoint")
-        return tagger_cli.export_checkpoint(args.checkpoints[0], args.out, command=command)
+        return tagger_cli.export_checkpoint(args.checkpoints[0], args.out, command=command, vectors_top=args.vectors_top)
     if kinds != {"dialog"}:
         raise ConfigError("the checkpoints mix kinds (" + ", ".join(sorted(kinds)) + "): give one kind")
     return dialog_cli.export_checkpoint(args.checkpoints, args.out, command=command)

@@ -84,6 +84,20 @@ class KeptVectors:
             found = index.get(word.lower())
         return 1 if found is None else found
 
+    def pruned(self, matrix: np.ndarray, training_words: Iterable[str], top: int) -> tuple["KeptVectors", np.ndarray]:
+        """The same table cut to its first ``top`` words and ``training_words``: the rows a model trained with
+        ``top`` would have kept (``select`` keeps the table's first words in order, then the training words beyond
+        them). Rows of words that training never saw never got a gradient, so a model trained with a larger ``top``
+        and pruned is the model a run with this ``top`` trains: the way to measure ``top`` on one trained model.
+        ``matrix`` is the model's rows ``[R, D]``. -> (pruned lookup, its rows)."""
+        trained = {lookup_key(w, self.casing) for w in training_words} | {w.lower() for w in training_words}
+        keep = [i for i, key in enumerate(self.keys) if i < top or key in trained]
+        old_rows = sorted({self.ids[i] for i in keep})
+        new_id = {old: new + 2 for new, old in enumerate(old_rows)}
+        rows = np.concatenate([matrix[:2] * 0, matrix[old_rows]])
+        return KeptVectors(tuple(self.keys[i] for i in keep), tuple(new_id[self.ids[i]] for i in keep), rows,
+                           self.casing), rows
+
     def to_dict(self) -> dict:
         """The lookup (keys and their ids); the matrix lives in the model's weights."""
         return {"keys": list(self.keys), "ids": list(self.ids), "casing": self.casing,

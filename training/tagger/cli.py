@@ -124,9 +124,10 @@ def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def export_checkpoint(checkpoint_dir: Path, out: Path, dev=None, dev_path: Path | None = None,
-                      command: str | None = None) -> int:
+                      command: str | None = None, vectors_top: int | None = None) -> int:
     """Export a tagger checkpoint (trained under any backend) as the next version of ``out``, published only if
-    it reproduces the trained model's probe; scored on the dev file, with a report, when it is at hand."""
+    it reproduces the trained model's probe; scored on the dev file, with a report, when it is at hand.
+    ``vectors_top`` cuts the kept vector table to fewer of its most frequent words (``KeptVectors.pruned``)."""
     from training.common.checkpoint import check_probe, probe_probabilities
     from training.tagger.export import export_tagger
     from training.tagger.saved_tagger import SavedTagger
@@ -142,6 +143,9 @@ def export_checkpoint(checkpoint_dir: Path, out: Path, dev=None, dev_path: Path 
             dev, _ = read_sentences(dev_path, config, data_format)
     expected = probe_probabilities(checkpoint_dir)
     backend = metadata.get("training", {}).get("backend", "unknown")
+    if vectors_top is not None:  # the export must then reproduce the pruned model
+        model, vocabs, metadata = prune_vectors(model, vocabs, config, metadata, vectors_top)
+        expected = keras_probabilities(model, vocabs, config, state.get("probe", []), state.get("probe_conditions"))
 
     def verify(staging: Path, written: dict) -> dict | None:
         tagged = SavedTagger(staging, written).tag(state.get("probe", []), conditions=state.get("probe_conditions"))
@@ -152,6 +156,49 @@ def export_checkpoint(checkpoint_dir: Path, out: Path, dev=None, dev_path: Path 
         evaluate_model(directory, dev_path, config.tag_column, report=directory / "report", data_format=data_format)
     print(directory)
     return 0
+
+
+def prune_vectors(model, vocabs, config: TaggerConfig, metadata: dict, top: int):
+    """A trained model with its kept vector table cut to ``top`` (``KeptVectors.pruned``), the training words
+    read again from the training file its metadata names (checked by sha256)."""
+    from training.common.layers import inference_config
+    from training.tagger.model import set_pretrained
+    from training.tagger.trainer import build_model
+
+    if vocabs.pretrained is None:
+        raise ConfigError("--vectors-top prunes a vector table: this checkpoint has none")
+    record = metadata.get("data", {}).get("train", {})
+    path = Path(record.get("path", ""))
+    if not path.is_file() or artifacts.sha256_file(path) != record.get("sha256"):
+        raise ConfigError(f"--vectors-top needs the training file the checkpoint names ({path}), unchanged")
+    train, _ = read_sentences(path, config, metadata.get("data_format", "conllu"))
+    matrix = model.get_layer("sentence_tagger").get_layer("pretrained_embedding").get_weights()[0]
+    pruned, rows = vocabs.pretrained.pruned(matrix, {w for s in train for w in s.words}, top)
+    new_vocabs = vocabs.with_pretrained(pruned)
+    new_model = build_model(inference_config(config), new_vocabs)
+    for layer in ("char_features", "sentence_tagger"):
+        source, target = model.get_layer(layer), new_model.get_layer(layer)
+        for old, new in zip(source.weights, target.weights):
+            if tuple(old.shape) == tuple(new.shape):
+                new.assign(old.numpy())
+    set_pretrained(new_model, rows)
+    vectors = {**metadata.get("vectors", {}), "pruned_to_top": top, "kept_words": len(pruned.keys),
+               "kept_rows": int(rows.shape[0] - 2)}
+    logger.info("vector table pruned to the %d most frequent words and the training words: %d words", top,
+                len(pruned.keys))
+    return new_model, new_vocabs, {**metadata, "vectors": vectors}
+
+
+def keras_probabilities(model, vocabs, config: TaggerConfig, sentences, conditions=None) -> list:
+    """A Keras tagger's probabilities on token lists, as ``save_tagger_checkpoint`` computes its probe."""
+    from training.tagger.data import TaggedSentence
+    from training.tagger.trainer import conditioned, encode_sentences, predict_sentences
+
+    filler = vocabs.tags.items[0]
+    gold = [TaggedSentence(tuple(words), (filler,) * len(words), condition=(conditions or [None] * len(sentences))[i])
+            for i, words in enumerate(sentences)]
+    probabilities = predict_sentences(model, encode_sentences(conditioned(gold, config), vocabs, config))
+    return [p[1:] for p in probabilities] if config.condition == "first-token" else probabilities
 
 
 def reexport_version(source: Path, out: Path, command: str) -> int:
