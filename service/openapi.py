@@ -19,6 +19,7 @@ from flask import Flask, jsonify, redirect
 from spectree import Response, SpecTree
 from werkzeug.exceptions import NotFound
 
+from service.json_body import MAX_JSON_DEPTH
 from service.schemas import ErrorResponse
 
 DOCS_PATH = "docs"
@@ -48,7 +49,9 @@ def init_app(app: Flask, version: str) -> SpecTree:
     # Errors of request parsing are the service's 400 with its one error shape, not spectree's 422.
     spec = SpecTree("flask", title="seqtag", version=version, path=DOCS_PATH, mode="strict", annotations=False,
                     validation_error_status=400, validation_error_model=ErrorResponse,
-                    description="Part-of-speech tagging and streamed dialog-act / dialog-action prediction.")
+                    description="Part-of-speech tagging and streamed dialog-act / dialog-action prediction. Request "
+                                f"bodies are JSON encoded as UTF-8, nested at most {MAX_JSON_DEPTH} levels deep "
+                                "(else 400 json_too_deep).")
     # spectree documents the views it wraps, and its wrapper re-reads and rebuilds every response (even with
     # validation skipped): so the wrapped views go into a shadow app that only spectree reads, and the
     # app serves its views as they are.

@@ -20,10 +20,11 @@ from flask import Blueprint, current_app, jsonify
 
 from service.auth import current_owner, current_settings
 from service.errors import APIError, error_response
+from service.json_body import json_body
 from service.openapi import BODY_ERRORS, documented
 from service.registry import ModelLookupError, ModelRegistry, ModelVersion, StepRequest
 from service.schemas import (CreateDialogRequest, DialogSession, DialogView, ErrorResponse, TurnRequest, TurnResult,
-                             check_tokens, json_body, parse_body)
+                             check_tokens, parse_body)
 from service.sessions import (SessionBusy, SessionNotFound, SessionState, SessionStore, SessionStoreUnavailable,
                               new_session_id)
 from training.common.tokenizer import tokenize
