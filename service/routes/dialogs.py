@@ -25,8 +25,8 @@ from service.openapi import BODY_ERRORS, documented
 from service.registry import ModelLookupError, ModelRegistry, ModelVersion, StepRequest
 from service.schemas import (CreateDialogRequest, DialogSession, DialogView, ErrorResponse, TurnRequest, TurnResult,
                              check_tokens, parse_body)
-from service.sessions import (SessionBusy, SessionNotFound, SessionState, SessionStore, SessionStoreUnavailable,
-                              new_session_id)
+from service.sessions import (SessionBusy, SessionLimitReached, SessionNotFound, SessionState, SessionStore,
+                              SessionStoreUnavailable, new_session_id)
 from training.common.tokenizer import tokenize
 from training.dialog.saved_dialog import DialogTurnInput
 
@@ -100,13 +100,14 @@ def create_dialog():
     body = parse_body(CreateDialogRequest, json_body())
     model = _dialog_model(body.model, body.version)
     owner, limit = current_owner(), current_settings().max_sessions_per_key
-    if owner and limit and _sessions().count_owned(owner) >= limit:
-        raise APIError(429, "too_many_sessions", f"this API key holds {limit} live sessions, its limit: delete one "
-                                                 f"(DELETE /v1/dialogs/<id>) or let one expire")
     units = model.dialog.state_size
     state = SessionState(new_session_id(), model.name, model.version, np.zeros(units, np.float32),
                          np.zeros(units, np.float32), owner=owner)
-    _sessions().create(state)
+    try:
+        _sessions().create(state, max_owned=limit if owner else 0)  # counts and writes in one atomic step
+    except SessionLimitReached:
+        raise APIError(429, "too_many_sessions", f"this API key holds {limit} live sessions, its limit: delete one "
+                                                 f"(DELETE /v1/dialogs/<id>) or let one expire") from None
     return jsonify({"session_id": state.session_id, "model": {"name": model.name, "version": model.version},
                     "turn": 0}), 201
 
