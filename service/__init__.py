@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 from flask import Flask  # noqa: E402
 
-from service import auth, metrics, openapi, request_log  # noqa: E402
+from service import auth, docs, metrics, openapi, request_log  # noqa: E402
 from service.errors import register_error_handlers  # noqa: E402
 from service.registry import ModelRegistry  # noqa: E402
 from service.routes import dialogs, health, models, web  # noqa: E402
@@ -61,7 +61,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         request_log.init_app(app)
     # After the metrics' and the log's request hooks, so a refused request is timed, counted and logged too.
     auth.init_app(app, api_keys, settings)
-    openapi.init_app(app, _version())  # last: it documents the routes registered before it
+    openapi.init_app(app, _version())  # after the API's routes: it documents the routes registered before it
+    docs.init_app(app)  # the pages that show the document (not in it)
     return app
 
 

@@ -3,8 +3,8 @@ requests with (``service.schemas``): nothing is kept by hand, so the document ca
 
 Views declare their bodies with ``@documented(...)``; ``init_app`` builds the document once per app
 (each app documents exactly the routes it registered) and serves it at
-``/openapi.json`` with interactive pages (``/docs/swagger/``, ``/docs/redoc/``, ``/docs/scalar/``, ...;
-they load their JavaScript from a CDN).
+``/openapi.json``; ``service.docs`` serves the interactive pages (``/docs/swagger/``, ``/docs/redoc/``,
+``/docs/scalar/``) from pinned packages, without a CDN.
 The views parse requests themselves (spectree validates nothing at run time), so every error keeps the
 service's one error shape.
 """
@@ -15,9 +15,8 @@ import copy
 import re
 from typing import Any, Callable
 
-from flask import Flask, jsonify, redirect
+from flask import Flask, jsonify
 from spectree import Response, SpecTree
-from werkzeug.exceptions import NotFound
 
 from service.json_body import MAX_JSON_DEPTH
 from service.schemas import ErrorResponse
@@ -77,14 +76,6 @@ def init_app(app: Flask, version: str) -> SpecTree:
     def openapi_document():
         return jsonify(document)
 
-    def docs_page(ui: str):
-        if ui not in spec.config.page_templates:
-            raise NotFound()
-        return spec.config.page_templates[ui].format(spec_url="/openapi.json", spec_path=DOCS_PATH,
-                                                     **spec.config.swagger_oauth2_config())
-
-    app.add_url_rule(f"/{DOCS_PATH}/", endpoint="openapi_docs", view_func=lambda: redirect(f"/{DOCS_PATH}/swagger/"))
-    app.add_url_rule(f"/{DOCS_PATH}/<ui>/", endpoint="openapi_docs_page", view_func=docs_page)
     app.extensions["seqtag.openapi"] = document
     return spec
 

@@ -51,8 +51,11 @@ def test_routes_need_a_valid_key(client):
         response = client.post("/v1/models/pos:tag", json=tag, headers=bearer(key))
         assert response.status_code == 200 and len(response.get_json()["results"][0]["tags"]) == 4
     # Open to everyone: health checks, the API document and its pages, the web page.
-    for path in ("/healthz", "/readyz", "/openapi.json", "/docs/swagger/", "/"):
+    for path in ("/healthz", "/readyz", "/openapi.json", "/docs/swagger/", "/docs/swagger/swagger-ui-bundle.js",
+                 "/docs/redoc/", "/docs/redoc/assets/js/redoc.standalone.js", "/docs/scalar/",
+                 "/docs/scalar/assets/js/scalar.standalone.js", "/"):
         assert client.get(path).status_code == 200, path
+    assert client.get("/docs/").status_code == 302
     record("auth", 13, "API keys on: requests without a key, with a wrong, truncated, unprefixed, Basic or empty key",
            "6 credentials x 5 routes (tag, models, metrics, dialogs, unknown route); other keys' sessions: "
            "show, turn, reset, delete", "0 let through: 401 with WWW-Authenticate; another key's session 404, unchanged")
