@@ -226,7 +226,10 @@ class DialogView(DialogSession):
 
 class TurnResult(BaseModel):
     turn: int = Field(description="this turn's number, from 1")
-    label: str | None = Field(None, description="dialog-act models: the act of this utterance")
+    label: str | None = Field(None, description="dialog-act models: the act of this utterance, as the model's label "
+                                                "(SwDA: a SWBD-DAMSL code such as qy)")
+    label_name: str | None = Field(None, description="dialog-act models: the act's name (SwDA: Yes-No-Question), from "
+                                                     "the model's metadata; null when the model names no labels")
     labels: list[str] | None = Field(None, description="action models: the actions the system should take next")
     scores: dict[str, float] = Field(description="every label's probability")
 

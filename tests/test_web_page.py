@@ -107,10 +107,13 @@ def test_tag_a_sentence_and_hold_a_dialog(server, browser):
                    d.find_element(By.ID, "turn-text").get_attribute("value") == "")
     items = browser.find_elements(By.CSS_SELECTOR, "#dialog-log .turn")
     shown_labels = [item.find_element(By.CLASS_NAME, "label").text for item in items]
+    shown_names = [item.find_element(By.CLASS_NAME, "label-name").text for item in items]
     status, created = call(port, "/v1/dialogs", {"model": "dialog-act"})
-    expected = [call(port, f"/v1/dialogs/{created['session_id']}/turns", {"text": t, "speaker": s})[1]["label"]
-                for s, t in turns]
+    answers = [call(port, f"/v1/dialogs/{created['session_id']}/turns", {"text": t, "speaker": s})[1] for s, t in turns]
+    expected = [answer["label"] for answer in answers]
     assert shown_labels == expected
+    # Each act shows with its name (SwDA's label_map.txt, in the model's metadata), as the API gives it.
+    assert shown_names == [answer["label_name"] for answer in answers] and all(shown_names)
     assert "turn 2" in browser.find_element(By.ID, "dialog-status").text
     assert not browser.find_element(By.ID, "error").is_displayed()
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)

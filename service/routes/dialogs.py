@@ -77,8 +77,11 @@ def request_digest(tokens: list[str], speaker: str, system_actions: list[str] | 
 
 def _turn_answer(dialog, number: int, probabilities: np.ndarray) -> dict:
     decision = dialog.decide(probabilities)
-    return {"turn": number, ("labels" if dialog.multi_label else "label"): decision,
-            "scores": {label: round(float(p), 6) for label, p in zip(dialog.labels, probabilities)}}
+    answer = {"turn": number, ("labels" if dialog.multi_label else "label"): decision}
+    if not dialog.multi_label:
+        answer["label_name"] = dialog.label_names.get(decision)  # None when the model names no labels
+    answer["scores"] = {label: round(float(p), 6) for label, p in zip(dialog.labels, probabilities)}
+    return answer
 
 
 def _not_found(session_id: str) -> APIError:
