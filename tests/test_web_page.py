@@ -40,9 +40,12 @@ API_KEY = "page-test-key-0123456789"
 
 
 @pytest.fixture(scope="module")
-def keyed_server(tmp_path_factory):
-    """The service with API keys on: the page needs the key typed in before its API calls succeed."""
-    yield from run_server(tmp_path_factory.mktemp("web-keyed"), SEQTAG_API_KEYS=f"page:{API_KEY}")
+def keyed_server(tmp_path_factory, random_tagger_dir):
+    """The service with API keys on: the page needs the key typed in before its API calls succeed. (A tiny
+    tagger: this test is about the key, and the tiny model loads in a fraction of the shipped ones' time.)"""
+    tmp = tmp_path_factory.mktemp("web-keyed")
+    shutil.copytree(random_tagger_dir, tmp / "models" / "pos" / "1")
+    yield from run_server(tmp, SEQTAG_API_KEYS=f"page:{API_KEY}", SEQTAG_MODELS_DIR=str(tmp / "models"))
 
 
 @pytest.fixture(scope="module")
