@@ -64,3 +64,16 @@ def test_seqtag_serve_refuses_bad_options_at_once(tmp_path, random_tagger_dir):
     assert scattered.returncode != 0 and "SEQTAG_REDIS_URL" in scattered.stderr
     usage = subprocess.run([str(SEQTAG), "serve", "--port", "eighty"], capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "--port" in usage.stderr
+
+
+def test_the_cli_loads_neither_the_service_nor_keras_before_a_command_needs_them():
+    """``training.cli`` imports no service module, Keras or TensorFlow at module level (``seqtag serve`` hands
+    the process to gunicorn without them); the serve command finds the gunicorn config (which imports only
+    the light ``service`` package) and loads none of them either."""
+    script = ("import sys\nfrom training import cli\ncli.main(['serve', '--models', '/nonexistent'])\n"
+              "loaded = {name for name in sys.modules if name.startswith('service.')}\n"
+              "loaded |= {name.split('.')[0] for name in sys.modules} & {'keras', 'tensorflow', 'flask', 'gunicorn'}\n"
+              "print(sorted(loaded))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", (result.stdout, result.stderr[-2000:])
+    assert "no such models directory" in result.stderr
