@@ -1,6 +1,7 @@
-# seqtag's image: the service (default command) and the trainer (`seqtag train ...`, compose profile "train").
-#   docker build -t seqtag .                       CPU
-#   docker build -t seqtag-gpu --build-arg EXTRAS=gpu .   TensorFlow with its CUDA libraries, for training on a GPU
+# seqtag's image: the service (default command: seqtag serve) and the trainer (`seqtag train ...`, compose
+# profile "train").
+#   docker build -t seqtag .                                    the service's runtime only (CPU)
+#   docker build -t seqtag-gpu --build-arg EXTRAS=gpu,train .   + TensorFlow's CUDA libraries and the train extra
 FROM python:3.11-slim
 
 ARG EXTRAS=""
@@ -23,4 +24,4 @@ USER seqtag
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/readyz', timeout=4)"
-CMD ["gunicorn", "-c", "service/gunicorn_conf.py"]
+CMD ["seqtag", "serve"]

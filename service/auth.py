@@ -27,6 +27,7 @@ from functools import partial
 
 from flask import Flask, current_app, g, request
 
+from service import docs
 from service.errors import error_response
 from service.settings import ServiceSettings
 
@@ -37,8 +38,7 @@ _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # The settings a key's limits may replace.
 PER_KEY_LIMITS = ("max_body_bytes", "max_sentences", "max_tokens_per_sentence", "max_token_chars", "max_text_chars",
                   "max_top_k", "max_sessions_per_key")
-OPEN_ENDPOINTS = {"health.healthz", "health.readyz", "openapi_document", "openapi_docs", "openapi_docs_page",
-                  "web.index", "static"}
+OPEN_ENDPOINTS = {"health.healthz", "health.readyz", "openapi_document", "web.index", "static", *docs.ENDPOINTS}
 
 
 class ApiKeys:

@@ -3,8 +3,8 @@ requests with (``service.schemas``): nothing is kept by hand, so the document ca
 
 Views declare their bodies with ``@documented(...)``; ``init_app`` builds the document once per app
 (each app documents exactly the routes it registered) and serves it at
-``/openapi.json`` with interactive pages (``/docs/swagger/``, ``/docs/redoc/``, ``/docs/scalar/``, ...;
-they load their JavaScript from a CDN).
+``/openapi.json``; ``service.docs`` serves the interactive pages (``/docs/swagger/``, ``/docs/redoc/``,
+``/docs/scalar/``) from pinned packages, without a CDN.
 The views parse requests themselves (spectree validates nothing at run time), so every error keeps the
 service's one error shape.
 """
@@ -15,10 +15,10 @@ import copy
 import re
 from typing import Any, Callable
 
-from flask import Flask, jsonify, redirect
+from flask import Flask, jsonify
 from spectree import Response, SpecTree
-from werkzeug.exceptions import NotFound
 
+from service.json_body import MAX_JSON_DEPTH
 from service.schemas import ErrorResponse
 
 DOCS_PATH = "docs"
@@ -48,7 +48,9 @@ def init_app(app: Flask, version: str) -> SpecTree:
     # Errors of request parsing are the service's 400 with its one error shape, not spectree's 422.
     spec = SpecTree("flask", title="seqtag", version=version, path=DOCS_PATH, mode="strict", annotations=False,
                     validation_error_status=400, validation_error_model=ErrorResponse,
-                    description="Part-of-speech tagging and streamed dialog-act / dialog-action prediction.")
+                    description="Part-of-speech tagging and streamed dialog-act / dialog-action prediction. Request "
+                                f"bodies are JSON encoded as UTF-8, nested at most {MAX_JSON_DEPTH} levels deep "
+                                "(else 400 json_too_deep).")
     # spectree documents the views it wraps, and its wrapper re-reads and rebuilds every response (even with
     # validation skipped): so the wrapped views go into a shadow app that only spectree reads, and the
     # app serves its views as they are.
@@ -74,14 +76,6 @@ def init_app(app: Flask, version: str) -> SpecTree:
     def openapi_document():
         return jsonify(document)
 
-    def docs_page(ui: str):
-        if ui not in spec.config.page_templates:
-            raise NotFound()
-        return spec.config.page_templates[ui].format(spec_url="/openapi.json", spec_path=DOCS_PATH,
-                                                     **spec.config.swagger_oauth2_config())
-
-    app.add_url_rule(f"/{DOCS_PATH}/", endpoint="openapi_docs", view_func=lambda: redirect(f"/{DOCS_PATH}/swagger/"))
-    app.add_url_rule(f"/{DOCS_PATH}/<ui>/", endpoint="openapi_docs_page", view_func=docs_page)
     app.extensions["seqtag.openapi"] = document
     return spec
 

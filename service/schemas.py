@@ -1,31 +1,20 @@
 """The API's bodies as pydantic models: requests (validated strictly: a token must be a string, unknown
 fields refused) and responses (the OpenAPI document is generated from both, ``service.openapi``).
 
-Size limits depend on the settings, so they are checked after parsing, by ``check_limits``. Responses are
+The body is read by ``service.json_body`` (UTF-8 JSON, nesting and numbers bounded) before these models
+see it. Size limits depend on the settings, so they are checked after parsing, by ``check_limits``. Responses are
 built as plain dicts on the hot path; tests validate real responses against these models' schemas.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
-from flask import request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from service.errors import APIError
 from service.settings import ServiceSettings
-
-
-def json_body() -> object:
-    """The request's JSON body: 415 if it is not sent as JSON, 400 if it does not parse."""
-    if not request.is_json:
-        raise APIError(415, "unsupported_media_type", "send the body as JSON with 'Content-Type: application/json'")
-    try:
-        return json.loads(request.get_data(cache=False))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise APIError(400, "invalid_json", f"the body is not valid JSON: {error}") from None
 
 
 def _integral(value: object) -> object:
@@ -81,9 +70,10 @@ class TagRequest(BaseModel):
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    """pydantic's first error as ``field.path: message``."""
-    first = error.errors()[0]
-    location = ".".join(str(part) for part in first["loc"])
+    """pydantic's first error as ``field.path: message`` (a field name from the body cut to 100 characters:
+    an unknown key may be as long as the body)."""
+    first = error.errors(include_url=False, include_input=False)[0]
+    location = ".".join(str(part) if len(str(part)) <= 100 else str(part)[:100] + "…" for part in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     return f"{location}: {message}" if location else message
 
@@ -239,7 +229,10 @@ class DialogView(DialogSession):
 
 class TurnResult(BaseModel):
     turn: int = Field(description="this turn's number, from 1")
-    label: str | None = Field(None, description="dialog-act models: the act of this utterance")
+    label: str | None = Field(None, description="dialog-act models: the act of this utterance, as the model's label "
+                                                "(SwDA: a SWBD-DAMSL code such as qy)")
+    label_name: str | None = Field(None, description="dialog-act models: the act's name (SwDA: Yes-No-Question), from "
+                                                     "the model's metadata; null when the model names no labels")
     labels: list[str] | None = Field(None, description="action models: the actions the system should take next")
     scores: dict[str, float] = Field(description="every label's probability")
 

@@ -10,6 +10,10 @@ once are applied one after the other: the in-process store holds a per-session l
 does an optimistic check-and-set (WATCH/MULTI/EXEC) and runs ``change`` again on the newer state if
 another writer got there first.
 
+``SessionStore.create(state, max_owned=N)`` counts the owner's live sessions and writes the new one in one
+atomic step (the in-process store under its lock, Redis in one Lua script), so sessions created at the same
+time by any number of threads, workers or hosts never take an API key past its limit.
+
 When Redis cannot be reached (stopped, restarting, still loading its append-only file), every store call
 raises ``SessionStoreUnavailable`` within about ``timeout_seconds``, and the dialog routes answer 503:
 nothing was written, so the client sends the same turn again later. Redis's own persistence (AOF) keeps
@@ -46,6 +50,15 @@ class SessionStoreUnavailable(RuntimeError):
 
 class SessionBusy(RuntimeError):
     """Too many turns raced for one session; nothing was changed."""
+
+
+class SessionLimitReached(RuntimeError):
+    """The session's owner already holds its limit of live sessions; nothing was written."""
+
+    def __init__(self, owner: str, limit: int):
+        super().__init__(f"{owner!r} holds {limit} live sessions, its limit")
+        self.owner = owner
+        self.limit = limit
 
 
 def new_session_id() -> str:
@@ -104,7 +117,9 @@ class SessionStore:
 
     backend = "abstract"
 
-    def create(self, state: SessionState) -> None:
+    def create(self, state: SessionState, max_owned: int = 0) -> None:
+        """Store a new session. With ``max_owned`` > 0 and an owner: if the owner already holds that many live
+        sessions, raise ``SessionLimitReached`` and write nothing; the count and the write are one atomic step."""
         raise NotImplementedError
 
     def get(self, session_id: str) -> SessionState:
@@ -157,9 +172,11 @@ class InProcessSessionStore(SessionStore):
         self._locks.pop(session_id, None)
         self._owners.pop(session_id, None)
 
-    def create(self, state: SessionState) -> None:
+    def create(self, state: SessionState, max_owned: int = 0) -> None:
         with self._lock:
             self._expire(time.time())
+            if max_owned > 0 and state.owner and self._count_owned(state.owner) >= max_owned:
+                raise SessionLimitReached(state.owner, max_owned)
             while len(self._sessions) >= self.max_sessions:
                 self._drop(next(iter(self._sessions)))
                 logger.info("session store full: evicted the least recently active session")
@@ -204,7 +221,10 @@ class InProcessSessionStore(SessionStore):
     def count_owned(self, owner: str) -> int:
         with self._lock:
             self._expire(time.time())
-            return sum(1 for o in self._owners.values() if o == owner)
+            return self._count_owned(owner)
+
+    def _count_owned(self, owner: str) -> int:  # under self._lock
+        return sum(1 for o in self._owners.values() if o == owner)
 
 
 class RedisSessionStore(SessionStore):
@@ -225,6 +245,7 @@ class RedisSessionStore(SessionStore):
                                            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 3))
         self.ttl_ms = int(ttl_seconds * 1000)
         self.max_retries = max_retries
+        self._create_script = self.client.register_script(self._CREATE)  # EVALSHA, loaded again if Redis lost it
         if check:
             self.check()
 
@@ -255,11 +276,37 @@ class RedisSessionStore(SessionStore):
             pipe.zadd(owner_key, {state.session_id: int(time.time() * 1000) + self.ttl_ms})
             pipe.pexpire(owner_key, self.ttl_ms)
 
-    def create(self, state: SessionState) -> None:
-        with self._available(), self.client.pipeline() as pipe:  # MULTI/EXEC: the session and its owner's entry
-            pipe.set(self._key(state.session_id), state.to_bytes(), px=self.ttl_ms)
-            self._owned(pipe, state)
-            pipe.execute()
+    # One script, so Redis runs it atomically: the owner's expired entries leave its set, its live sessions are
+    # counted, and only below the limit are the session and its owner's entry written. (Counting first and
+    # writing after, as two calls, let two creates racing at the limit both through.)
+    # KEYS: session key, owner key. ARGV: session bytes, ttl ms, now ms, expiry ms, limit (0: none), session
+    # id, "1" if the session has an owner.
+    _CREATE = """
+    local owned = ARGV[7] == '1'
+    if owned then
+        redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+        local limit = tonumber(ARGV[5])
+        if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then
+            return 0
+        end
+    end
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    if owned then
+        redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
+        redis.call('PEXPIRE', KEYS[2], ARGV[2])
+    end
+    return 1
+    """
+
+    def create(self, state: SessionState, max_owned: int = 0) -> None:
+        now_ms = int(time.time() * 1000)
+        with self._available():
+            created = self._create_script(
+                keys=[self._key(state.session_id), self.OWNER_PREFIX + state.owner],
+                args=[state.to_bytes(), self.ttl_ms, now_ms, now_ms + self.ttl_ms, max(max_owned, 0),
+                      state.session_id, "1" if state.owner else "0"])
+        if not created:
+            raise SessionLimitReached(state.owner, max_owned)
 
     def get(self, session_id: str) -> SessionState:
         with self._available():

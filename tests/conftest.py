@@ -36,28 +36,55 @@ def ewt_files():
 
 @pytest.fixture(scope="session")
 def ewt_slices(ewt_files, tmp_path_factory):
-    """(train, dev) files: the first 300 EWT train sentences and the first 80 dev sentences."""
-    folder = tmp_path_factory.mktemp("ewt")
-    train, dev = folder / "train.conllu", folder / "dev.conllu"
-    train.write_text(first_sentences(ewt_files[0], 300), encoding="utf-8")
-    dev.write_text(first_sentences(ewt_files[1], 80), encoding="utf-8")
-    return train, dev
+    """(train, dev) files: the first 300 EWT train sentences and the first 80 dev sentences (written once per
+    test run, so that the models trained on them record the same paths in every pytest-xdist worker)."""
+    def write(folder: Path) -> None:
+        (folder / "train.conllu").write_text(first_sentences(ewt_files[0], 300), encoding="utf-8")
+        (folder / "dev.conllu").write_text(first_sentences(ewt_files[1], 80), encoding="utf-8")
+
+    folder = built_once(tmp_path_factory, "ewt", write)
+    return folder / "train.conllu", folder / "dev.conllu"
+
+
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` run once for the whole test run, however many pytest-xdist workers ask: the first
+    builds ``<run's temp>/<name>`` under a file lock, the others wait and read what it built. For what tests
+    only read (trained or exported models): each worker building its own cost minutes of training."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers (each has its own basetemp below it)
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            if folder.exists():  # a build that failed half-way: start over
+                import shutil
+
+                shutil.rmtree(folder)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
 
 
 @pytest.fixture(scope="session")
 def tiny_model_root(ewt_slices, tmp_path_factory):
     """``<tmp>/models/pos`` holding version 1 of a tiny tagger trained by ``seqtag train pos``, and its
-    TensorBoard logs in ``<tmp>/models/tensorboard``."""
+    TensorBoard logs in ``<tmp>/models/tensorboard``. Trained once per test run (tests only read it)."""
     from training.cli import main
 
-    root = tmp_path_factory.mktemp("models") / "pos"
-    train, dev = ewt_slices
-    # With TensorBoard logs beside it (tests/test_reports.py reads them): one training run serves both.
-    status = main(["train", "pos", "--train", str(train), "--dev", str(dev), "--out", str(root),
-                   "--checkpoint", str(root.parent / "checkpoint"),
-                   "--tensorboard", str(root.parent / "tensorboard"), *TINY_OPTIONS])
-    assert status == 0
-    return root
+    def train(folder: Path) -> None:
+        root = folder / "pos"
+        train, dev = ewt_slices
+        # With TensorBoard logs beside it (tests/test_reports.py reads them): one training run serves both.
+        status = main(["train", "pos", "--train", str(train), "--dev", str(dev), "--out", str(root),
+                       "--checkpoint", str(folder / "checkpoint"), "--tensorboard", str(folder / "tensorboard"),
+                       *TINY_OPTIONS])
+        assert status == 0
+
+    return built_once(tmp_path_factory, "tiny-models", train) / "pos"
 
 
 TINY_SENTENCES = [(("The", "dog", "barks", "."), ("DET", "NOUN", "VERB", "PUNCT")),
@@ -85,8 +112,8 @@ def export_random_tagger(model_root: Path, sentences=TINY_SENTENCES, **config_ch
 
 @pytest.fixture(scope="session")
 def random_tagger_dir(tmp_path_factory):
-    """A version directory holding a tiny untrained tagger, to copy into test model trees."""
-    return export_random_tagger(tmp_path_factory.mktemp("random") / "pos")[4]
+    """A version directory holding a tiny untrained tagger, to copy into test model trees (exported once)."""
+    return built_once(tmp_path_factory, "random-tagger", lambda folder: export_random_tagger(folder / "pos")) / "pos" / "1"
 
 
 TINY_DIALOGS = [
@@ -125,9 +152,12 @@ def export_random_dialog_model(model_root: Path, task: str = "dialog-act"):
 
 @pytest.fixture(scope="session")
 def random_dialog_dirs(tmp_path_factory):
-    """Version directories of tiny untrained dialog-act and dialog-action models, to copy into model trees."""
-    root = tmp_path_factory.mktemp("random-dialogs")
-    return {task: export_random_dialog_model(root / task, task)[4] for task in ("dialog-act", "dialog-action")}
+    """Version directories of tiny untrained dialog-act and dialog-action models, to copy into model trees
+    (exported once)."""
+    tasks = ("dialog-act", "dialog-action")
+    root = built_once(tmp_path_factory, "random-dialogs",
+                      lambda folder: [export_random_dialog_model(folder / task, task) for task in tasks])
+    return {task: root / task / "1" for task in tasks}
 
 
 def redis_binary() -> str:

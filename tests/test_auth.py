@@ -51,8 +51,11 @@ def test_routes_need_a_valid_key(client):
         response = client.post("/v1/models/pos:tag", json=tag, headers=bearer(key))
         assert response.status_code == 200 and len(response.get_json()["results"][0]["tags"]) == 4
     # Open to everyone: health checks, the API document and its pages, the web page.
-    for path in ("/healthz", "/readyz", "/openapi.json", "/docs/swagger/", "/"):
+    for path in ("/healthz", "/readyz", "/openapi.json", "/docs/swagger/", "/docs/swagger/swagger-ui-bundle.js",
+                 "/docs/redoc/", "/docs/redoc/assets/js/redoc.standalone.js", "/docs/scalar/",
+                 "/docs/scalar/assets/js/scalar.standalone.js", "/"):
         assert client.get(path).status_code == 200, path
+    assert client.get("/docs/").status_code == 302
     record("auth", 13, "API keys on: requests without a key, with a wrong, truncated, unprefixed, Basic or empty key",
            "6 credentials x 5 routes (tag, models, metrics, dialogs, unknown route); other keys' sessions: "
            "show, turn, reset, delete", "0 let through: 401 with WWW-Authenticate; another key's session 404, unchanged")
@@ -128,3 +131,40 @@ def test_key_list_parsing():
                          (f"same:{CHATBOT},same:{BATCH}", "twice")):
         with pytest.raises(ValueError, match=message):
             ApiKeys(bad)
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_creates_racing_at_the_limit_let_exactly_the_limit_through(backend, models_dir, request):
+    """Many sessions opened at once by one key: exactly its limit get 201, the rest 429, however they
+    interleave. With Redis, two apps (two workers) share the store and the creates are split between them."""
+    import secrets
+    import threading
+
+    name = f"racer{secrets.token_hex(4)}"  # a fresh key name: the Redis store outlives each app
+    key = f"{name}-key-{secrets.token_hex(8)}"
+    limit, attempts = 4, 48
+    apps = [make_app(backend, models_dir, request, api_keys=f"{name}:{key}", max_sessions_per_key=limit,
+                     request_log=False) for _ in range(2 if backend == "redis" else 1)]
+    barrier = threading.Barrier(attempts)
+    statuses: list[int] = []
+
+    def create(app):
+        client = app.test_client()
+        barrier.wait()
+        response = client.post("/v1/dialogs", json={"model": "dialog-act"}, headers=bearer(key))
+        if response.status_code == 429:
+            assert response.get_json()["error"]["code"] == "too_many_sessions"
+        statuses.append(response.status_code)
+
+    try:
+        threads = [threading.Thread(target=create, args=(apps[i % len(apps)],)) for i in range(attempts)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sorted(statuses) == [201] * limit + [429] * (attempts - limit)
+        for app in apps:  # and every app's store counts exactly the limit
+            assert app.extensions["seqtag.sessions"].count_owned(name) == limit
+    finally:
+        for app in apps:
+            close(app)

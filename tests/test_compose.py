@@ -50,6 +50,7 @@ def test_compose_file_is_valid_and_consistent():
                for arg in [train["command"][train["command"].index(flag) + 1]])
 
     assert train["profiles"] == ["train"]  # not started by a plain `docker compose up`
+    assert set(train["build"]["args"]["EXTRAS"].split(",")) == {"gpu", "train"}  # seqtag train needs the train extra
     devices = train["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert "--appendonly" in redis["command"] and redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
@@ -58,7 +59,7 @@ def test_compose_file_is_valid_and_consistent():
 
 def test_dockerfile_serves_what_make_serve_serves():
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert 'CMD ["gunicorn", "-c", "service/gunicorn_conf.py"]' in dockerfile
+    assert 'CMD ["seqtag", "serve"]' in dockerfile  # make serve runs seqtag serve too
     assert "/readyz" in dockerfile and "USER seqtag" in dockerfile
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".venv", "checkpoints", ".git"} <= set(ignored)

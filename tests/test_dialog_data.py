@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from training.common.errors import DataFormatError
-from training.dialog.data import FORMATS, Dialog, Turn, action_label, read_dialogs, read_jsonl, read_sgd, read_swda
+from training.dialog.data import (FORMATS, Dialog, Turn, action_label, find_label_names, read_dialogs, read_jsonl,
+                                  read_label_names, read_sgd, read_swda)
 
 from conftest import DATA
 
@@ -340,3 +341,34 @@ def test_real_sgd_dev_first_dialogue_matches_the_raw_json(sgd_dev):
     assert turns[first + 1]["speaker"] == "SYSTEM"
     expected = sorted({f"{a}({s})" if s else a for a, s in turns[first + 1]["actions"]})
     assert list(dialog.turns[0].labels) == expected
+
+
+def test_swda_label_names_from_its_label_map():
+    label_map = DATA / "swda" / "label_map.txt"
+    if not label_map.is_file():
+        pytest.skip(f"{label_map} not found")
+    names = read_label_names(label_map)
+    tags = (DATA / "swda" / "labels.txt").read_text(encoding="utf-8").split()
+    assert set(names) == set(tags) and len(names) == 41  # every act of the corpus has its name
+    assert names["qy"] == "Yes-No-Question" and names["sd"] == "Statement-non-opinion" and names["b"] == "Acknowledge (Backchannel)"
+    assert names["ar"] == "Reject"  # its line has a stray third field ("Reject|ar|344")
+    assert find_label_names(DATA / "swda" / "train") == names  # beside the training directory
+    assert find_label_names(DATA / "swda") == names  # or in it
+
+
+def test_label_map_lines_and_errors(tmp_path):
+    good = tmp_path / "data" / "label_map.txt"
+    good.parent.mkdir()
+    good.write_bytes(b"\xef\xbb\xbfGreeting|greet\r\n\nFarewell | bye |extra\n")
+    assert read_label_names(good) == {"greet": "Greeting", "bye": "Farewell"}
+    assert find_label_names(good.parent / "dialogs.jsonl") == {"greet": "Greeting", "bye": "Farewell"}
+    assert find_label_names(tmp_path / "elsewhere" / "x.jsonl") is None
+    for text, line, reason in (("Greeting|greet\nno code here\n", 2, "expected 'name|code'"),
+                               ("|greet\n", 1, "expected 'name|code'"),
+                               ("Greeting|greet\nHello|greet\n", 2, "named twice"),
+                               ("\n\n", None, "no 'name|code' lines")):
+        bad = tmp_path / "label_map.txt"
+        bad.write_text(text, encoding="utf-8")
+        with pytest.raises(DataFormatError) as error:
+            read_label_names(bad)
+        assert error.value.line == line and reason in str(error.value) and "label_map.txt" in str(error.value)

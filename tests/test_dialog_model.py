@@ -35,6 +35,7 @@ def swda_slices(tmp_path_factory):
     if not SWDA.is_dir():
         pytest.skip(f"SwDA not found under {DATA}")
     root = tmp_path_factory.mktemp("swda")
+    shutil.copy(SWDA / "label_map.txt", root / "label_map.txt")  # the acts' names, beside train/ as in the corpus
     for split, count in (("train", 4), ("val", 2)):
         (root / split).mkdir()
         for source in sorted((SWDA / split).glob("*.txt"))[:count]:
@@ -156,8 +157,33 @@ def test_metadata_and_evaluate_cli(act_model, action_model, swda_slices, sgd_sli
         result = json.loads(capsys.readouterr().out)
         assert result[key] == pytest.approx(metadata["metrics"]["dev"][key])
         assert result[count] == sum(1 for d in read_dialogs(data, fmt) for t in d.turns if t.labels is not None)
-    action_labels = json.loads((action_model[0] / "metadata.json").read_text())["labels"]
+    action_metadata = json.loads((action_model[0] / "metadata.json").read_text())
+    action_labels = action_metadata["labels"]
     assert all(label[0].isupper() for label in action_labels) and any("(" in label for label in action_labels)
+    assert "label_names" not in action_metadata  # SGD has no label map
+
+
+def test_act_models_carry_the_names_of_their_labels(act_model, swda_slices, tmp_path):
+    """Training picks up label_map.txt beside the SwDA directory: each act the model knows has its name in the
+    metadata, and so has the checkpoint (an export from it names them too). add_label_names does the same for
+    a version exported before."""
+    from training.dialog.cli import add_label_names
+    from training.dialog.data import read_label_names
+
+    names = read_label_names(swda_slices[0].parent / "label_map.txt")
+    metadata = json.loads((act_model[0] / "metadata.json").read_text())
+    assert metadata["label_names"] == {label: names[label] for label in metadata["labels"]}
+    assert SavedDialogModel(act_model[0]).label_names["qy"] == "Yes-No-Question"
+    out = tmp_path / "dialog-act"
+    assert main(["export", "--from-checkpoint", str(act_model[1]), "--out", str(out)]) == 0
+    assert json.loads((out / "1" / "metadata.json").read_text())["label_names"] == metadata["label_names"]
+    # A version without names gets them written in, and nothing else changes.
+    older = tmp_path / "older"
+    shutil.copytree(act_model[0], older)
+    del metadata["label_names"]
+    (older / "metadata.json").write_text(json.dumps(metadata))
+    assert add_label_names(older, swda_slices[0].parent / "label_map.txt") == {label: names[label] for label in metadata["labels"]}
+    assert json.loads((older / "metadata.json").read_text()) == {**metadata, "label_names": SavedDialogModel(older).label_names}
 
 
 def test_bad_dialog_file_is_a_clear_cli_error(tmp_path, swda_slices, capsys):
@@ -215,6 +241,7 @@ def test_ensemble_export_averages_its_members_and_streams(act_model, swda_slices
     assert ensemble.state_size == 10 + 12 and len(metadata["ensemble"]) == 2
     assert metadata["command"].startswith("seqtag export --from-checkpoint")
     assert metadata["metrics"]["dev"]["utterances"] > 0
+    assert metadata["label_names"]["qy"] == "Yes-No-Question"  # the members' label names
 
     dialogs = read_dialogs(swda_slices[1], "swda")[:2]
     inputs = [dialog_inputs(d, False, ensemble.tokenizer) for d in dialogs]

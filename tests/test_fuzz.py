@@ -5,6 +5,7 @@ headers, body) conforms to what the document says."""
 from __future__ import annotations
 
 import collections
+import json
 import itertools
 import os
 
@@ -70,3 +71,36 @@ def test_every_operation_conforms(fuzzed_server):
            f"{sum(statuses.values()):,} requests ({EXAMPLES} + {EXAMPLES} examples per operation)",
            "0 5xx, 0 answers off the document, no traceback in the log",
            ", ".join(f"{count:,} {kind}xx" for kind, count in sorted(statuses.items())))
+
+
+def test_bad_json_of_any_depth_size_or_encoding_on_the_real_server(fuzzed_server):
+    """The bad bodies of ``tests/test_bad_json.py`` (depths to 100,000, long strings, odd encodings) sent to
+    every JSON route of the real gunicorn: a 4xx in the error shape each, the worker alive, no traceback."""
+    import http.client
+
+    from test_bad_json import ROUTES, bad_bodies
+
+    base, process = fuzzed_server
+    port = int(base.rsplit(":", 1)[1])
+
+    def post(url: str, body: bytes) -> tuple[int, object]:
+        # A connection per request: after a 413 gunicorn drains at most 64 KiB of the unread body and then
+        # closes the connection, so a client must not reuse it.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            connection.request("POST", url, body=body, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            return response.status, json.loads(response.read() or b"null")
+        finally:
+            connection.close()
+
+    session = post("/v1/dialogs", b'{"model": "dialog-act"}')[1]["session_id"]
+    sent = 0
+    for name, (url, field, _) in sorted(ROUTES.items()):
+        for case, body, expect in bad_bodies(field):
+            status, answer = post(url.format(session=session), body)
+            assert status < 500, (name, case, answer)
+            if expect is not None:
+                assert answer["error"]["code"] == expect, (name, case, answer)
+            sent += 1
+    assert sent > 300 and process.poll() is None

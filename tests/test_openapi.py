@@ -114,3 +114,35 @@ def test_interactive_docs_pages_read_the_document(app):
         page = client.get(f"/docs/{ui}/")
         assert page.status_code == 200 and b"/openapi.json" in page.data
     assert client.get("/docs/nope/").json["error"]["code"] == "not_found"
+
+
+def test_docs_pages_and_everything_they_load_are_served_here(app):
+    """/docs/ and its three pages work offline: every script, style sheet and icon they name is a path on this
+    server that answers 200, no page the app serves names another host, and the pages forbid the browser to
+    fetch from one (Content-Security-Policy)."""
+    import re
+
+    client = app.test_client()
+    assert client.get("/docs/").headers["Location"].endswith("/docs/swagger/")
+    pages = {"/": None, "/docs/swagger/": "swagger-ui-bundle.js", "/docs/redoc/": "redoc.standalone.js",
+             "/docs/scalar/": "scalar.standalone.js"}
+    for page, bundle in pages.items():
+        response = client.get(page)
+        assert response.status_code == 200 and response.mimetype == "text/html"
+        html = response.get_data(as_text=True)
+        assert not re.search(r"(?:https?:)?//[\w.-]+", html.replace('href="/', "").replace('src="/', "")), page
+        references = re.findall(r'(?:src|href)="([^"]+)"', html)
+        if bundle:
+            assert any(ref.endswith(bundle) for ref in references), (page, references)
+            policy = response.headers["Content-Security-Policy"]
+            assert "default-src 'self'" in policy and "connect-src 'self'" in policy
+        for reference in references:
+            if reference.startswith("data:") or reference.startswith("#"):
+                continue
+            assert reference.startswith("/"), (page, reference)
+            asset = client.get(reference, follow_redirects=True)
+            assert asset.status_code == 200 and len(asset.get_data()) > 0, (page, reference)
+    for static in ("/static/app.js", "/static/style.css"):
+        assert not re.search(r"https?://", client.get(static).get_data(as_text=True)), static
+    assert client.get("/docs/redoc/assets/../../../../etc/passwd").status_code == 404
+    assert client.get("/docs/elements/").status_code == 404

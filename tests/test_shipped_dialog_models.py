@@ -58,3 +58,29 @@ def test_streams_a_conversation():
         state_h, state_c = result["state_h"], result["state_c"]
         acts.append(result["labels"][0].decode())
     assert acts[0] in ("qy", "qo", "qw", "qy^d") and acts[2] in ("b", "aa", "ba", "bk")
+
+
+def test_the_act_model_names_its_acts(tmp_path):
+    """models/dialog-act/1 carries SwDA's act names (label_map.txt), one per label, and the service answers
+    each turn's act with its name."""
+    from service import create_app
+    from training.dialog.data import read_label_names
+
+    directory = artifacts.resolve_model_dir(REPO / "models" / "dialog-act")
+    metadata = artifacts.read_metadata(directory)
+    assert set(metadata["label_names"]) == set(metadata["labels"])
+    label_map = DATA / "swda" / "label_map.txt"
+    if label_map.is_file():
+        assert metadata["label_names"] == read_label_names(label_map)
+    assert metadata["label_names"]["qy"] == "Yes-No-Question" and metadata["label_names"]["b"] == "Acknowledge (Backchannel)"
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "dialog-act").symlink_to(REPO / "models" / "dialog-act")
+    app = create_app({"models_dir": str(tmp_path / "models"), "poll_interval_seconds": 0, "request_log": False})
+    try:
+        client = app.test_client()
+        session = client.post("/v1/dialogs", json={"model": "dialog-act"}).get_json()["session_id"]
+        for text in ("Do you have any pets?", "Yes, two cats.", "Uh-huh."):
+            answer = client.post(f"/v1/dialogs/{session}/turns", json={"text": text, "speaker": "A"}).get_json()
+            assert answer["label_name"] == metadata["label_names"][answer["label"]], answer
+    finally:
+        app.extensions["seqtag.registry"].close()

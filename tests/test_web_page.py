@@ -1,7 +1,12 @@
-"""The web page in a real browser: headless Chromium (Debian's ``chromium`` and ``chromium-driver``, driven
-by Selenium) against a real gunicorn serving the shipped models. It tags a sentence, holds a two-turn
-dialog, resets it, checks that what the page shows is what the API answers, and saves a screenshot
-(``build/screenshots/web-page.png``)."""
+"""The web page and the API docs pages in a real browser: headless Chromium (Debian's ``chromium`` and
+``chromium-driver``, driven by Selenium) against a real gunicorn serving the shipped models, with the
+network blocked (every host name but 127.0.0.1 fails to resolve), as on a machine without internet.
+
+The page tags a sentence, holds a two-turn dialog (each turn's act with its name), resets it; what it shows
+is what the API answers; a screenshot lands in ``build/screenshots/web-page.png``. ``/docs/`` (Swagger UI),
+``/docs/redoc/`` and ``/docs/scalar/`` each render every operation of the API document; every request the
+browser made went to the server itself (Chromium's network log), and nothing was refused by the pages'
+Content-Security-Policy (its console)."""
 
 from __future__ import annotations
 
@@ -35,9 +40,12 @@ API_KEY = "page-test-key-0123456789"
 
 
 @pytest.fixture(scope="module")
-def keyed_server(tmp_path_factory):
-    """The service with API keys on: the page needs the key typed in before its API calls succeed."""
-    yield from run_server(tmp_path_factory.mktemp("web-keyed"), SEQTAG_API_KEYS=f"page:{API_KEY}")
+def keyed_server(tmp_path_factory, random_tagger_dir):
+    """The service with API keys on: the page needs the key typed in before its API calls succeed. (A tiny
+    tagger: this test is about the key, and the tiny model loads in a fraction of the shipped ones' time.)"""
+    tmp = tmp_path_factory.mktemp("web-keyed")
+    shutil.copytree(random_tagger_dir, tmp / "models" / "pos" / "1")
+    yield from run_server(tmp, SEQTAG_API_KEYS=f"page:{API_KEY}", SEQTAG_MODELS_DIR=str(tmp / "models"))
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +56,12 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,900"):
+                     "--window-size=1400,900",
+                     # No network but the loopback: a page that needs a CDN shows nothing, as offline.
+                     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
         options.add_argument(argument)
+    # Chromium's network events and console, to tell what a page tried to fetch and what was refused.
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
     yield driver
@@ -98,10 +110,13 @@ def test_tag_a_sentence_and_hold_a_dialog(server, browser):
                    d.find_element(By.ID, "turn-text").get_attribute("value") == "")
     items = browser.find_elements(By.CSS_SELECTOR, "#dialog-log .turn")
     shown_labels = [item.find_element(By.CLASS_NAME, "label").text for item in items]
+    shown_names = [item.find_element(By.CLASS_NAME, "label-name").text for item in items]
     status, created = call(port, "/v1/dialogs", {"model": "dialog-act"})
-    expected = [call(port, f"/v1/dialogs/{created['session_id']}/turns", {"text": t, "speaker": s})[1]["label"]
-                for s, t in turns]
+    answers = [call(port, f"/v1/dialogs/{created['session_id']}/turns", {"text": t, "speaker": s})[1] for s, t in turns]
+    expected = [answer["label"] for answer in answers]
     assert shown_labels == expected
+    # Each act shows with its name (SwDA's label_map.txt, in the model's metadata), as the API gives it.
+    assert shown_names == [answer["label_name"] for answer in answers] and all(shown_names)
     assert "turn 2" in browser.find_element(By.ID, "dialog-status").text
     assert not browser.find_element(By.ID, "error").is_displayed()
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
@@ -152,3 +167,58 @@ def test_the_page_sends_the_key_it_is_given(keyed_server, browser):
     browser.find_element(By.ID, "tag-button").click()
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tag-result .token"))
     assert len(browser.find_elements(By.CSS_SELECTOR, "#tag-result .token")) > 3
+
+
+def requested_urls(browser) -> list[str]:
+    """Every URL the browser asked for since the last call (Chromium's performance log)."""
+    import json
+
+    urls = []
+    for entry in browser.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
+
+
+def refused(browser) -> list[str]:
+    """Console messages since the last call that say the Content-Security-Policy refused something."""
+    return [entry["message"] for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]]
+
+
+def test_docs_pages_render_every_operation_offline(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base, port = server
+    status, document = call(port, "/openapi.json")
+    assert status == 200
+    operations = [(method, path, operation["summary"]) for path, methods in document["paths"].items()
+                  for method, operation in methods.items()]
+    assert len(operations) >= 12
+    wait = WebDriverWait(browser, 60)
+    requested_urls(browser), refused(browser)  # start from here
+
+    # Swagger UI (/docs/ redirects to it): one block per operation, with its method and path.
+    browser.get(base + "/docs/")
+    assert browser.current_url == base + "/docs/swagger/"
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) >= len(operations))
+    shown = {(block.find_element(By.CLASS_NAME, "opblock-summary-method").text.lower(),
+              block.find_element(By.CLASS_NAME, "opblock-summary-path").get_attribute("data-path"))
+             for block in browser.find_elements(By.CSS_SELECTOR, ".opblock")}
+    assert shown == {(method, path) for method, path, _ in operations}
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOT.with_name("docs-swagger.png")))
+
+    # Redoc and Scalar: every operation's summary is on the page.
+    for ui in ("redoc", "scalar"):
+        browser.get(f"{base}/docs/{ui}/")
+        wait.until(lambda d: all(summary.split("``")[0].strip() in d.find_element(By.TAG_NAME, "body").text
+                                 for _, _, summary in operations))
+        browser.save_screenshot(str(SCREENSHOT.with_name(f"docs-{ui}.png")))
+
+    urls = requested_urls(browser)
+    assert any(url.endswith("/swagger-ui-bundle.js") for url in urls)  # the log does see the assets
+    outside = [url for url in urls if not url.startswith((base + "/", "data:", "blob:", "about:"))]
+    assert not outside, f"the docs pages asked for assets from elsewhere: {outside}"
+    assert not refused(browser)

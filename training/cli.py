@@ -1,7 +1,13 @@
-"""The ``seqtag`` command line: ``seqtag train pos|spans|dialog-act|dialog-action ...``, ``export`` and ``evaluate``.
+"""The ``seqtag`` command line: ``seqtag train pos|spans|dialog-act|dialog-action ...``, ``export``, ``evaluate``
+and ``serve``.
 
 The one entry point: it builds the parser and dispatches to each wing's commands (``training.tagger.cli``,
-``training.dialog.cli``) by task, by checkpoint kind or by the model's metadata.
+``training.dialog.cli``) by task, by checkpoint kind or by the model's metadata. ``seqtag serve`` starts the
+HTTP service (gunicorn with ``service.gunicorn_conf``, as ``make serve`` does) and needs no checkout.
+
+The wings, Keras and the service are imported only by the commands that use them: ``seqtag serve`` hands the
+process to gunicorn without loading TensorFlow first, and an install without the ``train`` extra (``pip
+install seqtag``: serving only) says which extra a training command needs instead of failing on an import.
 
 ``main(argv=None)`` returns an exit status, so tests call it in-process. Logs go to stderr; the only
 thing written to stdout by ``evaluate --json`` is one JSON object. Bad input (a malformed data file,
@@ -11,6 +17,7 @@ an unknown option) exits with status 2 and a message that names the file and lin
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import shlex
@@ -22,17 +29,38 @@ from typing import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from training.common import artifacts  # noqa: E402
-from training.common.checkpoint import ExportMismatchError  # noqa: E402
 from training.common.errors import ConfigError, DataFormatError  # noqa: E402
-from training.common.tokenizer import TOKENIZERS  # noqa: E402
-from training.dialog import cli as dialog_cli  # noqa: E402
-from training.tagger import cli as tagger_cli  # noqa: E402
 
 logger = logging.getLogger("seqtag")
 
+# Libraries of the ``train`` extra (pyproject.toml) that training, export and evaluation import.
+TRAIN_EXTRA_MODULES = {"sklearn": "scikit-learn", "conllu": "conllu", "matplotlib": "matplotlib",
+                       "tensorboard": "tensorboard"}
+
+
+def add_serve_parser(commands) -> argparse.ArgumentParser:
+    serve = commands.add_parser(
+        "serve", help="serve the models over HTTP (gunicorn, threaded workers; as 'make serve')",
+        description="Serve every model under --models over HTTP: gunicorn with service/gunicorn_conf.py, the same "
+                    "server as 'make serve'. Options not given come from the environment (PORT, SEQTAG_MODELS_DIR, "
+                    "SEQTAG_WORKERS, SEQTAG_REDIS_URL; every other SEQTAG_* setting too).")
+    serve.add_argument("--models", type=Path, metavar="DIR",
+                       help="the models directory, <name>/<version>/ (default: $SEQTAG_MODELS_DIR, else ./models)")
+    serve.add_argument("--port", type=int, metavar="N", help="port to listen on (default: $PORT, else 8000)")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="gunicorn worker processes (default: $SEQTAG_WORKERS, else 1); more than one needs --redis-url")
+    serve.add_argument("--redis-url", metavar="URL",
+                       help="keep dialog sessions in this Redis, e.g. redis://localhost:6379/0 (default: "
+                            "$SEQTAG_REDIS_URL, else in the process)")
+    return serve
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seqtag", description="Train, export and evaluate seqtag models.")
+    from training.common.tokenizer import TOKENIZERS
+    from training.dialog import cli as dialog_cli
+    from training.tagger import cli as tagger_cli
+
+    parser = argparse.ArgumentParser(prog="seqtag", description="Train, export, evaluate and serve seqtag models.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -69,11 +97,39 @@ def build_parser() -> argparse.ArgumentParser:
                                "words, sentences and UPOS against the gold words (CoNLL 2018's way)")
     evaluate.add_argument("--tokenizer", choices=TOKENIZERS,
                           help="with --raw-text: the tokenizer to score (default: the model's)")
+    add_serve_parser(commands)
     return parser
+
+
+def command_serve(args: argparse.Namespace) -> int:
+    """Replace this process with gunicorn configured by ``service.gunicorn_conf``, found as a module of the
+    installed package (``-c python:...``), so it runs from anywhere, not only inside a checkout."""
+    if importlib.util.find_spec("service.gunicorn_conf") is None or importlib.util.find_spec("gunicorn") is None:
+        raise ConfigError("the service is not installed here: pip install seqtag")
+    env = dict(os.environ)
+    models = args.models if args.models is not None else Path(env.get("SEQTAG_MODELS_DIR") or "models")
+    if not models.is_dir():
+        raise ConfigError(f"{models}: no such models directory (give --models DIR, holding <name>/<version>/)")
+    env["SEQTAG_MODELS_DIR"] = str(models.resolve())  # gunicorn's workers may start elsewhere
+    for name, value in (("PORT", args.port), ("SEQTAG_WORKERS", args.workers), ("SEQTAG_REDIS_URL", args.redis_url)):
+        if value is not None:
+            env[name] = str(value)
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:service.gunicorn_conf"]
+    logger.info("serving %s on port %s: %s", env["SEQTAG_MODELS_DIR"], env.get("PORT", "8000"), shlex.join(command))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, command, env)  # signals (SIGTERM, SIGHUP) now go to gunicorn's master itself
+    return 0  # not reached
+
+
+def _serve_only(argv: Sequence[str]) -> bool:
+    return bool(argv) and argv[0] == "serve"
 
 
 def command_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from training.common.checkpoint import read_state, require_tensorflow
+    from training.dialog import cli as dialog_cli
+    from training.tagger import cli as tagger_cli
 
     require_tensorflow()
     command = shlex.join(["seqtag", *argv])
@@ -90,6 +146,9 @@ def command_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
+    from training.dialog import cli as dialog_cli
+    from training.tagger import cli as tagger_cli
+
     model_dir = artifacts.resolve_model_dir(args.model)
     if args.tokenizer and not args.raw_text:
         raise ConfigError("--tokenizer goes with --raw-text")
@@ -102,10 +161,31 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    if _serve_only(argv):
+        # Only the serve command's parser: the full one imports the training wings, and with them Keras and
+        # TensorFlow (seconds, and hundreds of MB), which gunicorn's workers load anyway.
+        parser = argparse.ArgumentParser(prog="seqtag")
+        add_serve_parser(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(argv)
+        args.verbose = False
+    else:
+        try:
+            args = build_parser().parse_args(argv)
+        except ModuleNotFoundError as error:
+            return _missing_extra(error)
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            return command_serve(args)
+        from training.common.checkpoint import ExportMismatchError
+        from training.dialog import cli as dialog_cli
+        from training.tagger import cli as tagger_cli
+    except (DataFormatError, ConfigError) as error:
+        print(f"seqtag: error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        return _missing_extra(error)
     try:
         if args.command == "train":
             if args.task in ("pos", "spans"):
@@ -120,6 +200,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ExportMismatchError as error:  # not the user's input: the trained weights did not survive the trip
         print(f"seqtag: error: {error}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as error:
+        return _missing_extra(error)
+
+
+def _missing_extra(error: ModuleNotFoundError) -> int:
+    """A library of the ``train`` extra is missing (a serving-only install): say how to add it."""
+    top = (error.name or "").split(".")[0]
+    if top not in TRAIN_EXTRA_MODULES:
+        raise error
+    print(f"seqtag: error: this command needs {TRAIN_EXTRA_MODULES[top]}, part of the 'train' extra, which this "
+          f"install lacks (it serves only): pip install 'seqtag[train]' (in a checkout: make install-train)",
+          file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -20,12 +20,13 @@ from flask import Blueprint, current_app, jsonify
 
 from service.auth import current_owner, current_settings
 from service.errors import APIError, error_response
+from service.json_body import json_body
 from service.openapi import BODY_ERRORS, documented
 from service.registry import ModelLookupError, ModelRegistry, ModelVersion, StepRequest
 from service.schemas import (CreateDialogRequest, DialogSession, DialogView, ErrorResponse, TurnRequest, TurnResult,
-                             check_tokens, json_body, parse_body)
-from service.sessions import (SessionBusy, SessionNotFound, SessionState, SessionStore, SessionStoreUnavailable,
-                              new_session_id)
+                             check_tokens, parse_body)
+from service.sessions import (SessionBusy, SessionLimitReached, SessionNotFound, SessionState, SessionStore,
+                              SessionStoreUnavailable, new_session_id)
 from training.dialog.saved_dialog import DialogTurnInput
 
 bp = Blueprint("dialogs", __name__, url_prefix="/v1/dialogs")
@@ -76,8 +77,11 @@ def request_digest(words: str | list[str], speaker: str, system_actions: list[st
 
 def _turn_answer(dialog, number: int, probabilities: np.ndarray) -> dict:
     decision = dialog.decide(probabilities)
-    return {"turn": number, ("labels" if dialog.multi_label else "label"): decision,
-            "scores": {label: round(float(p), 6) for label, p in zip(dialog.labels, probabilities)}}
+    answer = {"turn": number, ("labels" if dialog.multi_label else "label"): decision}
+    if not dialog.multi_label:
+        answer["label_name"] = dialog.label_names.get(decision)  # None when the model names no labels
+    answer["scores"] = {label: round(float(p), 6) for label, p in zip(dialog.labels, probabilities)}
+    return answer
 
 
 def _not_found(session_id: str) -> APIError:
@@ -99,13 +103,14 @@ def create_dialog():
     body = parse_body(CreateDialogRequest, json_body())
     model = _dialog_model(body.model, body.version)
     owner, limit = current_owner(), current_settings().max_sessions_per_key
-    if owner and limit and _sessions().count_owned(owner) >= limit:
-        raise APIError(429, "too_many_sessions", f"this API key holds {limit} live sessions, its limit: delete one "
-                                                 f"(DELETE /v1/dialogs/<id>) or let one expire")
     units = model.dialog.state_size
     state = SessionState(new_session_id(), model.name, model.version, np.zeros(units, np.float32),
                          np.zeros(units, np.float32), owner=owner)
-    _sessions().create(state)
+    try:
+        _sessions().create(state, max_owned=limit if owner else 0)  # counts and writes in one atomic step
+    except SessionLimitReached:
+        raise APIError(429, "too_many_sessions", f"this API key holds {limit} live sessions, its limit: delete one "
+                                                 f"(DELETE /v1/dialogs/<id>) or let one expire") from None
     return jsonify({"session_id": state.session_id, "model": {"name": model.name, "version": model.version},
                     "turn": 0}), 201
 

@@ -8,10 +8,11 @@ from werkzeug.routing import BaseConverter
 
 from service.auth import current_settings
 from service.errors import APIError
+from service.json_body import json_body
 from service.openapi import BODY_ERRORS, documented
 from service.registry import MODEL_NAME, ModelLookupError, ModelRegistry
 from service.schemas import (MAX_VERSION, ErrorResponse, ModelList, ModelStatus, TagRequest, TagResponse, VersionQuery,
-                             check_limits, json_body, parse_tag_request)
+                             check_limits, parse_tag_request)
 from training.tagger.saved_tagger import TaggedTokens
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")

@@ -120,6 +120,12 @@ async function sendTurn(event) {
       badge.textContent = label;
       badge.title = answer.scores[label] !== undefined ? `${(100 * answer.scores[label]).toFixed(1)} %` : "";
       tags.append(badge);
+      if (answer.label_name && label === answer.label) {  // a dialog act's name beside its code: qy Yes-No-Question
+        const name = document.createElement("span");
+        name.className = "label-name";
+        name.textContent = answer.label_name;
+        tags.append(name);
+      }
     }
     item.append(who, said, tags);
     $("dialog-log").append(item);

@@ -20,7 +20,7 @@ from training.common import artifacts
 from training.common.config import add_config_options
 from training.common.errors import ConfigError
 from training.dialog.config import DialogConfig
-from training.dialog.data import FORMATS, read_dialogs
+from training.dialog.data import FORMATS, find_label_names, read_dialogs
 
 logger = logging.getLogger("seqtag")
 
@@ -97,6 +97,9 @@ def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         metadata["vectors"] = result.vectors
     elif previous is not None and previous.get("vectors"):
         metadata["vectors"] = previous["vectors"]  # the checkpoint's table, kept in its weights
+    names = find_label_names(args.train)  # SwDA's label_map.txt: the acts' names, kept with the checkpoint
+    if names:
+        metadata["label_names"] = names
     if previous is not None:  # the run this one went on from, and the runs before it
         metadata["training"]["initialized_from"] = {"checkpoint": str(args.init_from), "command": previous.get("command"),
                                                     "training": previous.get("training")}
@@ -118,6 +121,7 @@ def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command:
 
     loaded = [load_checkpoint(Path(checkpoint)) for checkpoint in checkpoints]
     model, vocabs, config, thresholds, metadata = loaded[0]
+    metadata = with_label_names(metadata, list(vocabs.labels.items))
     if dev is None:
         record = metadata.get("data", {}).get("dev")
         if record and Path(record["path"]).exists():
@@ -153,6 +157,36 @@ def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command:
         evaluate_dialog(directory, dev, report=directory / "report")
     print(directory)
     return 0
+
+
+def with_label_names(metadata: dict, labels: Sequence[str]) -> dict:
+    """``metadata`` with ``label_names`` (label -> name) for those of ``labels`` that have one: the names the
+    checkpoint kept, else a ``label_map.txt`` beside the training data named in it (a checkpoint from before
+    label names, or data moved since). Unchanged when there are none."""
+    names = metadata.get("label_names")
+    train = metadata.get("data", {}).get("train", {}).get("path")
+    if not names and train and Path(train).exists():
+        names = find_label_names(train)
+    if not names:
+        return metadata
+    return {**metadata, "label_names": {label: names[label] for label in labels if label in names}}
+
+
+def add_label_names(version_dir: str | Path, label_map: str | Path) -> dict[str, str]:
+    """Write the names in ``label_map`` (``name|code`` lines) into an exported version's ``metadata.json``, for a
+    version exported before models carried them (``models/dialog-act/1`` got them so)::
+
+        .venv/bin/python -c "from training.dialog.cli import add_label_names; \\
+            add_label_names('models/dialog-act/1', '../shared/data/swda/label_map.txt')"
+
+    Returns the names written; the rest of the metadata is left as it was."""
+    from training.dialog.data import read_label_names
+
+    metadata = artifacts.read_metadata(version_dir)
+    names = read_label_names(label_map)
+    metadata["label_names"] = {label: names[label] for label in metadata["labels"] if label in names}
+    artifacts.write_metadata(version_dir, metadata)
+    return metadata["label_names"]
 
 
 def evaluate_dialog(model_dir: Path, dialogs, data: Path | None = None, data_format: str | None = None,

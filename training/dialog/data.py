@@ -17,6 +17,9 @@ trainer can handle all three:
   ``label`` (one label) or ``labels`` (a list, multi-label) or neither (the turn is not trained on
   or scored); ``id`` and ``speaker`` are optional; unknown keys are ignored.
 
+Label names: a ``label_map.txt`` in a data directory or beside it (SwDA ships one: ``name|code`` per line, e.g.
+``Yes-No-Question|qy``) names the labels; ``find_label_names`` reads it for the models' metadata.
+
 Files are read as bytes and decoded one line at a time, so that a UTF-8 error names its exact line
 and so that only ``\\n`` ends a line (``str.splitlines`` would also split on U+2028 and friends,
 which do occur inside transcribed text). Every bad input raises ``DataFormatError`` naming file and
@@ -112,6 +115,44 @@ def _read_swda_file(path: Path) -> Dialog:
     if not turns:
         raise DataFormatError(str(path), None, "no utterances in the conversation file")
     return Dialog(path.stem, tuple(turns), f"{path}:1")
+
+
+# --- label names --------------------------------------------------------------------------------
+
+LABEL_MAP_FILE = "label_map.txt"
+
+
+def find_label_names(data_path: str | Path) -> dict[str, str] | None:
+    """Label code -> name from the ``label_map.txt`` in the data directory ``data_path`` or beside it (SwDA's
+    lies beside its train/ and val/ directories), or None when there is none."""
+    path = Path(data_path)
+    for folder in ([path] if path.is_dir() else []) + [path.parent]:
+        if (folder / LABEL_MAP_FILE).is_file():
+            return read_label_names(folder / LABEL_MAP_FILE)
+    return None
+
+
+def read_label_names(path: str | Path) -> dict[str, str]:
+    """A ``name|code`` line per label -> {code: name}. SwDA's file has a stray third field on one line
+    (``Reject|ar|344``): fields after the code are ignored, with a warning."""
+    path = Path(path)
+    names: dict[str, str] = {}
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        name, _, rest = line.partition("|")
+        code, _, extra = rest.partition("|")
+        name, code = name.strip(), code.strip()
+        if not name or not code:
+            raise DataFormatError(str(path), number, f"expected 'name|code', found {line[:80]!r}")
+        if extra:
+            logger.warning("%s:%d: ignored what follows 'name|code': %r", path, number, extra[:40])
+        if names.get(code, name) != name:
+            raise DataFormatError(str(path), number, f"label {code!r} named twice: {names[code]!r} and {name!r}")
+        names[code] = name
+    if not names:
+        raise DataFormatError(str(path), None, "no 'name|code' lines")
+    return names
 
 
 # --- JSON lines --------------------------------------------------------------------------------

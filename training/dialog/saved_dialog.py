@@ -32,6 +32,8 @@ class SavedDialogModel:
         self.metadata = metadata if metadata is not None else artifacts.read_metadata(self.directory)
         self.saved_model = tf.saved_model.load(str(self.directory))
         self.labels: list[str] = list(self.metadata["labels"])
+        # label -> its name, for the labels that have one (SwDA's acts: "qy" -> "Yes-No-Question")
+        self.label_names: dict[str, str] = dict(self.metadata.get("label_names") or {})
         self.label_index = {label: i for i, label in enumerate(self.labels)}
         self.multi_label: bool = bool(self.metadata.get("multi_label"))
         self.task: str = self.metadata.get("task", "dialog-act")
