@@ -57,6 +57,21 @@ class StepRequest:
 
 
 @dataclass
+class SpanRequest:
+    """A sentence for a span model, with its condition (an SGD service, or None); what its batcher stacks."""
+
+    tokens: list[str]
+    condition: str | None
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def span_batch(tagger: SavedTagger, requests: list[SpanRequest]) -> list[TaggedTokens]:
+    return tagger.tag([r.tokens for r in requests], conditions=[r.condition for r in requests])
+
+
+@dataclass
 class StepResult:
     probabilities: np.ndarray  # float32[L]
     state_h: np.ndarray
@@ -104,11 +119,17 @@ class ModelVersion:
         """What reads raw text for this version: the tokenizer its metadata names (``tokenizer_for``)."""
         return self.tagger.tokenizer if self.tagger is not None else self.dialog.tokenizer
 
-    def tag(self, sentences: list[list[str]]) -> list[TaggedTokens]:
+    @property
+    def spans(self) -> bool:
+        """A span model: it tags with a condition and answers spans."""
+        return self.tagger is not None and self.tagger.spans
+
+    def tag(self, sentences: list[list[str]], condition: str | None = None) -> list[TaggedTokens]:
+        items = [SpanRequest(s, condition) for s in sentences] if self.spans else sentences
         if self.batcher is not None:
-            return self.batcher.submit(sentences)
+            return self.batcher.submit(items)
         metrics.observe_batch(self.name, len(sentences))
-        return self.tagger.tag(sentences)
+        return span_batch(self.tagger, items) if self.spans else self.tagger.tag(sentences)
 
     def close(self) -> None:
         if self.batcher is not None:
@@ -190,13 +211,15 @@ class ModelRegistry:
         return {
             "name": name,
             "kind": serving.kind if serving else None,
+            "task": serving.metadata.get("task") if serving else None,
             "state": "AVAILABLE" if serving else "UNAVAILABLE",
             "serving_version": serving.version if serving else None,
             "pinned_version": self.settings.model_versions.get(name),
             "versions": sorted(versions, key=lambda v: v["version"], reverse=True),
             "labels": serving.labels if serving else [],
             "metrics": {k: metrics[k] for k in ("accuracy", "tokens", "macro_f1", "oov", "in_vocabulary", "micro_f1",
-                                                "exact_match", "utterances", "turns") if k in metrics},
+                                                "exact_match", "utterances", "turns", "f1", "precision", "recall",
+                                                "spans", "unlabelled") if k in metrics},
         }
 
     # --- loading (start-up and the poller thread) ---
@@ -293,15 +316,16 @@ class ModelRegistry:
         if kind == "dialog":
             model = self._load_dialog(name, version, directory, metadata)
         else:
-            tagger = SavedTagger(directory)
+            tagger = SavedTagger(directory, metadata)
             batcher = None
             if self.settings.batching:
-                batcher = MicroBatcher(tagger.tag, self.settings.max_batch_size, self.settings.batch_timeout_ms / 1000,
+                function = partial(span_batch, tagger) if tagger.spans else tagger.tag
+                batcher = MicroBatcher(function, self.settings.max_batch_size, self.settings.batch_timeout_ms / 1000,
                                        name=f"batcher-{name}-{version}", on_call=partial(metrics.observe_batch, name))
             model = ModelVersion(name, version, directory, metadata, tagger, batcher)
             if self.settings.warmup:
                 try:
-                    result = tagger.tag([WARMUP_SENTENCE])[0]
+                    result = tagger.tag([WARMUP_SENTENCE], conditions=[None])[0]
                     if len(result.tags) != len(WARMUP_SENTENCE) or not set(result.tags) <= set(model.labels):
                         raise ValueError(f"warm-up request answered {result.tags!r}")
                 except Exception:

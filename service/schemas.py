@@ -62,6 +62,9 @@ class TagRequest(BaseModel):
     texts: list[str] | SkipJsonSchema[None] = Field(None, description="raw texts, tokenized by the service",
                                                     json_schema_extra=_no_null_default)
     top_k: PositiveInt | None = Field(None, description="also return the k best tags per token")
+    service: str | None = Field(None, max_length=100,
+                                description="span models: what the sentences are about (an SGD service such as "
+                                            "Restaurants_1), which decides slot names that services share words for")
 
     @model_validator(mode="after")
     def exactly_one_input(self) -> "TagRequest":
@@ -121,6 +124,8 @@ class CreateDialogRequest(BaseModel):
 
     model: str = Field(description="a dialog model's name, e.g. dialog-act")
     version: Version | None = Field(None, description="a loaded version (default: the serving one)")
+    slots: str | None = Field(None, description="a span model's name, e.g. slots: each turn also answers its slot "
+                                                "values, in the same call")
 
 
 class TurnRequest(BaseModel):
@@ -131,6 +136,8 @@ class TurnRequest(BaseModel):
     tokens: list[str] | SkipJsonSchema[None] = Field(None, description="the turn, pre-tokenized",
                                                      json_schema_extra=_no_null_default)
     speaker: str = Field("", max_length=100, description="who speaks (as in the training data: A/B, USER, ...)")
+    service: str | None = Field(None, max_length=100, description="sessions with a span model: the service the turn "
+                                                                  "is about (an SGD service such as Restaurants_1)")
     system_actions: list[str] | None = Field(
         None, description="action models: what the system actually did last; without it the model's own last prediction stands in")
     turn: PositiveInt | SkipJsonSchema[None] = Field(
@@ -176,6 +183,14 @@ class TopTag(BaseModel):
     score: float
 
 
+class SpanOut(BaseModel):
+    label: str
+    start: int = Field(description="texts: the first character; sentences (pre-tokenized): the first token")
+    end: int = Field(description="one past the last character (texts) or token (sentences)")
+    text: str = Field(description="the span's text (pre-tokenized sentences: its tokens joined by spaces)")
+    score: float = Field(description="the mean probability of the span's tags")
+
+
 class TaggedSentence(BaseModel):
     tokens: list[str]
     tags: list[str] = Field(description="one tag per token")
@@ -185,6 +200,8 @@ class TaggedSentence(BaseModel):
                                                                 "each as [first, end) token indices; each was "
                                                                 "tagged as one model input")
     top_k: list[list[TopTag]] | None = Field(None, description="with top_k: the k best tags per token, best first")
+    spans: list[SpanOut] | None = Field(None, description="span models: the spans the tags spell (the tags are "
+                                                           "decoded so that they always do: never an I- after O)")
 
 
 class TagResponse(BaseModel):
@@ -203,6 +220,8 @@ class VersionStatus(BaseModel):
 class ModelStatus(BaseModel):
     name: str
     kind: Literal["tagger", "dialog"] | None
+    task: str | None = Field(None, description="what the model does: pos (a tag per token), spans (slot or entity "
+                                               "spans), dialog-act, dialog-action")
     state: Literal["AVAILABLE", "UNAVAILABLE"]
     serving_version: int | None
     pinned_version: int | None
@@ -219,6 +238,7 @@ class ModelList(BaseModel):
 class DialogSession(BaseModel):
     session_id: str
     model: ModelRef
+    slots: ModelRef | None = Field(None, description="the span model that answers each turn's slots, if any")
     turn: int = Field(description="turns taken so far")
 
 
@@ -235,6 +255,8 @@ class TurnResult(BaseModel):
                                                      "the model's metadata; null when the model names no labels")
     labels: list[str] | None = Field(None, description="action models: the actions the system should take next")
     scores: dict[str, float] = Field(description="every label's probability")
+    slots: list[SpanOut] | None = Field(None, description="sessions with a span model: the turn's slot values (character "
+                                                          "offsets into its text, or token indices for tokens)")
 
 
 class Health(BaseModel):

@@ -81,6 +81,8 @@ class SessionState:
     # same answer without being applied twice: a digest of its input and its probabilities float32[L].
     last_request: str = ""
     last_probabilities: np.ndarray | None = None
+    slots: str = ""  # the span model whose slots each turn also answers ("" for none), and its version
+    slots_version: int = 0
 
     def to_bytes(self) -> bytes:
         last = self.last_probabilities
@@ -88,6 +90,7 @@ class SessionState:
                              "last_actions": self.last_actions, "created": self.created,
                              "last_active": self.last_active, "owner": self.owner,
                              "units": int(self.state_h.shape[0]), "last_request": self.last_request,
+                             "slots": self.slots, "slots_version": self.slots_version,
                              "n_last": 0 if last is None else int(last.shape[0])}).encode()
         return (_HEADER.pack(len(header)) + header + self.state_h.astype("<f4").tobytes()
                 + self.state_c.astype("<f4").tobytes() + (b"" if last is None else last.astype("<f4").tobytes()))
@@ -102,7 +105,8 @@ class SessionState:
         return cls(header["id"], header["model"], header["version"], arrays[:units].copy(),
                    arrays[units:2 * units].copy(), header["turn"], header["last_actions"], header["created"],
                    header["last_active"], header.get("owner", ""), header.get("last_request", ""),
-                   arrays[2 * units:].copy() if n_last else None)
+                   arrays[2 * units:].copy() if n_last else None, header.get("slots", ""),
+                   header.get("slots_version", 0))
 
     def reset(self) -> "SessionState":
         return replace(self, state_h=np.zeros_like(self.state_h), state_c=np.zeros_like(self.state_c), turn=0,

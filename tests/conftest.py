@@ -116,6 +116,38 @@ def random_tagger_dir(tmp_path_factory):
     return built_once(tmp_path_factory, "random-tagger", lambda folder: export_random_tagger(folder / "pos")) / "pos" / "1"
 
 
+TINY_SPAN_SENTENCES = [
+    (("A", "table", "in", "San", "Jose", "at", "7", "pm", "."), ("O", "O", "O", "B-city", "I-city", "O", "B-time", "I-time", "O"),
+     "Restaurants_1"),
+    (("Play", "Hey", "Jude", "."), ("O", "B-song_name", "I-song_name", "O"), "Music_1"),
+]
+
+
+def export_random_span_tagger(model_root: Path, condition: str = "first-token"):
+    """Export an untrained tiny span tagger (slots; conditioned on the service) as the next version: its tags are
+    decoded well-formed whatever its weights. Returns (keras model, vocabs, config, version, directory)."""
+    from training.tagger.config import TaggerConfig
+    from training.tagger.data import TaggedSentence
+    from training.tagger.export import export_tagger
+    from training.tagger.trainer import build_model, conditioned
+    from training.tagger.vocab import TaggerVocabs
+
+    config = TaggerConfig(task="spans", condition=condition, word_dim=8, char_dim=4, char_hidden=4, hidden=8, layers=1,
+                          max_word_length=6)
+    sentences = [TaggedSentence(w, t, condition=c) for w, t, c in TINY_SPAN_SENTENCES]
+    vocabs = TaggerVocabs.build(conditioned(sentences, config), 1, conditions=condition == "embedding")
+    model = build_model(config, vocabs)
+    version, directory = export_tagger(model, vocabs, config, model_root,
+                                       {"task": "spans", "conditions": sorted({c for _, _, c in TINY_SPAN_SENTENCES})})
+    return model, vocabs, config, version, directory
+
+
+@pytest.fixture(scope="session")
+def random_span_tagger_dir(tmp_path_factory):
+    """A version directory holding a tiny untrained span tagger (exported once)."""
+    return built_once(tmp_path_factory, "random-slots", lambda folder: export_random_span_tagger(folder / "slots")) / "slots" / "1"
+
+
 TINY_DIALOGS = [
     [("A", "Do you have any pets?", "qy"), ("B", "Yes, two cats.", "ny"), ("A", "Oh, nice.", "ba"), ("B", "Uh-huh.", "b")],
     [("A", "What do you think about the weather?", "qw"), ("B", "It has been awful.", "sv"), ("A", "Yeah.", "b")],

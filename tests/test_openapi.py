@@ -11,9 +11,10 @@ from service import create_app
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, random_tagger_dir, random_dialog_dirs):
+def app(tmp_path_factory, random_tagger_dir, random_dialog_dirs, random_span_tagger_dir):
     models_dir = tmp_path_factory.mktemp("served")
     shutil.copytree(random_tagger_dir, models_dir / "pos" / "1")
+    shutil.copytree(random_span_tagger_dir, models_dir / "slots" / "1")
     for name, directory in random_dialog_dirs.items():
         shutil.copytree(directory, models_dir / name / "1")
     app = create_app({"models_dir": str(models_dir), "poll_interval_seconds": 0, "max_body_bytes": 4096})
@@ -74,7 +75,11 @@ def test_real_answers_conform_to_the_document(app, document):
         ("post", "/v1/models/{name}:tag", "/v1/models/pos:tag?version=7", {"sentences": [["a"]]}, 404),
         ("post", "/v1/models/{name}:tag", "/v1/models/pos:tag", {"sentences": [[1]]}, 400),
         ("post", "/v1/models/{name}:tag", "/v1/models/pos:tag", {"sentences": [["x" * 5000]]}, 413),
+        ("post", "/v1/models/{name}:tag", "/v1/models/slots:tag", {"texts": ["A table in San Jose."], "service": "x"}, 200),
+        ("post", "/v1/models/{name}:tag", "/v1/models/slots:tag", {"sentences": [["San", "Jose"]]}, 200),
         ("post", "/v1/dialogs", "/v1/dialogs", {"model": "dialog-action"}, 201),
+        ("post", "/v1/dialogs", "/v1/dialogs", {"model": "dialog-action", "slots": "slots"}, 201),
+        ("post", "/v1/dialogs", "/v1/dialogs", {"model": "dialog-action", "slots": "pos"}, 400),
         ("post", "/v1/dialogs", "/v1/dialogs", {"model": "nope"}, 404),
     ]
     for method, path, url, body, status in calls:
@@ -82,10 +87,11 @@ def test_real_answers_conform_to_the_document(app, document):
         assert response.status_code == status, (url, response.json)
         conforms(document, path, method, status, response.json)
     session = client.post("/v1/dialogs", json={"model": "dialog-act"}).json["session_id"]
-    action_session = client.post("/v1/dialogs", json={"model": "dialog-action"}).json["session_id"]
+    action_session = client.post("/v1/dialogs", json={"model": "dialog-action", "slots": "slots"}).json["session_id"]
     for method, path, url, body, status in [
         ("post", "/v1/dialogs/{session_id}/turns", f"/v1/dialogs/{session}/turns", {"text": "hi there", "speaker": "A"}, 200),
-        ("post", "/v1/dialogs/{session_id}/turns", f"/v1/dialogs/{action_session}/turns", {"text": "a table for two"}, 200),
+        ("post", "/v1/dialogs/{session_id}/turns", f"/v1/dialogs/{action_session}/turns",
+         {"text": "a table for two in San Jose", "service": "Restaurants_1"}, 200),
         ("post", "/v1/dialogs/{session_id}/turns", f"/v1/dialogs/{session}/turns", {"text": 3}, 400),
         ("get", "/v1/dialogs/{session_id}", f"/v1/dialogs/{session}", None, 200),
         ("post", "/v1/dialogs/{session_id}/reset", f"/v1/dialogs/{session}/reset", None, 200),

@@ -65,8 +65,43 @@ def _dialog_model(name: str, version: int | None) -> ModelVersion:
 
 
 def _session_view(state: SessionState) -> dict:
+    return {**_session(state), "created": state.created, "last_active": state.last_active}
+
+
+def _session(state: SessionState) -> dict:
     return {"session_id": state.session_id, "model": {"name": state.model, "version": state.version},
-            "turn": state.turn, "created": state.created, "last_active": state.last_active}
+            "slots": {"name": state.slots, "version": state.slots_version} if state.slots else None, "turn": state.turn}
+
+
+def _slot_model(name: str, version: int | None) -> ModelVersion:
+    try:
+        model = _registry().get(name, version)
+    except ModelLookupError as error:
+        raise APIError(503 if error.code == "model_unavailable" else 404, error.code, f"slots: {error}") from None
+    if not model.spans:
+        raise APIError(400, "not_a_span_model", f"slots: model {name!r} is a {model.kind} model, not a span model")
+    return model
+
+
+def _turn_slots(state: SessionState, text: str | None, tokens: list[str], service: str | None) -> list[dict]:
+    """The turn's slot values from the session's span model: character offsets into its text, or token indices."""
+    try:
+        model = _registry().get(state.slots, state.slots_version)
+    except ModelLookupError:
+        raise APIError(409, "version_unloaded", f"this session's slots come from {state.slots} version "
+                                                 f"{state.slots_version}, which is no longer loaded; reset the session "
+                                                 f"to continue on the serving version") from None
+    if text is not None:
+        words = model.tokenizer.tokenize(text)[:current_settings().max_tokens_per_sentence]
+        if not words:
+            return []
+        result = model.tag([[w.text for w in words]], service)[0]
+        return [{"label": s.label, "start": words[s.start].start, "end": words[s.end - 1].end,
+                 "text": text[words[s.start].start:words[s.end - 1].end], "score": round(s.score, 6)}
+                for s in result.spans]
+    result = model.tag([tokens], service)[0]
+    return [{"label": s.label, "start": s.start, "end": s.end, "text": " ".join(tokens[s.start:s.end]),
+             "score": round(s.score, 6)} for s in result.spans]
 
 
 def request_digest(words: str | list[str], speaker: str, system_actions: list[str] | None) -> str:
@@ -102,17 +137,18 @@ def create_dialog():
     """Open a session on a dialog model: a zero recurrent state, turn 0."""
     body = parse_body(CreateDialogRequest, json_body())
     model = _dialog_model(body.model, body.version)
+    slots = _slot_model(body.slots, None) if body.slots is not None else None
     owner, limit = current_owner(), current_settings().max_sessions_per_key
     units = model.dialog.state_size
     state = SessionState(new_session_id(), model.name, model.version, np.zeros(units, np.float32),
-                         np.zeros(units, np.float32), owner=owner)
+                         np.zeros(units, np.float32), owner=owner, slots=slots.name if slots else "",
+                         slots_version=slots.version if slots else 0)
     try:
         _sessions().create(state, max_owned=limit if owner else 0)  # counts and writes in one atomic step
     except SessionLimitReached:
         raise APIError(429, "too_many_sessions", f"this API key holds {limit} live sessions, its limit: delete one "
                                                  f"(DELETE /v1/dialogs/<id>) or let one expire") from None
-    return jsonify({"session_id": state.session_id, "model": {"name": model.name, "version": model.version},
-                    "turn": 0}), 201
+    return jsonify(_session(state)), 201
 
 
 @bp.post("/<session_id>/turns")
@@ -143,6 +179,8 @@ def post_turn(session_id: str):
         if body.turn is not None and body.turn != state.turn + 1:
             if body.turn == state.turn and state.last_request == digest and state.last_probabilities is not None:
                 answer.update(_turn_answer(dialog, state.turn, state.last_probabilities))
+                if state.slots:  # slots depend on the turn alone: the same answer again
+                    answer["slots"] = _turn_slots(state, body.text, body.tokens, body.service)
                 return state  # a retry of the turn already taken: its answer again, the state as it is
             raise APIError(409, "turn_mismatch", f"this session is at turn {state.turn}: a request for turn {body.turn} "
                                                  f"is neither the next turn nor a retry of the last one")
@@ -156,9 +194,13 @@ def post_turn(session_id: str):
             unknown = sorted(set(previous) - set(dialog.labels))
             if body.system_actions is not None and unknown:
                 raise APIError(400, "unknown_action", f"system_actions: not labels of this model: {', '.join(unknown[:10])}")
+        if body.service is not None and not state.slots:
+            raise APIError(400, "invalid_request", "service: only sessions with a span model (slots) take one")
         turn = DialogTurnInput(tokens, body.speaker, previous)
         result = model.step([StepRequest(turn, state.state_h, state.state_c)])[0]
         answer.update(_turn_answer(dialog, state.turn + 1, result.probabilities))
+        if state.slots:  # the span model's batcher stacks the concurrent sessions' turns, as the step's does
+            answer["slots"] = _turn_slots(state, body.text, tokens, body.service)
         return replace(state, state_h=result.state_h, state_c=result.state_c, turn=state.turn + 1,
                        last_actions=answer.get("labels") if dialog.multi_label else None, last_active=time.time(),
                        last_request=digest, last_probabilities=np.asarray(result.probabilities, np.float32))
@@ -178,16 +220,16 @@ def reset_dialog(session_id: str):
     def start_over(state: SessionState) -> SessionState:
         _own(state)
         model = _dialog_model(state.model, None)
+        slots_version = _slot_model(state.slots, None).version if state.slots else 0
         units = model.dialog.state_size
         return replace(state.reset(), version=model.version, state_h=np.zeros(units, np.float32),
-                       state_c=np.zeros(units, np.float32))
+                       state_c=np.zeros(units, np.float32), slots_version=slots_version)
 
     try:
         state = _sessions().update(session_id, start_over)
     except SessionNotFound:
         raise _not_found(session_id) from None
-    return jsonify({"session_id": session_id, "model": {"name": state.model, "version": state.version},
-                    "turn": state.turn})
+    return jsonify(_session(state))
 
 
 @bp.get("/<session_id>")

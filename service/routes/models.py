@@ -13,7 +13,7 @@ from service.openapi import BODY_ERRORS, documented
 from service.registry import MODEL_NAME, ModelLookupError, ModelRegistry
 from service.schemas import (MAX_VERSION, ErrorResponse, ModelList, ModelStatus, TagRequest, TagResponse, VersionQuery,
                              check_limits, parse_tag_request)
-from training.tagger.saved_tagger import TaggedTokens
+from training.tagger.saved_tagger import Span, TaggedTokens
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
@@ -74,6 +74,8 @@ def tag(name: str):
     model = _lookup(name, version)  # held until the response is built, whatever the registry does meanwhile
     if model.kind != "tagger":
         raise APIError(400, "not_a_tagger", f"model {name!r} is a {model.kind} model; it does not tag sentences")
+    if body.service is not None and not model.spans:
+        raise APIError(400, "invalid_request", f"service: only span models take one; {name!r} is not one")
 
     offsets = boundaries = None
     if body.texts is not None:
@@ -87,12 +89,11 @@ def tag(name: str):
         step = settings.max_tokens_per_sentence
         pieces = [(i, [t.text for t in sentence[start:start + step]])
                   for i, parts in enumerate(split) for sentence in parts for start in range(0, len(sentence), step)]
-        tagged_pieces = model.tag([words for _, words in pieces])
+        tagged_pieces = model.tag([words for _, words in pieces], body.service)
         by_text: list[list[TaggedTokens]] = [[] for _ in split]
         for (i, _), piece in zip(pieces, tagged_pieces):  # in order within each text
             by_text[i].append(piece)
-        tagged = [TaggedTokens([tag for p in ps for tag in p.tags], [score for p in ps for score in p.scores],
-                               np.concatenate([p.probabilities for p in ps])) for ps in by_text]
+        tagged = [join_pieces(ps) for ps in by_text]
         sentences = [[t.text for sentence in parts for t in sentence] for parts in split]
         offsets = [[[t.start, t.end] for sentence in parts for t in sentence] for parts in split]
         boundaries = []
@@ -101,7 +102,7 @@ def tag(name: str):
             boundaries.append([[start, end] for start, end in zip([0, *ends[:-1]], ends)])
     else:
         sentences = body.sentences
-        tagged = model.tag(sentences)
+        tagged = model.tag(sentences, body.service)
 
     labels = model.labels
     results = []
@@ -110,9 +111,30 @@ def tag(name: str):
         if offsets is not None:
             item["offsets"] = offsets[i]
             item["sentences"] = boundaries[i]
+        if result.spans is not None:  # character offsets into a text; token indices into a sentence
+            if offsets is not None:
+                text, at = body.texts[i], offsets[i]
+                item["spans"] = [{"label": s.label, "start": at[s.start][0], "end": at[s.end - 1][1],
+                                  "text": text[at[s.start][0]:at[s.end - 1][1]], "score": round(s.score, 6)}
+                                 for s in result.spans]
+            else:
+                item["spans"] = [{"label": s.label, "start": s.start, "end": s.end, "text": " ".join(tokens[s.start:s.end]),
+                                  "score": round(s.score, 6)} for s in result.spans]
         if body.top_k:
             best = np.argsort(-result.probabilities, axis=-1)[:, :body.top_k]
             item["top_k"] = [[{"tag": labels[k], "score": round(float(row[k]), 6)} for k in ks]
                              for row, ks in zip(result.probabilities, best)]
         results.append(item)
     return jsonify({"model": {"name": model.name, "version": model.version}, "results": results})
+
+
+def join_pieces(pieces: list[TaggedTokens]) -> TaggedTokens:
+    """The model's answers for consecutive pieces of one text (its sentences, and pieces of long ones) as one: the
+    tags, scores and probabilities end to end, the spans moved to the text's token indices."""
+    spans, offset = [], 0
+    for piece in pieces:
+        spans += [Span(s.label, s.start + offset, s.end + offset, s.score) for s in piece.spans or ()]
+        offset += len(piece.tags)
+    return TaggedTokens([tag for p in pieces for tag in p.tags], [score for p in pieces for score in p.scores],
+                        np.concatenate([p.probabilities for p in pieces]),
+                        spans if pieces and pieces[0].spans is not None else None)

@@ -39,14 +39,53 @@ async function api(method, path, body) {
   return data;
 }
 
+let spanModels = new Set();  // the taggers that answer spans (task "spans"): they take a service
+
 async function loadModels() {
   const { models } = await api("GET", "/v1/models");
   $("tag-model").replaceChildren();
   $("dialog-model").replaceChildren();
+  $("dialog-slots").replaceChildren(new Option("none", ""));
+  spanModels = new Set();
   for (const model of models.filter((m) => m.state === "AVAILABLE")) {
     const option = new Option(`${model.name} (v${model.serving_version})`, model.name);
     (model.kind === "dialog" ? $("dialog-model") : $("tag-model")).append(option);
+    if (model.task === "spans") {
+      spanModels.add(model.name);
+      $("dialog-slots").append(new Option(model.name, model.name));
+    }
   }
+  showServiceInputs();
+}
+
+function showServiceInputs() {
+  $("tag-service").hidden = !spanModels.has($("tag-model").value);
+  $("turn-service").hidden = !$("dialog-slots").value;
+}
+
+// displaCy's entity view: the text as written, each span marked with its label.
+function spanView(text, spans) {
+  const parts = [];
+  let at = 0;
+  for (const span of spans) {
+    if (span.start > at) parts.push(document.createTextNode(text.slice(at, span.start)));
+    const mark = document.createElement("mark");
+    mark.className = "entity";
+    mark.style.background = tagColour(span.label);
+    mark.title = `${span.label} (${(100 * span.score).toFixed(1)} %)`;
+    mark.dataset.label = span.label;
+    const label = document.createElement("span");
+    label.className = "entity-label";
+    label.textContent = span.label;
+    mark.append(document.createTextNode(text.slice(span.start, span.end)), label);
+    parts.push(mark);
+    at = span.end;
+  }
+  if (at < text.length) parts.push(document.createTextNode(text.slice(at)));
+  const box = document.createElement("p");
+  box.className = "entities";
+  box.append(...parts);
+  return box;
 }
 
 async function tagText(event) {
@@ -54,9 +93,16 @@ async function tagText(event) {
   showError("");
   const name = $("tag-model").value;
   try {
-    const answer = await api("POST", `/v1/models/${encodeURIComponent(name)}:tag`, { texts: [$("tag-text").value] });
+    const request = { texts: [$("tag-text").value] };
+    if (spanModels.has(name) && $("tag-service").value.trim()) request.service = $("tag-service").value.trim();
+    const answer = await api("POST", `/v1/models/${encodeURIComponent(name)}:tag`, request);
     const result = answer.results[0];
     const box = $("tag-result");
+    if (result.spans) {  // a span model: its spans in the text
+      box.replaceChildren(spanView(request.texts[0], result.spans));
+      $("tag-meta").textContent = `${answer.model.name} version ${answer.model.version} · ${result.spans.length} spans`;
+      return;
+    }
     box.replaceChildren(...result.tokens.map((token, i) => {
       const chip = document.createElement("span");
       chip.className = "token";
@@ -85,8 +131,10 @@ function setStatus() {
 }
 
 async function openSession() {
-  const created = await api("POST", "/v1/dialogs", { model: $("dialog-model").value });
-  session = { id: created.session_id, model: created.model.name, turn: created.turn };
+  const request = { model: $("dialog-model").value };
+  if ($("dialog-slots").value) request.slots = $("dialog-slots").value;
+  const created = await api("POST", "/v1/dialogs", request);
+  session = { id: created.session_id, model: created.model.name, slots: request.slots || "", turn: created.turn };
   setStatus();
 }
 
@@ -96,11 +144,13 @@ async function sendTurn(event) {
   const text = $("turn-text").value;
   const speaker = $("turn-speaker").value;
   try {
-    if (!session || session.model !== $("dialog-model").value) {
+    if (!session || session.model !== $("dialog-model").value || session.slots !== $("dialog-slots").value) {
       $("dialog-log").replaceChildren();
       await openSession();
     }
-    const answer = await api("POST", `/v1/dialogs/${session.id}/turns`, { text, speaker });
+    const turn = { text, speaker };
+    if (session.slots && $("turn-service").value.trim()) turn.service = $("turn-service").value.trim();
+    const answer = await api("POST", `/v1/dialogs/${session.id}/turns`, turn);
     session.turn = answer.turn;
     const labels = answer.labels !== undefined && answer.labels !== null ? answer.labels : [answer.label];
     const item = document.createElement("li");
@@ -128,6 +178,20 @@ async function sendTurn(event) {
       }
     }
     item.append(who, said, tags);
+    if (answer.slots) {  // the span model's slot values of this turn
+      const slots = document.createElement("span");
+      slots.className = "slots";
+      for (const slot of answer.slots) {
+        const chip = document.createElement("span");
+        chip.className = "slot";
+        chip.style.background = tagColour(slot.label);
+        chip.dataset.label = slot.label;
+        chip.textContent = `${slot.label}: ${slot.text}`;
+        slots.append(chip);
+      }
+      if (!answer.slots.length) slots.textContent = "no slots";
+      item.append(slots);
+    }
     $("dialog-log").append(item);
     item.scrollIntoView({ block: "nearest" });
     $("turn-text").value = "";
@@ -152,6 +216,8 @@ async function resetDialog() {
 }
 
 $("tag-form").addEventListener("submit", tagText);
+$("tag-model").addEventListener("change", showServiceInputs);
+$("dialog-slots").addEventListener("change", showServiceInputs);
 $("turn-form").addEventListener("submit", sendTurn);
 $("dialog-reset").addEventListener("click", resetDialog);
 $("api-key").addEventListener("change", () => {  // a key typed in: the models it may see
