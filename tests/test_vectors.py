@@ -207,10 +207,19 @@ def test_export_prunes_the_table_to_fewer_frequent_words_and_still_equals_keras(
     assert main(["export", "--from-checkpoint", str(tmp_path / "ck"), "--out", str(tmp_path / "pos"),
                  "--vectors-top", "1"]) == 0
     full, pruned = SavedTagger(tmp_path / "pos" / "1"), SavedTagger(tmp_path / "pos" / "2")
-    assert pruned.metadata["vectors"]["pruned_to_top"] == 1 and pruned.metadata["export_check"]["items"] > 0
+    assert pruned.metadata["vectors"]["resized_to_top"] == 1 and pruned.metadata["export_check"]["items"] > 0
     assert pruned.metadata["vectors"]["kept_words"] == 6  # "the" (the first) and the 5 other training words
     sentence = [["The", "kitten", "sleeps", "."]]
     assert full.input_ids(sentence)["pretrained_ids"][0, 1] > 1 and pruned.input_ids(sentence)["pretrained_ids"][0, 1] == 1
+    # and back up: a model trained with --vectors-top 1 gets the table's next words when it is exported with 4
+    assert main(["train", "pos", "--train", str(data), "--dev", str(data), "--out", str(tmp_path / "small"),
+                 "--checkpoint", str(tmp_path / "ck1"), "--vectors", str(table), "--vectors-top", "1",
+                 *TINY_TAGGER]) == 0
+    assert main(["export", "--from-checkpoint", str(tmp_path / "ck1"), "--out", str(tmp_path / "small"),
+                 "--vectors-top", "4"]) == 0
+    small, grown = SavedTagger(tmp_path / "small" / "1"), SavedTagger(tmp_path / "small" / "2")
+    assert small.input_ids(sentence)["pretrained_ids"][0, 1] == 1 and grown.input_ids(sentence)["pretrained_ids"][0, 1] > 1
+    assert grown.metadata["vectors"]["kept_words"] == 7
     keep = [0, 2, 3]  # the training words' rows are the same vectors in both
     np.testing.assert_array_equal(full.tag([["The", "cat", "sleeps", "."]])[0].probabilities[keep],
                                   pruned.tag([["The", "cat", "sleeps", "."]])[0].probabilities[keep])

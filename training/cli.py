@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "one version that averages their probabilities (an ensemble; it streams as one model)")
     export.add_argument("--out", required=True, type=Path, help="model directory that gets the new version")
     export.add_argument("--vectors-top", type=int, metavar="N",
-                        help="taggers: keep fewer of the vector table's most frequent words (and all training words) "
-                             "than training kept, to measure what N costs and to fit a size")
+                        help="taggers: keep the vector table's N most frequent words (and all training words) instead "
+                             "of the number training kept (rows training never touched): to measure N and fit a size")
 
     evaluate = commands.add_parser("evaluate", help="evaluate an exported model on a data file")
     evaluate.add_argument("--model", required=True, type=Path, help="models/<name> (highest version) or models/<name>/<version>")

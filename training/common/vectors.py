@@ -84,19 +84,31 @@ class KeptVectors:
             found = index.get(word.lower())
         return 1 if found is None else found
 
-    def pruned(self, matrix: np.ndarray, training_words: Iterable[str], top: int) -> tuple["KeptVectors", np.ndarray]:
-        """The same table cut to its first ``top`` words and ``training_words``: the rows a model trained with
-        ``top`` would have kept (``select`` keeps the table's first words in order, then the training words beyond
-        them). Rows of words that training never saw never got a gradient, so a model trained with a larger ``top``
-        and pruned is the model a run with this ``top`` trains: the way to measure ``top`` on one trained model.
-        ``matrix`` is the model's rows ``[R, D]``. -> (pruned lookup, its rows)."""
+    def resized(self, matrix: np.ndarray, training_words: Iterable[str], top: int, trained_top: int,
+                table: VectorTable | None = None) -> tuple["KeptVectors", np.ndarray]:
+        """The table a model trained with ``trained_top`` would have kept with ``top`` instead: its first ``top``
+        words and the training words (``select`` keeps the table's first words in order, then the training words
+        beyond them). Rows of words that training never saw never got a gradient, so cutting them off, or adding
+        the table's next words (``table``, needed when ``top`` > ``trained_top``), gives the model a run with this
+        ``top`` trains: the way to measure ``top`` on one trained model. ``matrix`` is the model's rows ``[R, D]``.
+        -> (the lookup, its rows)."""
         trained = {lookup_key(w, self.casing) for w in training_words} | {w.lower() for w in training_words}
-        keep = [i for i, key in enumerate(self.keys) if i < top or key in trained]
+        keep = [i for i, key in enumerate(self.keys) if i < min(top, trained_top) or key in trained]
         old_rows = sorted({self.ids[i] for i in keep})
         new_id = {old: new + 2 for new, old in enumerate(old_rows)}
-        rows = np.concatenate([matrix[:2] * 0, matrix[old_rows]])
-        return KeptVectors(tuple(self.keys[i] for i in keep), tuple(new_id[self.ids[i]] for i in keep), rows,
-                           self.casing), rows
+        keys = [self.keys[i] for i in keep]
+        ids = [new_id[self.ids[i]] for i in keep]
+        rows = [matrix[:2] * 0, matrix[old_rows]]
+        if top > trained_top:
+            if table is None:
+                raise ValueError("growing the kept table needs the table it was read from")
+            present = set(self.keys)
+            added = [r for r in range(trained_top, min(top, len(table.words))) if table.words[r] not in present]
+            keys += [table.words[r] for r in added]
+            ids += list(range(len(old_rows) + 2, len(old_rows) + 2 + len(added)))
+            rows.append(table.matrix[table.rows[added]].astype(matrix.dtype))
+        rows = np.concatenate(rows)
+        return KeptVectors(tuple(keys), tuple(ids), rows, self.casing), rows
 
     def to_dict(self) -> dict:
         """The lookup (keys and their ids); the matrix lives in the model's weights."""

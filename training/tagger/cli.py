@@ -127,7 +127,7 @@ def export_checkpoint(checkpoint_dir: Path, out: Path, dev=None, dev_path: Path 
                       command: str | None = None, vectors_top: int | None = None) -> int:
     """Export a tagger checkpoint (trained under any backend) as the next version of ``out``, published only if
     it reproduces the trained model's probe; scored on the dev file, with a report, when it is at hand.
-    ``vectors_top`` cuts the kept vector table to fewer of its most frequent words (``KeptVectors.pruned``)."""
+    ``vectors_top`` resizes the kept vector table to that many of its most frequent words (``KeptVectors.resized``)."""
     from training.common.checkpoint import check_probe, probe_probabilities
     from training.tagger.export import export_tagger
     from training.tagger.saved_tagger import SavedTagger
@@ -144,7 +144,7 @@ def export_checkpoint(checkpoint_dir: Path, out: Path, dev=None, dev_path: Path 
     expected = probe_probabilities(checkpoint_dir)
     backend = metadata.get("training", {}).get("backend", "unknown")
     if vectors_top is not None:  # the export must then reproduce the pruned model
-        model, vocabs, metadata = prune_vectors(model, vocabs, config, metadata, vectors_top)
+        model, vocabs, metadata = resize_vectors(model, vocabs, config, metadata, vectors_top)
         expected = keras_probabilities(model, vocabs, config, state.get("probe", []), state.get("probe_conditions"))
 
     def verify(staging: Path, written: dict) -> dict | None:
@@ -158,9 +158,10 @@ def export_checkpoint(checkpoint_dir: Path, out: Path, dev=None, dev_path: Path 
     return 0
 
 
-def prune_vectors(model, vocabs, config: TaggerConfig, metadata: dict, top: int):
-    """A trained model with its kept vector table cut to ``top`` (``KeptVectors.pruned``), the training words
-    read again from the training file its metadata names (checked by sha256)."""
+def resize_vectors(model, vocabs, config: TaggerConfig, metadata: dict, top: int):
+    """A trained model with its kept vector table resized to the table's first ``top`` words and the training words
+    (``KeptVectors.resized``), the training words read again from the training file its metadata names (checked
+    by sha256), the table read again when it grows."""
     from training.common.layers import inference_config
     from training.tagger.model import set_pretrained
     from training.tagger.trainer import build_model
@@ -173,7 +174,10 @@ def prune_vectors(model, vocabs, config: TaggerConfig, metadata: dict, top: int)
         raise ConfigError(f"--vectors-top needs the training file the checkpoint names ({path}), unchanged")
     train, _ = read_sentences(path, config, metadata.get("data_format", "conllu"))
     matrix = model.get_layer("sentence_tagger").get_layer("pretrained_embedding").get_weights()[0]
-    pruned, rows = vocabs.pretrained.pruned(matrix, {w for s in train for w in s.words}, top)
+    from training.common.vectors import read_vectors
+
+    table = read_vectors(config.vectors) if top > config.vectors_top >= 0 else None
+    pruned, rows = vocabs.pretrained.resized(matrix, {w for s in train for w in s.words}, top, config.vectors_top, table)
     new_vocabs = vocabs.with_pretrained(pruned)
     new_model = build_model(inference_config(config), new_vocabs)
     for layer in ("char_features", "sentence_tagger"):
@@ -182,10 +186,10 @@ def prune_vectors(model, vocabs, config: TaggerConfig, metadata: dict, top: int)
             if tuple(old.shape) == tuple(new.shape):
                 new.assign(old.numpy())
     set_pretrained(new_model, rows)
-    vectors = {**metadata.get("vectors", {}), "pruned_to_top": top, "kept_words": len(pruned.keys),
+    vectors = {**metadata.get("vectors", {}), "resized_to_top": top, "kept_words": len(pruned.keys),
                "kept_rows": int(rows.shape[0] - 2)}
-    logger.info("vector table pruned to the %d most frequent words and the training words: %d words", top,
-                len(pruned.keys))
+    logger.info("vector table resized to the %d most frequent words and the training words: %d words (trained "
+                "with %d)", top, len(pruned.keys), config.vectors_top)
     return new_model, new_vocabs, {**metadata, "vectors": vectors}
 
 

@@ -205,7 +205,7 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
     if config.vectors and config.vectors_trainable:
         rounded = (token_accuracy(model, dev_batches) if config.task == "pos"
                    else span_f1(model, dev_batches, vocabs.tags.items, config.scheme))
-        logger.info("dev %s with the fine-tuned vector rows rounded to float16: %.4f", score_key.replace("_", " "), rounded)
+        logger.info("%s with the fine-tuned vector rows rounded to float16: %.4f", score_key.replace("_", " "), rounded)
     return TrainingResult(model, vocabs, config, dev_evaluation.history, best["epoch"], best[score_key], seconds,
                           vectors_record)
 
