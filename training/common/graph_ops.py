@@ -7,6 +7,9 @@ carry a model's kept pretrained vectors as a ``PretrainedLookup``.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import keras
 import tensorflow as tf
 
@@ -37,7 +40,12 @@ class PretrainedLookup(tf.Module):
     def __init__(self, kept: KeptVectors, name: str = "pretrained"):
         super().__init__(name=name)
         self.casing = kept.casing
-        self.key_lookup = keras.layers.StringLookup(vocabulary=list(kept.keys), num_oov_indices=1, mask_token=None,
+        # The keys (up to hundreds of thousands) go in as a vocabulary file, which the SavedModel keeps once as an
+        # asset; a list would be written into the graph once per signature.
+        self._folder = tempfile.TemporaryDirectory(prefix="seqtag-vectors-")
+        keys_file = Path(self._folder.name) / f"{name}_keys.txt"
+        keys_file.write_text("".join(f"{key}\n" for key in kept.keys), encoding="utf-8")
+        self.key_lookup = keras.layers.StringLookup(vocabulary=str(keys_file), num_oov_indices=1, mask_token=None,
                                                     output_mode="int", name=f"{name}_lookup")
         self.row_of_index = tf.constant([1, *kept.ids], tf.int32)  # lookup index (0: not found) -> row
         self.ids(tf.constant([["build"]]))  # builds the lookup layer, which export needs

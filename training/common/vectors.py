@@ -103,7 +103,8 @@ class KeptVectors:
             if table is None:
                 raise ValueError("growing the kept table needs the table it was read from")
             present = set(self.keys)
-            added = [r for r in range(trained_top, min(top, len(table.words))) if table.words[r] not in present]
+            added = [r for r in range(trained_top, min(top, len(table.words))) if table.words[r] not in present
+                     and "\n" not in table.words[r] and "\r" not in table.words[r]]
             keys += [table.words[r] for r in added]
             ids += list(range(len(old_rows) + 2, len(old_rows) + 2 + len(added)))
             rows.append(table.matrix[table.rows[added]].astype(matrix.dtype))
@@ -111,8 +112,10 @@ class KeptVectors:
         return KeptVectors(tuple(keys), tuple(ids), rows, self.casing), rows
 
     def to_dict(self) -> dict:
-        """The lookup (keys and their ids); the matrix lives in the model's weights."""
-        return {"keys": list(self.keys), "ids": list(self.ids), "casing": self.casing,
+        """The lookup (keys and their ids; ``ids`` null when they are 2, 3, ... in order: a row per word, as most
+        tables have); the matrix lives in the model's weights."""
+        consecutive = list(self.ids) == list(range(2, 2 + len(self.ids)))
+        return {"keys": list(self.keys), "ids": None if consecutive else list(self.ids), "casing": self.casing,
                 "rows": int(self.matrix.shape[0]), "dimensions": int(self.matrix.shape[1])}
 
     @property
@@ -123,7 +126,8 @@ class KeptVectors:
     def from_dict(cls, data: dict, matrix: np.ndarray | None = None) -> "KeptVectors":
         if matrix is None:  # a model's weights will overwrite it
             matrix = np.zeros((data["rows"], data["dimensions"]), np.float32)
-        return cls(tuple(data["keys"]), tuple(data["ids"]), matrix, data["casing"])
+        ids = data["ids"] if data.get("ids") is not None else range(2, 2 + len(data["keys"]))
+        return cls(tuple(data["keys"]), tuple(ids), matrix, data["casing"])
 
 
 def select(table: VectorTable, training_words: Iterable[str], top: int, float16: bool = False) -> tuple[KeptVectors, dict]:
@@ -131,7 +135,8 @@ def select(table: VectorTable, training_words: Iterable[str], top: int, float16:
     frequency-ordered table; ``top`` < 0: all of them); with ``float16``
     the values are rounded to float16 (stored so in the export, exactly). -> (kept vectors, a record of what was
     kept and how much of the training vocabulary the table covers)."""
-    index = {word: i for i, word in reversed(list(enumerate(table.words)))}  # first occurrence wins
+    # First occurrence wins; a "word" with a line break cannot be a key (the export keeps keys one a line).
+    index = {word: i for i, word in reversed(list(enumerate(table.words))) if "\n" not in word and "\r" not in word}
 
     def find(word: str) -> int | None:
         found = index.get(lookup_key(word, table.casing))
@@ -142,7 +147,7 @@ def select(table: VectorTable, training_words: Iterable[str], top: int, float16:
     distinct = sorted(set(training_words))
     covered = [i for i in (find(word) for word in distinct) if i is not None]
     first = len(table.words) if top < 0 else min(top, len(table.words))
-    wanted = sorted(set(covered) | set(range(first)))
+    wanted = sorted(i for i in set(covered) | set(range(first)) if "\n" not in table.words[i] and "\r" not in table.words[i])
     keys = [table.words[i] for i in wanted]
     table_rows = table.rows[wanted]
     unique_rows, ids = np.unique(table_rows, return_inverse=True)
