@@ -2,8 +2,9 @@
 ``chromium-driver``, driven by Selenium) against a real gunicorn serving the shipped models, with the
 network blocked (every host name but 127.0.0.1 fails to resolve), as on a machine without internet.
 
-The page tags a sentence, holds a two-turn dialog (each turn's act with its name), resets it; what it shows
-is what the API answers; a screenshot lands in ``build/screenshots/web-page.png``. ``/docs/`` (Swagger UI),
+The page tags a sentence, marks a span model's spans in the text, holds a two-turn dialog (each turn's act with its
+name) and a turn with its slots, resets a dialog; what it shows is what the API answers; a screenshot (spans and
+slots on it) lands in ``build/screenshots/web-page.png``. ``/docs/`` (Swagger UI),
 ``/docs/redoc/`` and ``/docs/scalar/`` each render every operation of the API document; every request the
 browser made went to the server itself (Chromium's network log), and nothing was refused by the pages'
 Content-Security-Policy (its console)."""
@@ -119,8 +120,45 @@ def test_tag_a_sentence_and_hold_a_dialog(server, browser):
     assert shown_names == [answer["label_name"] for answer in answers] and all(shown_names)
     assert "turn 2" in browser.find_element(By.ID, "dialog-status").text
     assert not browser.find_element(By.ID, "error").is_displayed()
+
+    # Spans: a span model's answer is shown as displaCy's entity view, each span marked in the text with its label.
+    Select(browser.find_element(By.ID, "tag-model")).select_by_value("slots")
+    wait.until(lambda d: d.find_element(By.ID, "tag-service").is_displayed())  # span models take a service
+    request = "I need a table for 4 people in San Jose at half past 7 tonight."
+    text_box.clear()
+    text_box.send_keys(request)
+    browser.find_element(By.ID, "tag-service").send_keys("Restaurants_1")
+    browser.find_element(By.ID, "tag-button").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tag-result mark.entity"))
+    marks = browser.find_elements(By.CSS_SELECTOR, "#tag-result mark.entity")
+    status, answer = call(port, "/v1/models/slots:tag", {"texts": [request], "service": "Restaurants_1"})
+    spans = answer["results"][0]["spans"]
+    assert [(m.get_attribute("data-label"), m.text.split("\n")[0].strip()) for m in marks] == \
+        [(s["label"], s["text"]) for s in spans]
+    assert any(s["text"] == "San Jose" for s in spans)  # the shipped model finds the city here
+    assert browser.find_element(By.CSS_SELECTOR, "#tag-result .entities").text.replace("\n", " ").startswith("I need")
+
+    # A chat turn with its slots: a dialog-action session that names the span model answers both in one call.
+    Select(browser.find_element(By.ID, "dialog-model")).select_by_value("dialog-action")
+    Select(browser.find_element(By.ID, "dialog-slots")).select_by_value("slots")
+    wait.until(lambda d: d.find_element(By.ID, "turn-service").is_displayed())
+    browser.find_element(By.ID, "turn-service").send_keys("Restaurants_1")
+    speaker_box = browser.find_element(By.ID, "turn-speaker")
+    speaker_box.clear()
+    speaker_box.send_keys("USER")
+    browser.find_element(By.ID, "turn-text").send_keys(request)
+    browser.find_element(By.ID, "turn-button").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#dialog-log .turn .slot"))
+    shown_slots = [(c.get_attribute("data-label"), c.text) for c in
+                   browser.find_elements(By.CSS_SELECTOR, "#dialog-log .turn .slot")]
+    assert shown_slots == [(s["label"], f"{s['label']}: {s['text']}") for s in spans]
+    assert not browser.find_element(By.ID, "error").is_displayed()
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOT)) and SCREENSHOT.stat().st_size > 10_000
+
+    # Back to the dialog-act session for the reset below.
+    Select(browser.find_element(By.ID, "dialog-model")).select_by_value("dialog-act")
+    Select(browser.find_element(By.ID, "dialog-slots")).select_by_value("")
 
     # Reset: the log empties and the conversation starts again at turn 1.
     browser.find_element(By.ID, "dialog-reset").click()
