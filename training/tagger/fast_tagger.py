@@ -3,15 +3,16 @@
 Built from an exported version's own weights and vocabularies (``training.common.fast_path`` says why and how it
 is checked), for ``SavedTagger(runtime="onnx")``:
 
-    Python: tokens -> word ids, pretrained rows, each distinct word's character ids (the rules of
-            ``training.tagger.vocab`` and of the exported ``encode``; a cache keeps each token's ids)
-    ONNX:   char_ids [U, C], char_lengths [U] -> char Embedding -> BiLSTM (or CNN + max)     -> [U, Dc]
-            word_ids [B, T] -> word Embedding (+ pretrained rows, float16 read as float32)
+    Python: tokens -> word ids, pretrained rows, character ids (the rules of ``training.tagger.vocab`` and of the
+            exported ``encode``), kept per token with the token's character vector
+    ONNX 1: char_ids [U, C], char_lengths [U] -> char Embedding -> BiLSTM (or CNN + max)     -> [U, Dc]
+            (only for words whose vector is not kept yet, in groups of similar length)
+    ONNX 2: word_ids [B, T] -> word Embedding (+ pretrained rows, float16 read as float32)
             + each token's distinct word's vector (word_index [B, T])  -> concat            -> [B, T, D]
             -> layers x BiLSTM over lengths [B] -> Dense softmax                              -> [B, T, n_tags]
 
-The same layout as the exported ``serve`` (the character encoder runs once per distinct word of a batch),
-with ONNX Runtime's LSTM kernel in place of TensorFlow's loops. Span models (a condition, constrained
+The exported ``serve``'s layout (the character encoder runs once per distinct word), with ONNX Runtime's LSTM
+kernel in place of TensorFlow's loops. Span models (a condition, constrained
 decoding) are not expressed here: ``FastPathUnsupported``, and they serve through the SavedModel.
 """
 
@@ -62,11 +63,16 @@ def _normalize(word: str) -> str:
 
 
 class FastTagger:
-    """Token lists -> tag probabilities through ONNX Runtime; ``probabilities`` is the whole interface."""
+    """Token lists -> tag probabilities through ONNX Runtime; ``probabilities`` is the whole interface.
 
-    CACHE_SIZE = 200_000  # tokens whose ids are kept (cleared when full: a bounded cache of a Zipfian stream)
+    Two graphs: the character encoder (distinct words -> vectors) and the sentence tagger (ids and each token's
+    word vector -> probabilities). A word's character vector depends on its characters alone, so it is kept with
+    the token's ids (``cache_size`` tokens, two generations: a token used again moves to the newest) and only
+    words not seen lately go through the encoder, in groups of similar length: a batch's longest word (a URL)
+    would otherwise set every word's number of steps.
+    """
 
-    def __init__(self, saved_model, metadata: dict, vocab: dict):
+    def __init__(self, saved_model, metadata: dict, vocab: dict, cache_size: int = 50_000):
         config = metadata.get("config")
         if not isinstance(config, dict):
             raise FastPathUnsupported("not a single model's config")
@@ -81,11 +87,15 @@ class FastTagger:
         if self.pretrained:
             self._pretrained_index = dict(zip(self.vocabs.pretrained.keys, self.vocabs.pretrained.ids))
             self._pretrained_cased = self.vocabs.pretrained.casing == "cased"
-        self.model = tagger_graph(weights, self.char_encoder, self.pretrained)
-        self.session = inference_session(self.model)
+        self.char_model = char_encoder_graph(weights, self.char_encoder)
+        self.sentence_model = sentence_graph(weights, self.pretrained)
+        self.char_session = inference_session(self.char_model)
+        self.sentence_session = inference_session(self.sentence_model)
         self._words = self.vocabs.words._index  # type: ignore[attr-defined]
         self._chars = self.vocabs.chars._index  # type: ignore[attr-defined]
-        self._cache: dict[str, tuple] = {}
+        self.cache_size = cache_size
+        self._recent: dict[str, list] = {}  # token -> [word id, pretrained row, char ids, char vector or None]
+        self._older: dict[str, list] = {}
 
     def _pretrained_id(self, word: str) -> int:
         """Mirrors ``KeptVectors.id`` with the graph's lower-casing."""
@@ -94,42 +104,66 @@ class FastTagger:
             found = self._pretrained_index.get(graph_lowercase(word))
         return UNK_ID if found is None else found
 
+    def _entry(self, token: str) -> list:
+        entry = self._recent.get(token)
+        if entry is None:
+            entry = self._older.get(token)
+            if entry is None:
+                chars = self._chars
+                entry = [self._words.get(_normalize(token), UNK_ID), self._pretrained_id(token) if self.pretrained else 0,
+                         tuple(chars.get(ch, UNK_ID) for ch in token[:self.max_word_length]), None]
+            if len(self._recent) >= self.cache_size:  # the older generation goes; the newer one becomes it
+                self._older, self._recent = self._recent, {}
+            self._recent[token] = entry
+        return entry
+
     def token_ids(self, token: str) -> tuple[int, int, tuple[int, ...]]:
         """(word id, pretrained row (0 without a table), character ids) of one token, as the exported ``encode``."""
-        ids = self._cache.get(token)
-        if ids is None:
-            chars = self._chars
-            ids = (self._words.get(_normalize(token), UNK_ID), self._pretrained_id(token) if self.pretrained else 0,
-                   tuple(chars.get(ch, UNK_ID) for ch in token[:self.max_word_length]))
-            if len(self._cache) >= self.CACHE_SIZE:
-                self._cache = {}
-            self._cache[token] = ids
-        return ids
+        word_id, pretrained_id, chars, _ = self._entry(token)
+        return word_id, pretrained_id, chars
+
+    def _encode_words(self, entries: list[list]) -> None:
+        """Fill in the character vectors of ``entries`` (those without one): sorted by length, in groups whose
+        padding stays small, since every word of a call runs as many steps as its longest."""
+        entries = sorted(entries, key=lambda e: len(e[2]))
+        start = 0
+        while start < len(entries):
+            end = start + 1
+            while end < len(entries) and (end - start < 64 or len(entries[end][2]) <= 1.25 * len(entries[start][2])):
+                end += 1
+            group = entries[start:end]
+            lengths = np.array([len(e[2]) for e in group], np.int32)
+            char_ids = np.zeros((len(group), max(1, int(lengths.max()))), np.int32)
+            for row, entry in enumerate(group):
+                char_ids[row, :len(entry[2])] = entry[2]
+            vectors = self.char_session.run(["char_vectors"], {"char_ids": char_ids, "char_lengths": lengths})[0]
+            for entry, vector in zip(group, vectors):
+                entry[3] = vector
+            start = end
 
     def feeds(self, sentences: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
-        """One batch of non-empty token lists -> the graph's inputs (right-padded)."""
+        """One batch of non-empty token lists -> the sentence graph's inputs (right-padded)."""
         batch, time = len(sentences), max(len(s) for s in sentences)
         word_ids = np.zeros((batch, time), np.int32)
         word_index = np.zeros((batch, time), np.int32)
         pretrained_ids = np.zeros((batch, time), np.int32)
         distinct: dict[str, int] = {}
-        char_rows: list[tuple[int, ...]] = []
+        entries: list[list] = []
         for b, sentence in enumerate(sentences):
             for t, token in enumerate(sentence):
-                word_id, pretrained_id, chars = self.token_ids(token)
                 index = distinct.get(token)
                 if index is None:
-                    index = distinct[token] = len(char_rows)
-                    char_rows.append(chars)
-                word_ids[b, t] = word_id
-                pretrained_ids[b, t] = pretrained_id
+                    index = distinct[token] = len(entries)
+                    entries.append(self._entry(token))
+                entry = entries[index]
+                word_ids[b, t] = entry[0]
+                pretrained_ids[b, t] = entry[1]
                 word_index[b, t] = index
-        char_lengths = np.array([len(row) for row in char_rows], np.int32)
-        char_ids = np.zeros((len(char_rows), max(1, int(char_lengths.max()))), np.int32)
-        for u, row in enumerate(char_rows):
-            char_ids[u, :len(row)] = row
-        feeds = {"char_ids": char_ids, "char_lengths": char_lengths, "word_ids": word_ids, "word_index": word_index,
-                 "lengths": np.array([len(s) for s in sentences], np.int32)}
+        missing = [entry for entry in entries if entry[3] is None]
+        if missing:
+            self._encode_words(missing)
+        feeds = {"char_vectors": np.stack([entry[3] for entry in entries]), "word_ids": word_ids,
+                 "word_index": word_index, "lengths": np.array([len(s) for s in sentences], np.int32)}
         if self.pretrained:
             feeds["pretrained_ids"] = pretrained_ids
         return feeds
@@ -137,26 +171,23 @@ class FastTagger:
     def probabilities(self, sentences: Sequence[Sequence[str]]) -> np.ndarray:
         """Non-empty token lists (no "" tokens) -> ``float32[B, T, n_tags]`` (rows right-padded; padding is not
         a token's)."""
-        return self.session.run(["probabilities"], self.feeds(sentences))[0]
+        return self.sentence_session.run(["probabilities"], self.feeds(sentences))[0]
 
 
-def tagger_graph(weights: dict, char_encoder: str, pretrained: bool):
-    """The tagger's numeric core as an ONNX model, from its weights keyed by role (``saved_model_weights``)."""
-    def lstm(layer: str, direction: str) -> tuple:
-        return tuple(weights[(layer, direction, name)] for name in ("kernel", "recurrent_kernel", "bias"))
+def _lstm(weights: dict, layer: str, direction: str) -> tuple:
+    return tuple(weights[(layer, direction, name)] for name in ("kernel", "recurrent_kernel", "bias"))
 
-    g = GraphBuilder("seqtag_tagger")
-    char_ids = g.input("char_ids", np.int32, ["distinct", "chars"])
-    char_lengths = g.input("char_lengths", np.int32, ["distinct"])
-    word_ids = g.input("word_ids", np.int32, ["batch", "time"])
-    word_index = g.input("word_index", np.int32, ["batch", "time"])
-    lengths = g.input("lengths", np.int32, ["batch"])
 
+def char_encoder_graph(weights: dict, char_encoder: str):
+    """Words' character ids ``[U, C]`` (0 pads on the right) and lengths ``[U]`` -> ``char_vectors [U, Dc]``."""
+    g = GraphBuilder("seqtag_char_encoder")
+    char_ids = g.input("char_ids", np.int32, ["words", "chars"])
+    char_lengths = g.input("char_lengths", np.int32, ["words"])
     characters = g.node("Gather", [g.const(weights[("char_embedding", "", "embeddings")]), char_ids])  # [U, C, E]
     if char_encoder == "bilstm":
         _, last = g.bidirectional_lstm(g.node("Transpose", [characters], perm=[1, 0, 2]), char_lengths,
-                                       lstm("char_bilstm", "forward"), lstm("char_bilstm", "backward"))  # [2, U, H]
-        # Keras's Bidirectional concatenates the forward then the backward direction's last output.
+                                       _lstm(weights, "char_bilstm", "forward"), _lstm(weights, "char_bilstm", "backward"))
+        # Keras's Bidirectional concatenates the forward then the backward direction's last output ([2, U, H]).
         char_vectors = g.node("Reshape", [g.node("Transpose", [last], perm=[1, 0, 2]), g.const(np.array([0, -1]))])
     elif char_encoder == "cnn":
         # As the Keras encoder: padding characters zeroed before and after a 'same' convolution, then the max.
@@ -171,7 +202,18 @@ def tagger_graph(weights: dict, char_encoder: str, pretrained: bool):
         char_vectors = g.node("ReduceMax", [x], axes=[1], keepdims=0)  # [U, F]
     else:
         raise FastPathUnsupported(f"character encoder {char_encoder!r}")
+    g.output(char_vectors, "char_vectors", np.float32, ["words", "dimensions"])
+    return g.model()
 
+
+def sentence_graph(weights: dict, pretrained: bool):
+    """Word ids ``[B, T]``, the batch's distinct words' character vectors ``[U, Dc]`` and each token's row among
+    them ``word_index [B, T]`` (and pretrained rows ``[B, T]``), lengths ``[B]`` -> ``probabilities [B, T, K]``."""
+    g = GraphBuilder("seqtag_sentence_tagger")
+    char_vectors = g.input("char_vectors", np.float32, ["words", "dimensions"])
+    word_ids = g.input("word_ids", np.int32, ["batch", "time"])
+    word_index = g.input("word_index", np.int32, ["batch", "time"])
+    lengths = g.input("lengths", np.int32, ["batch"])
     parts = [g.node("Gather", [g.const(weights[("word_embedding", "", "embeddings")]), word_ids])]
     if pretrained:  # float16 rows when frozen: read as float32, as the model's Concatenate does
         pretrained_ids = g.input("pretrained_ids", np.int32, ["batch", "time"])
@@ -180,8 +222,9 @@ def tagger_graph(weights: dict, char_encoder: str, pretrained: bool):
     parts.append(g.node("Gather", [char_vectors, word_index]))  # [B, T, Dc]
     x = g.node("Transpose", [g.node("Concat", parts, axis=-1)], perm=[1, 0, 2])  # [T, B, D]
     depth = 1
-    while ("bilstm_" + str(depth), "forward", "kernel") in weights:
-        y, _ = g.bidirectional_lstm(x, lengths, lstm(f"bilstm_{depth}", "forward"), lstm(f"bilstm_{depth}", "backward"))
+    while (f"bilstm_{depth}", "forward", "kernel") in weights:
+        y, _ = g.bidirectional_lstm(x, lengths, _lstm(weights, f"bilstm_{depth}", "forward"),
+                                    _lstm(weights, f"bilstm_{depth}", "backward"))
         x = g.node("Reshape", [g.node("Transpose", [y], perm=[0, 2, 1, 3]), g.const(np.array([0, 0, -1]))])  # [T, B, 2H]
         depth += 1
     if depth == 1:

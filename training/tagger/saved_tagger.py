@@ -29,6 +29,10 @@ from training.common.vocab import PAD_TOKEN, UNK_ID
 
 logger = logging.getLogger(__name__)
 
+# Sentences per fast-path call: ONNX Runtime's LSTM runs every row of a call for the call's longest sentence, so
+# length-sorted calls of 16-32 waste less than one of 256 (27k vs 16k tokens/s on 2 cores, EWT dev).
+FAST_BATCH = 32
+
 
 @dataclass(frozen=True)
 class Span:
@@ -124,8 +128,9 @@ class SavedTagger:
         labels = self.fast.vocabs.tags.items
         results: list[TaggedTokens | None] = [None] * len(sentences)
         order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
+        step = min(batch_size, FAST_BATCH)
+        for start in range(0, len(order), step):
+            rows = order[start:start + step]
             probabilities = self.fast.probabilities([sentences[i] for i in rows])
             best = probabilities.argmax(axis=-1)
             scores = probabilities.max(axis=-1)
