@@ -7,7 +7,8 @@ each concurrency; the tag rate is printed beside the /healthz rate and their rat
 
 Each variant is a gunicorn started as ``make serve`` starts it (``service/gunicorn_conf.py``, ``models/``), with
 the variant's environment on top (``--variants "defaults;SEQTAG_BATCHING=false"``: variants separated by ";",
-settings by ","). All variants run at once and every round visits each in turn (healthz, then tag), so this
+settings by ","; ``CODE=DIR`` serves another checkout, e.g. ``git archive 8dd602d | tar -x -C /tmp/before``
+for the figures before a change). All variants run at once and every round visits each in turn (healthz, then tag), so this
 machine's drift hits them alike; the table gives medians over rounds. Loopback only.
 """
 
@@ -55,11 +56,14 @@ def rss_mib(root_pid: int) -> float:
 
 
 def start_gunicorn(env_overrides: dict[str, str], timeout: float = 180) -> tuple[subprocess.Popen, int]:
-    """gunicorn as ``make serve`` runs it, on a free loopback port, once /readyz answers 200."""
+    """gunicorn as ``make serve`` runs it, on a free loopback port, once /readyz answers 200. ``CODE=DIR`` among
+    the overrides serves another checkout of seqtag (e.g. an older commit, ``git archive``d) with this venv."""
     port = free_port()
+    env_overrides = dict(env_overrides)
+    code = env_overrides.pop("CODE", str(REPO))
     env = {**os.environ, "PORT": str(port), "SEQTAG_HOST": "127.0.0.1",
            "SEQTAG_MODELS_DIR": os.environ.get("SEQTAG_MODELS_DIR", "models"), **env_overrides}
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py"], cwd=REPO, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py"], cwd=code, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -24,8 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from training.common.fast_path import (FastPathUnsupported, GraphBuilder, graph_lowercase, inference_session,
-                                       saved_model_weights)
+from training.common.fast_path import FastPathUnsupported, GraphBuilder, Runner, graph_lowercase, saved_model_weights
 from training.common.vocab import DIGIT_PATTERN, UNK_ID
 from training.tagger.vocab import TaggerVocabs
 
@@ -89,8 +88,8 @@ class FastTagger:
             self._pretrained_cased = self.vocabs.pretrained.casing == "cased"
         self.char_model = char_encoder_graph(weights, self.char_encoder)
         self.sentence_model = sentence_graph(weights, self.pretrained)
-        self.char_session = inference_session(self.char_model)
-        self.sentence_session = inference_session(self.sentence_model)
+        self.char_runner = Runner(self.char_model, parallel_from=2048)  # characters in a call
+        self.sentence_runner = Runner(self.sentence_model, parallel_from=512)  # token positions in a call
         self._words = self.vocabs.words._index  # type: ignore[attr-defined]
         self._chars = self.vocabs.chars._index  # type: ignore[attr-defined]
         self.cache_size = cache_size
@@ -136,7 +135,8 @@ class FastTagger:
             char_ids = np.zeros((len(group), max(1, int(lengths.max()))), np.int32)
             for row, entry in enumerate(group):
                 char_ids[row, :len(entry[2])] = entry[2]
-            vectors = self.char_session.run(["char_vectors"], {"char_ids": char_ids, "char_lengths": lengths})[0]
+            vectors = self.char_runner.run(["char_vectors"], {"char_ids": char_ids, "char_lengths": lengths},
+                                           char_ids.size)[0]
             for entry, vector in zip(group, vectors):
                 entry[3] = vector
             start = end
@@ -171,7 +171,8 @@ class FastTagger:
     def probabilities(self, sentences: Sequence[Sequence[str]]) -> np.ndarray:
         """Non-empty token lists (no "" tokens) -> ``float32[B, T, n_tags]`` (rows right-padded; padding is not
         a token's)."""
-        return self.sentence_session.run(["probabilities"], self.feeds(sentences))[0]
+        feeds = self.feeds(sentences)
+        return self.sentence_runner.run(["probabilities"], feeds, feeds["word_ids"].size)[0]
 
 
 def _lstm(weights: dict, layer: str, direction: str) -> tuple:
