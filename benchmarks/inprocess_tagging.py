@@ -8,7 +8,9 @@ turn), so a drift of this shared machine's speed hits all of them alike; the fig
 
 - length-sorted batches (``SavedTagger.tag`` sorts, as the service's batcher does; spaCy's ``nlp.pipe`` gets the
   same sentences in the same length order), tokens/s, for each ``--batch-sizes``;
-- one sentence at a time (a lone request's latency), p50 and p99 over every sentence timed in every round.
+- one sentence at a time (a lone request's latency), p50 and p99 over every sentence timed in every round; for the
+  fast path also with its kept tokens forgotten before each sentence (every word's characters encoded again: the
+  cost of a sentence of words never seen before).
 
 Ratios against spaCy are printed beside (``nlp.pipe(batch_size=256)`` and ``nlp(Doc)`` one at a time).
 """
@@ -165,6 +167,12 @@ def main(argv=None) -> int:
                 start = time.perf_counter()
                 tagger.tag([sentence])
                 latencies.setdefault(runtime, []).append(time.perf_counter() - start)
+            if tagger.fast is not None:  # the same with nothing kept: every word's characters encoded again
+                for sentence in singles:
+                    tagger.fast.forget()
+                    start = time.perf_counter()
+                    tagger.tag([sentence])
+                    latencies.setdefault(f"{runtime}, no kept words", []).append(time.perf_counter() - start)
         if peer is not None:
             # spaCy times the same sentences in the same order (its list is sorted, so it gets them from us)
             peer.ask(do="load", sentences=singles)

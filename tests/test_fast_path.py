@@ -179,3 +179,32 @@ def test_a_wrong_gate_order_is_caught(tmp_path, monkeypatch, random_tagger_dir):
                         lambda k, r, b: (k.T.copy(), r.T.copy(), np.concatenate([b, np.zeros_like(b)])))
     with pytest.raises(FastPathMismatch, match="differ from the SavedModel's"):
         SavedTagger(random_tagger_dir, runtime="onnx")
+
+
+def test_runtime_setting_is_checked():
+    assert ServiceSettings.load({"runtime": "tensorflow"}).runtime == "tensorflow"
+    assert ServiceSettings.load({}, environ={}).runtime == "onnx"
+    with pytest.raises(ValueError, match="SEQTAG_RUNTIME"):
+        ServiceSettings.load({}, environ={"SEQTAG_RUNTIME": "tensorrt"})
+
+
+def test_the_service_imports_no_trainer_model_builder_or_scorer(tmp_path, random_tagger_dir, random_dialog_dirs):
+    """Serving, fast path included, loads only the exported-model readers and the shared core."""
+    import subprocess
+    import sys
+
+    shutil.copytree(random_tagger_dir, tmp_path / "pos" / "1")
+    shutil.copytree(random_dialog_dirs["dialog-action"], tmp_path / "action" / "1")
+    script = ("import sys; from service import create_app; "
+              f"app = create_app({{'models_dir': {str(tmp_path)!r}, 'poll_interval_seconds': 0}}); "
+              "registry = app.extensions['seqtag.registry']; "
+              "assert registry.get('pos').tagger.runtime == 'onnx' and registry.get('action').dialog.runtime == 'onnx'; "
+              "print(' '.join(sorted(m for m in sys.modules if m.startswith('training.'))))")
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    loaded = completed.stdout.split()
+    assert "training.tagger.fast_tagger" in loaded and "training.dialog.fast_dialog" in loaded
+    forbidden = [m for m in loaded if m.startswith(("training.tagger.", "training.dialog."))
+                 and m.rsplit(".", 1)[-1] in ("trainer", "model", "evaluate", "export", "reexport", "serving_graph",
+                                              "cli", "batching")]
+    assert forbidden == []

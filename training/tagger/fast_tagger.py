@@ -116,6 +116,10 @@ class FastTagger:
             self._recent[token] = entry
         return entry
 
+    def forget(self) -> None:
+        """Drop every kept token (ids and character vectors): the next calls pay the cold cost (benchmarks)."""
+        self._recent, self._older = {}, {}
+
     def token_ids(self, token: str) -> tuple[int, int, tuple[int, ...]]:
         """(word id, pretrained row (0 without a table), character ids) of one token, as the exported ``encode``."""
         word_id, pretrained_id, chars, _ = self._entry(token)
