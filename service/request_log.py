@@ -52,7 +52,7 @@ def _finish(response):
 
 
 class BatchedLineHandler(logging.Handler):
-    """Writes each record's message as one line, in batches: a request thread only appends its line to a list;
+    """Writes each record's message as one line, in batches: a request thread only appends its line to a deque;
     a writer thread wakes every ``interval`` seconds and writes what gathered in one call.
 
     Why: a handler that writes in the request thread makes requests queue on its lock and on stderr, and one that
