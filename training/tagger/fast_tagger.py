@@ -12,8 +12,9 @@ is checked), for ``SavedTagger(runtime="onnx")``:
             -> layers x BiLSTM over lengths [B] -> Dense softmax                              -> [B, T, n_tags]
 
 The exported ``serve``'s layout (the character encoder runs once per distinct word), with ONNX Runtime's LSTM
-kernel in place of TensorFlow's loops. Span models (a condition, constrained
-decoding) are not expressed here: ``FastPathUnsupported``, and they serve through the SavedModel.
+kernel in place of TensorFlow's loops. Span models' conditions are inputs as in ``serve`` (a first token, or an
+embedding beside every token); their constrained decoding and spans run on these probabilities in NumPy
+(``SavedTagger``, with ``training.tagger.spans``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 
 from training.common.fast_path import FastPathUnsupported, GraphBuilder, Runner, graph_lowercase, saved_model_weights
 from training.common.vocab import DIGIT_PATTERN, UNK_ID
-from training.tagger.vocab import TaggerVocabs
+from training.tagger.vocab import TaggerVocabs, condition_token
 
 logger = logging.getLogger(__name__)
 
@@ -75,9 +76,12 @@ class FastTagger:
         config = metadata.get("config")
         if not isinstance(config, dict):
             raise FastPathUnsupported("not a single model's config")
-        if metadata.get("task") == "spans" or config.get("task") == "spans":
-            raise FastPathUnsupported("span models decode inside the SavedModel")
         self.vocabs = TaggerVocabs.from_dict(vocab)
+        # Span models: a condition written as a first token (a token like any other here, its position dropped
+        # from the output) or embedded beside every token (an input of the graph).
+        self.condition = config.get("condition", "none") if config.get("task") == "spans" else "none"
+        if self.condition == "embedding" and self.vocabs.conditions is None:
+            raise FastPathUnsupported("a condition embedding without its vocabulary")
         self.max_word_length = int(config["max_word_length"])
         self.n_tags = len(self.vocabs.tags)
         weights = saved_model_weights(saved_model)
@@ -87,7 +91,7 @@ class FastTagger:
             self._pretrained_index = dict(zip(self.vocabs.pretrained.keys, self.vocabs.pretrained.ids))
             self._pretrained_cased = self.vocabs.pretrained.casing == "cased"
         self.char_model = char_encoder_graph(weights, self.char_encoder)
-        self.sentence_model = sentence_graph(weights, self.pretrained)
+        self.sentence_model = sentence_graph(weights, self.pretrained, self.condition == "embedding")
         self.char_runner = Runner(self.char_model, parallel_from=2048)  # characters in a call
         self.sentence_runner = Runner(self.sentence_model, parallel_from=512)  # token positions in a call
         self._words = self.vocabs.words._index  # type: ignore[attr-defined]
@@ -172,11 +176,18 @@ class FastTagger:
             feeds["pretrained_ids"] = pretrained_ids
         return feeds
 
-    def probabilities(self, sentences: Sequence[Sequence[str]]) -> np.ndarray:
+    def probabilities(self, sentences: Sequence[Sequence[str]],
+                      conditions: Sequence[str | None] | None = None) -> np.ndarray:
         """Non-empty token lists (no "" tokens) -> ``float32[B, T, n_tags]`` (rows right-padded; padding is not
-        a token's)."""
+        a token's). Span models take each sentence's condition (None or "" for none), as the exported ``serve``."""
+        conditions = list(conditions) if conditions is not None else [None] * len(sentences)
+        if self.condition == "first-token":  # written before the sentence, as in training
+            sentences = [[condition_token(c), *s] for c, s in zip(conditions, sentences)]
         feeds = self.feeds(sentences)
-        return self.sentence_runner.run(["probabilities"], feeds, feeds["word_ids"].size)[0]
+        if self.condition == "embedding":  # "" -> 0: no condition; one training never saw -> 1
+            feeds["condition_ids"] = np.array([self.vocabs.conditions.id(c or "") for c in conditions], np.int32)
+        probabilities = self.sentence_runner.run(["probabilities"], feeds, feeds["word_ids"].size)[0]
+        return probabilities[:, 1:] if self.condition == "first-token" else probabilities
 
 
 def _lstm(weights: dict, layer: str, direction: str) -> tuple:
@@ -211,9 +222,10 @@ def char_encoder_graph(weights: dict, char_encoder: str):
     return g.model()
 
 
-def sentence_graph(weights: dict, pretrained: bool):
+def sentence_graph(weights: dict, pretrained: bool, condition: bool = False):
     """Word ids ``[B, T]``, the batch's distinct words' character vectors ``[U, Dc]`` and each token's row among
-    them ``word_index [B, T]`` (and pretrained rows ``[B, T]``), lengths ``[B]`` -> ``probabilities [B, T, K]``."""
+    them ``word_index [B, T]`` (and pretrained rows ``[B, T]``; a span model's condition ids ``[B]``), lengths ``[B]``
+    -> ``probabilities [B, T, K]``."""
     g = GraphBuilder("seqtag_sentence_tagger")
     char_vectors = g.input("char_vectors", np.float32, ["words", "dimensions"])
     word_ids = g.input("word_ids", np.int32, ["batch", "time"])
@@ -224,6 +236,12 @@ def sentence_graph(weights: dict, pretrained: bool):
         pretrained_ids = g.input("pretrained_ids", np.int32, ["batch", "time"])
         table = g.node("Gather", [g.const(weights[("pretrained_embedding", "", "embeddings")]), pretrained_ids])
         parts.append(g.node("Cast", [table], to=1))
+    if condition:  # each token gets its sentence's condition vector
+        condition_ids = g.input("condition_ids", np.int32, ["batch"])
+        vectors = g.node("Gather", [g.const(weights[("condition_embedding", "", "embeddings")]), condition_ids])
+        size = weights[("condition_embedding", "", "embeddings")].shape[1]
+        shape = g.node("Concat", [g.node("Shape", [word_ids]), g.const(np.array([size]))], axis=0)  # [B, T, Dk]
+        parts.append(g.node("Expand", [g.node("Unsqueeze", [vectors, g.const(np.array([1]))]), shape]))
     parts.append(g.node("Gather", [char_vectors, word_index]))  # [B, T, Dc]
     x = g.node("Transpose", [g.node("Concat", parts, axis=-1)], perm=[1, 0, 2])  # [T, B, D]
     depth = 1

@@ -6,7 +6,9 @@ needs TensorFlow and the model directory only: no trainer, model builder or scor
 ``runtime="onnx"`` (the service's default) also builds the fast path from the version's weights
 (``training.tagger.fast_tagger``) and checks it against the SavedModel on a probe before anything is tagged:
 a disagreement beyond ``fast_path.TOLERANCE`` raises ``FastPathMismatch`` (the service rejects the version).
-Span models, and inputs the fast path does not take ("" tokens, empty sentences), go through the SavedModel.
+Span models decode their spans on the fast path's probabilities with ``training.tagger.spans.SpanDecoder``, the
+NumPy twin of the graph's decoding; inputs the fast path does not take ("" tokens, empty sentences) go through the
+SavedModel.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class SavedTagger:
         self._serve = only_concrete_function(self.saved_model.serve)
         self._encode = only_concrete_function(self.saved_model.encode)
         self.fast = None  # training.tagger.fast_tagger.FastTagger, once checked
+        self._span_decoder = None  # span models on the fast path: training.tagger.spans.SpanDecoder
         self.fast_check: dict | None = None  # what the check measured, or why there is no fast path
         if runtime == "onnx":
             self._build_fast_path()
@@ -94,10 +97,14 @@ class SavedTagger:
                 if (word_id != ids["word_ids"][row, t] or list(chars) != expected[:len(chars)].tolist() or expected[len(chars):].any()
                         or ("pretrained_ids" in ids and pretrained_id != ids["pretrained_ids"][row, t])):
                     raise FastPathMismatch(f"the fast path's ids for {token!r} differ from the SavedModel's encode")
-        reference = [r.probabilities for r in self._tag_tensorflow(PROBE_SENTENCES, len(PROBE_SENTENCES))]
-        batched = fast.probabilities(PROBE_SENTENCES)
+        # Span models: every other sentence with the first condition the model knows, the rest with none.
+        known = list(self.metadata.get("conditions") or []) or [""]
+        conditions = [known[0] if row % 2 else "" for row in range(len(PROBE_SENTENCES))] if self.spans else None
+        reference = [r.probabilities for r in self._tag_tensorflow(PROBE_SENTENCES, len(PROBE_SENTENCES), conditions)]
+        batched = fast.probabilities(PROBE_SENTENCES, conditions)
         fast_rows = [batched[row, :len(s)] for row, s in enumerate(PROBE_SENTENCES)]
-        fast_rows += [fast.probabilities([s])[0] for s in PROBE_SENTENCES]
+        fast_rows += [fast.probabilities([s], conditions[row:row + 1] if conditions else None)[0]
+                      for row, s in enumerate(PROBE_SENTENCES)]
         worst = max_difference(fast_rows, reference + reference)
         if not worst <= TOLERANCE:
             raise FastPathMismatch(f"the fast path's probabilities differ from the SavedModel's by {worst:.3g} "
@@ -121,23 +128,40 @@ class SavedTagger:
         """Tag each sentence (a list of token strings); results in input order. Span models take each sentence's
         condition (e.g. the service a dialog turn is about; None or "" for none) and give its spans."""
         if self.fast is not None and all(s and PAD_TOKEN not in s for s in sentences):
-            return self._tag_fast(sentences, batch_size)
+            return self._tag_fast(sentences, batch_size, conditions)
         return self._tag_tensorflow(sentences, batch_size, conditions)
 
-    def _tag_fast(self, sentences: Sequence[Sequence[str]], batch_size: int) -> list[TaggedTokens]:
+    def _tag_fast(self, sentences: Sequence[Sequence[str]], batch_size: int,
+                  conditions: Sequence[str | None] | None = None) -> list[TaggedTokens]:
         labels = self.fast.vocabs.tags.items
         results: list[TaggedTokens | None] = [None] * len(sentences)
         order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
         step = min(batch_size, FAST_BATCH)
         for start in range(0, len(order), step):
             rows = order[start:start + step]
-            probabilities = self.fast.probabilities([sentences[i] for i in rows])
+            probabilities = self.fast.probabilities([sentences[i] for i in rows],
+                                                    [conditions[i] for i in rows] if conditions else None)
+            if self.spans:
+                for j, i in enumerate(rows):
+                    results[i] = self._decode_spans(probabilities[j, :len(sentences[i])])
+                continue
             best = probabilities.argmax(axis=-1)
             scores = probabilities.max(axis=-1)
             for j, i in enumerate(rows):
                 n = len(sentences[i])
                 results[i] = TaggedTokens([labels[k] for k in best[j, :n]], scores[j, :n].tolist(), probabilities[j, :n])
         return results  # type: ignore[return-value]
+
+    def _decode_spans(self, probabilities: np.ndarray) -> TaggedTokens:
+        """One sentence's ``[T, K]`` -> the most probable well-formed tags and the spans they spell, as the exported
+        graph decodes them (``training.tagger.spans.SpanDecoder``, its NumPy twin)."""
+        if self._span_decoder is None:
+            from training.tagger.spans import SpanDecoder
+
+            self._span_decoder = SpanDecoder(self.labels, self.metadata["scheme"])
+        best, chosen, spans = self._span_decoder.decode(probabilities)
+        return TaggedTokens([self.labels[k] for k in best], chosen.tolist(), probabilities,
+                            [Span(label, first, end, score) for label, first, end, score in spans])
 
     def _tag_tensorflow(self, sentences: Sequence[Sequence[str]], batch_size: int,
                         conditions: Sequence[str | None] | None = None) -> list[TaggedTokens]:
