@@ -1,10 +1,15 @@
-"""The service's HTTP figures in one table: gunicorn started with and without micro-batching, loaded at
-several concurrencies with real EWT dev sentences (one per request, or `--sentences-per-request`), and
-the workers' RSS.
+"""The service's HTTP figures against its own HTTP stack: ``wrk`` posts one real EWT dev sentence per request to
+``:tag`` and, alternately in the same run, asks ``GET /healthz`` (routing, logging and metrics with no model), at
+each concurrency; the tag rate is printed beside the /healthz rate and their ratio.
 
-    .venv/bin/python -m benchmarks.http_matrix --requests 2000
+    apt-get install wrk      # Debian's package: a C load generator, one thread
+    .venv/bin/python -m benchmarks.http_matrix --concurrency 1,16 --rounds 3
 
-Loopback only; every run is bounded by ``--requests`` and ``--duration``.
+Each variant is a gunicorn started as ``make serve`` starts it (``service/gunicorn_conf.py``, ``models/``), with
+the variant's environment on top (``--variants "defaults;SEQTAG_BATCHING=false"``: variants separated by ";",
+settings by ","; ``CODE=DIR`` serves another checkout, e.g. ``git archive 8dd602d | tar -x -C /tmp/before``
+for the figures before a change). All variants run at once and every round visits each in turn (healthz, then tag), so this
+machine's drift hits them alike; the table gives medians over rounds. Loopback only.
 """
 
 from __future__ import annotations
@@ -15,13 +20,15 @@ import logging
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-from benchmarks.http_load import percentile, run_load
+from benchmarks.wrk_load import require_wrk, run_wrk
 from training.tagger.data import read_conllu
 
 logger = logging.getLogger("benchmarks.http_matrix")
@@ -48,68 +55,99 @@ def rss_mib(root_pid: int) -> float:
     return total / 1024
 
 
-def start_server(models_dir: str, batching: bool, workers: int, threads: int, batch_timeout_ms: float | None = None,
-                 extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+def start_gunicorn(env_overrides: dict[str, str], timeout: float = 180) -> tuple[subprocess.Popen, int]:
+    """gunicorn as ``make serve`` runs it, on a free loopback port, once /readyz answers 200. ``CODE=DIR`` among
+    the overrides serves another checkout of seqtag (e.g. an older commit, ``git archive``d) with this venv."""
     port = free_port()
-    env = {**os.environ, "PORT": str(port), "SEQTAG_HOST": "127.0.0.1", "SEQTAG_MODELS_DIR": models_dir,
-           "SEQTAG_BATCHING": "true" if batching else "false", "SEQTAG_WORKERS": str(workers),
-           "SEQTAG_DIALOG_SESSIONS": "false",  # tagging only, so several workers need no Redis
-           "SEQTAG_THREADS": str(threads), "SEQTAG_ACCESS_LOG": "", "SEQTAG_POLL_INTERVAL_SECONDS": "0"}
-    if batch_timeout_ms is not None:
-        env["SEQTAG_BATCH_TIMEOUT_MS"] = str(batch_timeout_ms)
-    env.update(extra_env or {})
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py"], cwd=REPO, env=env,
+    env_overrides = dict(env_overrides)
+    code = env_overrides.pop("CODE", str(REPO))
+    env = {**os.environ, "PORT": str(port), "SEQTAG_HOST": "127.0.0.1",
+           "SEQTAG_MODELS_DIR": os.environ.get("SEQTAG_MODELS_DIR", "models"), **env_overrides}
+    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py"], cwd=code, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server stopped at start (exit {process.returncode}) with {env_overrides}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
                 if response.status == 200:
                     return process, port
         except OSError:
             time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGTERM)
+    stop(process)
     raise SystemExit("the server did not become ready")
+
+
+def stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def parse_variants(spec: str) -> list[tuple[str, dict[str, str]]]:
+    variants = []
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        settings = {} if part == "defaults" else dict(item.split("=", 1) for item in part.split(","))
+        variants.append((part, settings))
+    return variants
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models-dir", default="models")
     parser.add_argument("--model", default="pos")
     parser.add_argument("--data", default="../shared/data/ud-english-ewt/en_ewt-ud-dev.conllu")
-    parser.add_argument("--concurrency", default="1,8,16,32")
-    parser.add_argument("--requests", type=int, default=2000, help="per run")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds per run, at most")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--concurrency", default="1,16")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sentences-per-request", type=int, default=1)
-    parser.add_argument("--batch-timeout-ms", type=float, default=None, help="the service's default unless given")
-    parser.add_argument("--batching", default="on,off", help="which of on, off to run")
+    parser.add_argument("--variants", default="defaults", help='e.g. "defaults;SEQTAG_BATCHING=false"')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    require_wrk()
 
     sentences = [list(s.words) for s in read_conllu(args.data)]
     k = args.sentences_per_request
-    bodies = [(json.dumps({"sentences": sentences[i:i + k]}).encode(), sum(len(s) for s in sentences[i:i + k]))
-              for i in range(0, len(sentences) - k + 1, k)]
-    logger.info("%d worker(s) x %d threads, %d sentence(s) per request", args.workers, args.threads, k)
-    path = f"/v1/models/{args.model}:tag"
-    logger.info("%-9s %5s %9s %10s %8s %8s %8s %7s %9s", "batching", "conc", "req/s", "tokens/s", "p50 ms",
-                "p90 ms", "p99 ms", "errors", "RSS MiB")
-    for batching in [mode.strip() == "on" for mode in args.batching.split(",")]:
-        process, port = start_server(args.models_dir, batching, args.workers, args.threads, args.batch_timeout_ms)
-        try:
-            run_load(f"http://127.0.0.1:{port}", path, bodies, 8, 200, 30)  # warm-up
+    bodies = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False)
+    with bodies:
+        for i in range(0, len(sentences) - k + 1, k):
+            bodies.write(json.dumps({"sentences": sentences[i:i + k]}) + "\n")
+    tokens_per_request = sum(len(s) for s in sentences[:len(sentences) // k * k]) / (len(sentences) // k)
+
+    variants = parse_variants(args.variants)
+    servers = {}
+    try:
+        for name, settings in variants:
+            servers[name] = start_gunicorn(settings)
+            port = servers[name][1]
+            run_wrk(f"http://127.0.0.1:{port}/v1/models/{args.model}:tag", "post_bodies.lua", 4, 3, [bodies.name])  # warm-up
+        logger.info("%d sentence(s), %.1f tokens per request; %d cores, load average %s; %d rounds of %g s runs",
+                    k, tokens_per_request, len(os.sched_getaffinity(0)), " ".join(f"{x:.1f}" for x in os.getloadavg()),
+                    args.rounds, args.seconds)
+        results: dict[tuple[str, int], dict[str, list]] = {}
+        for round_number in range(args.rounds):
             for concurrency in [int(c) for c in args.concurrency.split(",")]:
-                latencies, tokens, errors, seconds = run_load(f"http://127.0.0.1:{port}", path, bodies, concurrency,
-                                                              args.requests, args.duration)
-                logger.info("%-9s %5d %9.1f %10.0f %8.1f %8.1f %8.1f %7d %9.0f", "on" if batching else "off",
-                            concurrency, len(latencies) / seconds, tokens / seconds, 1000 * percentile(latencies, 0.5),
-                            1000 * percentile(latencies, 0.9), 1000 * percentile(latencies, 0.99),
-                            sum(errors.values()), rss_mib(process.pid))
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
+                for name, (_, port) in servers.items():
+                    base = f"http://127.0.0.1:{port}"
+                    health = run_wrk(f"{base}/healthz", "post_bodies.lua", concurrency, args.seconds)
+                    tag = run_wrk(f"{base}/v1/models/{args.model}:tag", "post_bodies.lua", concurrency, args.seconds,
+                                  [bodies.name, str(round_number * 97)])
+                    record = results.setdefault((name, concurrency), {})
+                    for key, value in (("health", health.rate), ("tag", tag.rate), ("ratio", tag.rate / health.rate),
+                                       ("p50", tag.p50_ms), ("p99", tag.p99_ms), ("tail", tag.p99_ms / tag.p50_ms),
+                                       ("errors", tag.errors + tag.non_2xx + health.errors + health.non_2xx)):
+                        record.setdefault(key, []).append(value)
+        logger.info("%-40s %5s %10s %9s %9s %10s %8s %8s %9s %6s %8s", "variant", "conc", "healthz/s", "tag/s", "ratio",
+                    "tokens/s", "p50 ms", "p99 ms", "p99/p50", "errors", "RSS MiB")
+        for (name, concurrency), record in results.items():
+            median = {key: statistics.median(values) for key, values in record.items()}
+            logger.info("%-40s %5d %10.0f %9.0f %9.2f %10.0f %8.1f %8.1f %9.2f %6d %8.0f", name[:40], concurrency,
+                        median["health"], median["tag"], median["ratio"], median["tag"] * tokens_per_request,
+                        median["p50"], median["p99"], median["tail"], sum(record["errors"]),
+                        rss_mib(servers[name][0].pid))
+    finally:
+        for process, _ in servers.values():
+            stop(process)
+        os.unlink(bodies.name)
     return 0
 
 

@@ -1,10 +1,14 @@
-"""Streaming dialog turns over HTTP: turn latency and turns/s at several numbers of concurrent sessions,
-with and without cross-session batching. Starts gunicorn itself (one worker, in-process sessions, or
-``--redis-url`` with ``--workers``), replays real SwDA val conversations, one session per conversation.
+"""Streaming dialog turns over HTTP: turns/s and turn latency at several numbers of concurrent sessions, driven by
+``wrk`` (each connection a session: real SwDA val conversations, turn after turn, ``benchmarks/wrk/dialog_turns.lua``).
 
-    .venv/bin/python -m benchmarks.session_load --sessions 1,16,64
+    apt-get install wrk redis-server      # Debian's packages; Redis only for variants that use it
+    .venv/bin/python -m benchmarks.session_load --sessions 1,16,64 --rounds 3
 
-Loopback only; each run is bounded by ``--turns`` and ``--duration``.
+Each variant is a gunicorn started as ``make serve`` starts it, with the variant's environment on top
+(``--variants "defaults;SEQTAG_WORKERS=2,SEQTAG_REDIS_URL=auto"``: ``auto`` starts a local redis-server for it).
+All variants run at once and each round visits them in turn, so this machine's drift hits them alike; the
+table gives medians over rounds, with the same server's /healthz rate at the same concurrency beside. Before a
+run the sessions are opened (one per connection) and afterwards deleted. Loopback only.
 """
 
 from __future__ import annotations
@@ -14,96 +18,122 @@ import http.client
 import json
 import logging
 import os
-import signal
-import threading
+import shutil
+import statistics
+import subprocess
+import tempfile
 import time
 
-from benchmarks.http_load import percentile
-from benchmarks.http_matrix import rss_mib, start_server
+from benchmarks.http_matrix import free_port, parse_variants, rss_mib, start_gunicorn, stop
+from benchmarks.wrk_load import require_wrk, run_wrk
 from training.dialog.data import read_dialogs
 
 logger = logging.getLogger("benchmarks.session_load")
 
 
-def run_sessions(port: int, model: str, conversations, sessions: int, max_turns: int, duration: float):
-    """``sessions`` clients, each replaying conversations turn by turn in its own session."""
-    latencies, errors, lock = [], [], threading.Lock()
-    deadline = time.monotonic() + duration
-    budget = [max_turns]
+def start_redis() -> tuple[subprocess.Popen, str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("a variant asks for Redis: apt-get install redis-server")
+    port = free_port()
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return process, f"redis://127.0.0.1:{port}/0"
 
-    def take() -> bool:
-        with lock:
-            budget[0] -= 1
-            return budget[0] >= 0 and time.monotonic() < deadline
 
-    def client(index: int):
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        headers = {"Content-Type": "application/json"}
-        conversation = conversations[index % len(conversations)]
-        connection.request("POST", "/v1/dialogs", json.dumps({"model": model}), headers)
-        session_id = json.loads(connection.getresponse().read())["session_id"]
-        turn = 0
-        while take():
-            if turn == len(conversation.turns):
-                connection.request("POST", f"/v1/dialogs/{session_id}/reset", "{}", headers)
-                connection.getresponse().read()
-                turn = 0
-            speaker, text = conversation.turns[turn].speaker, conversation.turns[turn].text
-            start = time.perf_counter()
-            connection.request("POST", f"/v1/dialogs/{session_id}/turns", json.dumps({"text": text, "speaker": speaker}),
-                               headers)
-            response = connection.getresponse()
-            response.read()
-            with lock:
-                (latencies if response.status == 200 else errors).append(time.perf_counter() - start)
-            turn += 1
-        connection.close()
+def open_sessions(port: int, model: str, count: int) -> list[str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    ids = []
+    for _ in range(count):
+        connection.request("POST", "/v1/dialogs", json.dumps({"model": model}), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        ids.append(json.loads(response.read())["session_id"])
+    connection.close()
+    return ids
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(sessions)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sorted(latencies), len(errors), time.perf_counter() - start
+
+def close_sessions(port: int, ids: list[str]) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for session_id in ids:
+        connection.request("DELETE", f"/v1/dialogs/{session_id}")
+        connection.getresponse().read()
+    connection.close()
+
+
+def turn_file(ids: list[str], conversations, offset: int) -> str:
+    """Lines "<session id>\\t<turn body>": session i replays conversation offset + i, turn by turn."""
+    handle = tempfile.NamedTemporaryFile("w", suffix=".tsv", delete=False)
+    with handle:
+        for i, session_id in enumerate(ids):
+            conversation = conversations[(offset + i) % len(conversations)]
+            for turn in conversation.turns:
+                handle.write(f"{session_id}\t{json.dumps({'text': turn.text, 'speaker': turn.speaker})}\n")
+    return handle.name
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models-dir", default="models")
     parser.add_argument("--model", default="dialog-act")
     parser.add_argument("--data", default="../shared/data/swda/val")
     parser.add_argument("--format", default="swda")
     parser.add_argument("--sessions", default="1,16,64")
-    parser.add_argument("--turns", type=int, default=2000, help="per run")
-    parser.add_argument("--duration", type=float, default=40.0, help="seconds per run, at most")
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=64)
-    parser.add_argument("--redis-url", default="", help="share sessions in Redis (needed for --workers > 1)")
-    parser.add_argument("--batching", default="on,off")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--variants", default="defaults", help='e.g. "defaults;SEQTAG_WORKERS=2,SEQTAG_REDIS_URL=auto"')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    require_wrk()
 
     conversations = read_dialogs(args.data, args.format)
-    logger.info("%s: %d worker(s) x %d threads, %s store, %d conversations from %s", args.model, args.workers,
-                args.threads, "Redis" if args.redis_url else "in-process", len(conversations), args.data)
-    logger.info("%-9s %8s %9s %8s %8s %8s %7s %9s", "batching", "sessions", "turns/s", "p50 ms", "p90 ms", "p99 ms",
-                "errors", "RSS MiB")
-    extra = {"SEQTAG_DIALOG_SESSIONS": "true", "SEQTAG_REDIS_URL": args.redis_url}
-    for batching in [mode.strip() == "on" for mode in args.batching.split(",")]:
-        process, port = start_server(args.models_dir, batching, args.workers, args.threads, extra_env=extra)
-        try:
-            run_sessions(port, args.model, conversations, 4, 100, 20)  # warm-up
+    variants = parse_variants(args.variants)
+    servers, redis_servers = {}, []
+    try:
+        for name, settings in variants:
+            if settings.get("SEQTAG_REDIS_URL") == "auto":
+                process, url = start_redis()
+                redis_servers.append(process)
+                settings = {**settings, "SEQTAG_REDIS_URL": url}
+            servers[name] = start_gunicorn(settings)
+            port = servers[name][1]
+            ids = open_sessions(port, args.model, 4)
+            path = turn_file(ids, conversations, 0)
+            run_wrk(f"http://127.0.0.1:{port}", "dialog_turns.lua", 4, 3, [path])  # warm-up
+            os.unlink(path)
+            close_sessions(port, ids)
+        logger.info("%s: %d conversations from %s; %d cores, load average %s; %d rounds of %g s runs", args.model,
+                    len(conversations), args.data, len(os.sched_getaffinity(0)),
+                    " ".join(f"{x:.1f}" for x in os.getloadavg()), args.rounds, args.seconds)
+        results: dict[tuple[str, int], dict[str, list]] = {}
+        for round_number in range(args.rounds):
             for sessions in [int(n) for n in args.sessions.split(",")]:
-                latencies, errors, seconds = run_sessions(port, args.model, conversations, sessions, args.turns,
-                                                          args.duration)
-                logger.info("%-9s %8d %9.1f %8.1f %8.1f %8.1f %7d %9.0f", "on" if batching else "off", sessions,
-                            len(latencies) / seconds, 1000 * percentile(latencies, 0.5),
-                            1000 * percentile(latencies, 0.9), 1000 * percentile(latencies, 0.99), errors,
-                            rss_mib(process.pid))
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
+                for name, (_, port) in servers.items():
+                    ids = open_sessions(port, args.model, sessions)
+                    path = turn_file(ids, conversations, round_number * sessions)
+                    try:
+                        turns = run_wrk(f"http://127.0.0.1:{port}", "dialog_turns.lua", sessions, args.seconds, [path])
+                    finally:
+                        os.unlink(path)
+                        close_sessions(port, ids)
+                    health = run_wrk(f"http://127.0.0.1:{port}/healthz", "post_bodies.lua", sessions, args.seconds / 2)
+                    record = results.setdefault((name, sessions), {})
+                    for key, value in (("turns", turns.rate), ("health", health.rate), ("p50", turns.p50_ms),
+                                       ("p90", turns.p90_ms), ("p99", turns.p99_ms),
+                                       ("errors", turns.errors + turns.non_2xx)):
+                        record.setdefault(key, []).append(value)
+        logger.info("%-48s %8s %9s %8s %8s %8s %10s %7s %8s", "variant", "sessions", "turns/s", "p50 ms", "p90 ms",
+                    "p99 ms", "healthz/s", "errors", "RSS MiB")
+        for (name, sessions), record in results.items():
+            median = {key: statistics.median(values) for key, values in record.items()}
+            logger.info("%-48s %8d %9.0f %8.1f %8.1f %8.1f %10.0f %7d %8.0f", name[:48], sessions, median["turns"],
+                        median["p50"], median["p90"], median["p99"], median["health"], sum(record["errors"]),
+                        rss_mib(servers[name][0].pid))
+    finally:
+        for process, _ in servers.values():
+            stop(process)
+        for process in redis_servers:
+            process.terminate()
+            process.wait(timeout=10)
     return 0
 
 

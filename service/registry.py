@@ -316,7 +316,7 @@ class ModelRegistry:
         if kind == "dialog":
             model = self._load_dialog(name, version, directory, metadata)
         else:
-            tagger = SavedTagger(directory, metadata)
+            tagger = SavedTagger(directory, metadata, runtime=self.settings.runtime)  # a fast path that disagrees raises
             batcher = None
             if self.settings.batching:
                 function = partial(span_batch, tagger) if tagger.spans else tagger.tag
@@ -331,11 +331,13 @@ class ModelRegistry:
                 except Exception:
                     model.close()
                     raise
-        logger.info("loaded %s version %d from %s in %.1f s", name, version, directory, time.perf_counter() - started)
+        reader = model.tagger or model.dialog
+        logger.info("loaded %s version %d from %s in %.1f s (runtime: %s)", name, version, directory,
+                    time.perf_counter() - started, reader.runtime)
         return model
 
     def _load_dialog(self, name: str, version: int, directory: Path, metadata: dict[str, Any]) -> ModelVersion:
-        dialog = SavedDialogModel(directory, metadata)
+        dialog = SavedDialogModel(directory, metadata, runtime=self.settings.runtime)  # a fast step that disagrees raises
         batcher = None
         if self.settings.batching:
             batcher = MicroBatcher(lambda requests: step_batch(dialog, requests), self.settings.max_batch_size,

@@ -41,6 +41,9 @@ class ServiceSettings:
     # per-key limits over the ones above, JSON: {"batch": {"max_body_bytes": 8388608, "max_sentences": 1024}}
     api_key_limits: str = ""
     request_log: bool = True  # one JSON line per request (logger seqtag.requests), X-Request-Id header
+    # "onnx": each version also runs as ONNX Runtime's fused LSTM kernels, built from its weights and checked
+    # against its SavedModel when it loads (a disagreement rejects it); "tensorflow": the SavedModel only.
+    runtime: str = "onnx"
     tf_inter_op_threads: int = 2  # TensorFlow ops run at once (a BiLSTM's two directions)
     tf_intra_op_threads: int = 0  # threads per op; 0: half the usable cores
 
@@ -56,7 +59,10 @@ class ServiceSettings:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        return cls(**{**values, **overrides})
+        settings = cls(**{**values, **overrides})
+        if settings.runtime not in ("onnx", "tensorflow"):
+            raise ValueError(f"{ENV_PREFIX}RUNTIME={settings.runtime!r}: one of onnx, tensorflow")
+        return settings
 
 
 def _parse(name: str, raw: str, kind: Any) -> Any:

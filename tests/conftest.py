@@ -159,7 +159,7 @@ TINY_ACTION_DIALOGS = [
 ]
 
 
-def export_random_dialog_model(model_root: Path, task: str = "dialog-act"):
+def export_random_dialog_model(model_root: Path, task: str = "dialog-act", **config_changes):
     """Export an untrained tiny dialog model as the next version under ``model_root``: fast, real signatures.
 
     Returns (keras model, vocabs, config, version, directory).
@@ -174,7 +174,8 @@ def export_random_dialog_model(model_root: Path, task: str = "dialog-act"):
     source = TINY_ACTION_DIALOGS if multi else TINY_DIALOGS
     dialogs = [Dialog(f"d{i}", tuple(Turn(s, t, tuple(sorted(l)) if multi else (l,)) for s, t, l in turns), "inline")
                for i, turns in enumerate(source)]
-    config = DialogConfig(task=task, word_dim=8, utterance_hidden=6, speaker_dim=3, turn_hidden=10, min_word_count=1)
+    config = DialogConfig(task=task, word_dim=8, utterance_hidden=6, speaker_dim=3, turn_hidden=10, min_word_count=1,
+                          **config_changes)
     vocabs = DialogVocabs.build(dialogs, [[turn_tokens(t.text) for t in d.turns] for d in dialogs], 1)
     model = build_dialog_model(config, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels))
     thresholds = [0.5] * len(vocabs.labels) if multi else None

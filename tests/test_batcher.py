@@ -68,3 +68,34 @@ def test_closed_batcher_still_answers():
     batcher = MicroBatcher(model, max_batch_size=8, timeout_seconds=0.0)
     batcher.close()
     assert batcher.submit([["late", "request"]]) == ["late|request"]
+
+
+def test_a_lone_request_runs_in_its_own_thread_and_those_arriving_meanwhile_are_batched():
+    threads_seen = []
+    model = RecordingModel(delay=0.1)
+    original = model.__call__
+
+    def recording(sentences):
+        threads_seen.append(threading.current_thread().name)
+        return original(sentences)
+
+    batcher = MicroBatcher(recording, max_batch_size=64, timeout_seconds=0.0, name="the-batcher")
+    assert batcher.submit([["alone"]]) == ["alone"]
+    assert threads_seen == ["MainThread"]  # no hand-off to the batcher's thread
+    results = {}
+
+    def client(i):
+        results[i] = batcher.submit([[f"s{i}"]])
+
+    first = threading.Thread(target=client, args=(0,), name="first")
+    first.start()
+    time.sleep(0.03)  # the first request is running the model; these queue meanwhile
+    others = [threading.Thread(target=client, args=(i,)) for i in range(1, 9)]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join()
+    assert results == {i: [f"s{i}"] for i in range(9)}
+    assert threads_seen[1] == "first" and set(threads_seen[2:]) == {"the-batcher"}
+    assert len(model.calls) <= 4  # the eight that waited went in one or two calls, not eight
+    batcher.close()

@@ -95,10 +95,15 @@ def stream(model: SavedDialogModel, dialogs) -> list[np.ndarray]:
     return [np.stack(o) for o in outputs]
 
 
-def test_step_by_step_equals_whole_dialogs(trained):
+@pytest.mark.parametrize("runtime", ["tensorflow", "onnx"])
+def test_step_by_step_equals_whole_dialogs(trained, runtime):
+    """The SavedModel's step, and the fast step built from its weights (ONNX Runtime; classifier input state+turn
+    for acts, state only and previous actions for actions), streamed with sessions of different lengths in each
+    call, give the SavedModel's whole-dialog probabilities."""
     (directory, _), dialogs = trained
-    model = SavedDialogModel(directory)
-    dialogs = dialogs[:5]
+    model = SavedDialogModel(directory, runtime=runtime)
+    assert model.runtime == runtime
+    dialogs = dialogs[:8]
     assert len({len(d.turns) for d in dialogs}) > 1  # sessions of different lengths share each step call
     whole = model.predict([dialog_inputs(d, model.multi_label, model.tokenizer) for d in dialogs])
     for streamed, expected in zip(stream(model, dialogs), whole):

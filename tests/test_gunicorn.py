@@ -209,7 +209,7 @@ def test_metrics_sum_both_workers(server, tmp_path, random_tagger_dir):
     loaded = [line for line in scrape(port).splitlines() if line.startswith("seqtag_model_version_loaded{")]
     assert len({line.split('pid="')[1].split('"')[0] for line in loaded}) == 2, loaded  # one series per live worker
 
-    # The JSON request log reaches gunicorn's stderr (written by a listener thread, not the request's):
+    # The JSON request log reaches gunicorn's stderr (written by a writer thread, not the request's):
     # one line per request, with the client's own id.
     for n in range(3):
         request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/pos:tag",

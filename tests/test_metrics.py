@@ -88,3 +88,35 @@ def test_one_json_line_per_request_with_its_id(app, caplog):
     assert [(line["request_id"], line["status"], line["route"]) for line in lines] == [
         ("client-42", 200, TAG_ROUTE), (made.headers["X-Request-Id"], 400, TAG_ROUTE)]
     assert all(line["ms"] > 0 and line["method"] == "POST" for line in lines)
+
+
+def test_request_lines_are_written_in_batches_in_order_and_none_lost():
+    """The request log's handler under gunicorn: threads only append; the writer thread's batches keep each
+    thread's lines in order, and closing writes what is still gathered."""
+    import io
+    import logging
+    import threading
+
+    from service.request_log import BatchedLineHandler
+
+    stream = io.StringIO()
+    handler = BatchedLineHandler(stream, interval=0.002)
+    logger = logging.getLogger("seqtag.test-batched")
+    logger.propagate, logger.level = False, logging.INFO
+    logger.addHandler(handler)
+
+    def emit(thread: int):
+        for i in range(400):
+            logger.info("%d %d", thread, i)
+
+    threads = [threading.Thread(target=emit, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    handler.close()
+    logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 8 * 400
+    for thread in range(8):
+        assert [int(line.split()[1]) for line in lines if line.split()[0] == str(thread)] == list(range(400))

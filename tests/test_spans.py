@@ -14,7 +14,7 @@ from training.cli import main
 from training.common.errors import DataFormatError
 from training.tagger.saved_tagger import SavedTagger
 from training.tagger.serving_graph import constrained_viterbi, spans_of
-from training.tagger.spans import (constrained_viterbi as numpy_viterbi, parse_tag, read_conll_columns, read_sgd_spans,
+from training.tagger.spans import (SpanDecoder, constrained_viterbi as numpy_viterbi, parse_tag, read_conll_columns, read_sgd_spans,
                                    spans_to_tags, tags_to_spans, transition_constraints)
 
 
@@ -132,6 +132,12 @@ def test_constrained_decoding_never_returns_an_ill_formed_sequence(scheme):
         found = [(out["span_labels"][row, k].decode(), int(out["span_starts"][row, k]), int(out["span_ends"][row, k]))
                  for k in range(out["span_count"][row])]
         assert found == expected
+        # the serving fast path's NumPy decoder gives the same tags, probabilities and spans
+        ids, probs, spans = SpanDecoder(tags, scheme).decode(probabilities[row, :length])
+        assert ids == graph[row, :length].tolist()
+        np.testing.assert_allclose(probs, chosen[row, :length])
+        assert [s[:3] for s in spans] == found
+        np.testing.assert_allclose([s[3] for s in spans], out["span_scores"][row, :len(found)], atol=1e-6)
         for k, (_, first, last) in enumerate(expected):
             assert out["span_scores"][row, k] == pytest.approx(chosen[row, first:last].mean())
 
@@ -161,6 +167,20 @@ def test_a_tiny_span_model_trains_exports_and_scores(tmp_path, condition, capsys
     for result in tagged:
         assert spans_to_tags(9, [(s.label, s.start, s.end) for s in result.spans], "bio") == result.tags
         assert all(0 < s.score <= 1 for s in result.spans)
+    # The fast path (ONNX Runtime, the condition as an input, Viterbi and spans in NumPy) answers as the SavedModel.
+    fast = SavedTagger(tmp_path / "slots" / "1", runtime="onnx")
+    assert fast.runtime == "onnx"
+    sentences = [["Book", "a", "table", "in", "Rome", "at", "8", "pm", "."], ["Book", "a", "table", "in", "Paris"],
+                 ["Thanks", "!"], ["in", "Paris", "at", "7", "pm", "in", "Rome", "at", "8", "pm"]] * 2
+    conditions = ["Restaurants_2", None, "Restaurants_1", "Restaurants_1", "Hotels_9", "", None, "Restaurants_2"]
+    for batch_size in (8, 1):
+        for ours, saved in zip(fast.tag(sentences, batch_size=batch_size, conditions=conditions),
+                               model.tag(sentences, conditions=conditions)):
+            np.testing.assert_allclose(ours.probabilities, saved.probabilities, atol=1e-5)
+            np.testing.assert_allclose(ours.scores, saved.scores, atol=1e-5)
+            assert ours.tags == saved.tags
+            assert [(x.label, x.start, x.end) for x in ours.spans] == [(x.label, x.start, x.end) for x in saved.spans]
+            np.testing.assert_allclose([x.score for x in ours.spans], [x.score for x in saved.spans], atol=1e-5)
     capsys.readouterr()
     assert main(["evaluate", "--model", str(tmp_path / "slots"), "--data", str(path), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)

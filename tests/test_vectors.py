@@ -154,12 +154,16 @@ def test_a_tagger_with_vectors_gives_unseen_words_their_rows_and_equals_keras(tm
     if trainable == "false":
         np.testing.assert_array_equal(layer.get_weights()[0][kitten], np.float16(TABLE["kitten"]))
     probabilities = tagger._serve(tf.constant(pad_tokens(sentences)))["probabilities"].numpy()
+    fast = SavedTagger(tmp_path / "pos" / "1", runtime="onnx")  # the fast path reads the table's rows too
+    assert fast.runtime == "onnx"
+    fast_results = fast.tag(sentences)
     for row, sentence in enumerate(sentences):
         word_ids, char_ids = encode_words(sentence, vocabs, config.max_word_length)
         inputs = {"word_ids": word_ids[None], "char_ids": char_ids[None],
                   "pretrained_ids": encode_pretrained(sentence, vocabs)[None]}
-        np.testing.assert_allclose(probabilities[row, :len(sentence)], np.asarray(model(inputs, training=False)[0]),
-                                   atol=1e-5)
+        expected = np.asarray(model(inputs, training=False)[0])
+        np.testing.assert_allclose(probabilities[row, :len(sentence)], expected, atol=1e-5)
+        np.testing.assert_allclose(fast_results[row].probabilities, expected, atol=1e-5)
 
 
 def test_a_dialog_model_with_vectors_streams_as_it_serves_and_equals_keras(tmp_path):
@@ -181,11 +185,14 @@ def test_a_dialog_model_with_vectors_streams_as_it_serves_and_equals_keras(tmp_p
                                 Turn("A", "cat", ("s",))), "test")
     inputs = dialog_inputs(conversation, False, model.tokenizer)
     whole = model.predict([inputs])[0]
-    state_h, state_c = model.zero_state(1)
-    for turn, expected in zip(inputs, whole):
-        out = model.step([turn], state_h, state_c)
-        state_h, state_c = out["state_h"], out["state_c"]
-        np.testing.assert_allclose(out["probabilities"][0], expected, atol=1e-5)
+    fast = SavedDialogModel(tmp_path / "act" / "1", runtime="onnx")  # the fast step reads the table's rows too
+    assert fast.runtime == "onnx"
+    for stepper in (model, fast):
+        state_h, state_c = stepper.zero_state(1)
+        for turn, expected in zip(inputs, whole):
+            out = stepper.step([turn], state_h, state_c)
+            state_h, state_c = out["state_h"], out["state_c"]
+            np.testing.assert_allclose(out["probabilities"][0], expected, atol=1e-5)
     from training.dialog.batching import pad_dialogs
     from training.dialog.trainer import encode_dialogs, tokenize_dialogs
     encoded = encode_dialogs([conversation], tokenize_dialogs([conversation], config.tokenizer), vocabs, config)

@@ -51,6 +51,16 @@ def only_concrete_function(function):
     return concrete[0] if len(concrete) == 1 else function
 
 
+def variable_role(path: str) -> tuple[str, str, str] | None:
+    """``bilstm_1/forward_lstm_1/lstm_cell/kernel:0`` -> ("bilstm_1", "forward", "kernel"); None for RNG state.
+    A weight's role survives changes in how a model nests its layers (re-export, the fast path)."""
+    parts = path.split(":")[0].split("/")
+    if parts[0].startswith("seed_generator"):
+        return None
+    direction = next((d for d in ("forward", "backward") if any(p.startswith(d) for p in parts[1:-1])), "")
+    return parts[0], direction, parts[-1]
+
+
 def pad_tokens(rows: Sequence[Sequence[str]]) -> np.ndarray:
     """Token lists -> ``object[B, T]`` array of strings, "" (``PAD_TOKEN``) as padding."""
     tokens = np.full((len(rows), max((len(row) for row in rows), default=0)), PAD_TOKEN, dtype=object)

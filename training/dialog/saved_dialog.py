@@ -2,10 +2,18 @@
 
 Used by evaluation and by the service, so both call the model as a deployed consumer would. It needs
 TensorFlow and the model directory only: no trainer, model builder or scorer.
+
+``runtime="onnx"`` (the service's default) also builds a fast ``step`` from the version's weights
+(``training.dialog.fast_dialog``) and checks it against the SavedModel's, streaming probe conversations of
+different lengths in shared calls, before any turn is taken: a disagreement beyond ``fast_path.TOLERANCE`` in
+probabilities or state raises ``FastPathMismatch`` (the service rejects the version). Whole dialogs
+(``predict``) and ensembles go through the SavedModel.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -14,9 +22,12 @@ import numpy as np
 import tensorflow as tf
 
 from training.common import artifacts
+from training.common.fast_path import RUNTIMES, TOLERANCE, FastPathMismatch, FastPathUnsupported, max_difference
 from training.common.saved_model import pad_tokens
 from training.common.tokenizer import tokenizer_for
 from training.common.vocab import PAD_TOKEN
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,7 +38,9 @@ class DialogTurnInput:
 
 
 class SavedDialogModel:
-    def __init__(self, model_dir: str | Path, metadata: dict | None = None):
+    def __init__(self, model_dir: str | Path, metadata: dict | None = None, runtime: str = "tensorflow"):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
         self.directory = Path(model_dir)
         self.metadata = metadata if metadata is not None else artifacts.read_metadata(self.directory)
         self.saved_model = tf.saved_model.load(str(self.directory))
@@ -41,6 +54,49 @@ class SavedDialogModel:
         self.tokenizer = tokenizer_for(self.metadata)  # how this model's turns were cut into words in training
         thresholds = self.metadata.get("thresholds")
         self.thresholds = np.array(thresholds if thresholds else [0.5] * len(self.labels), dtype=np.float32)
+        self.fast = None  # training.dialog.fast_dialog.FastDialogStep, once checked
+        self.fast_check: dict | None = None  # what the check measured, or why there is no fast path
+        if runtime == "onnx":
+            self._build_fast_path()
+
+    @property
+    def runtime(self) -> str:
+        return "onnx" if self.fast is not None else "tensorflow"
+
+    def _build_fast_path(self) -> None:
+        from training.dialog.fast_dialog import PROBE_DIALOGS, FastDialogStep  # ONNX is imported only when asked for
+
+        vocab_file = self.directory / "vocab.json"
+        try:
+            if not vocab_file.is_file():
+                raise FastPathUnsupported("no vocab.json beside the SavedModel")
+            fast = FastDialogStep(self.saved_model, self.metadata, json.loads(vocab_file.read_text(encoding="utf-8")))
+        except FastPathUnsupported as reason:
+            logger.info("%s: no fast step (%s); stepping through TensorFlow", self.directory, reason)
+            self.fast_check = {"runtime": "tensorflow", "reason": str(reason)}
+            return
+        # Every probe conversation at once, fewer sessions as the shorter ones end, each turn's probabilities and
+        # new state compared; each side goes on from its own state, so a drift would add up and show.
+        actions = self.labels[:3] if self.multi_label else None
+        state_h, state_c = self.zero_state(len(PROBE_DIALOGS))
+        fast_h, fast_c = state_h.copy(), state_c.copy()
+        worst = 0.0
+        for t in range(max(len(d) for d in PROBE_DIALOGS)):
+            live = [i for i, d in enumerate(PROBE_DIALOGS) if t < len(d)]
+            turns = [DialogTurnInput(PROBE_DIALOGS[i][t][1], PROBE_DIALOGS[i][t][0], actions) for i in live]
+            reference = self._step_tensorflow(turns, state_h[live], state_c[live])
+            probabilities, new_h, new_c = fast.step([x.tokens for x in turns], [x.speaker for x in turns],
+                                                    fast_h[live], fast_c[live], self._actions(turns))
+            worst = max(worst, max_difference([probabilities, new_h, new_c], [reference["probabilities"],
+                                                                               reference["state_h"], reference["state_c"]]))
+            state_h[live], state_c[live] = reference["state_h"], reference["state_c"]
+            fast_h[live], fast_c[live] = new_h, new_c
+        if not worst <= TOLERANCE:
+            raise FastPathMismatch(f"the fast step's probabilities or state differ from the SavedModel's by {worst:.3g} "
+                                   f"(more than {TOLERANCE:g}) on the probe conversations")
+        self.fast = fast
+        self.fast_check = {"runtime": "onnx", "max_difference": worst, "probe_dialogs": len(PROBE_DIALOGS)}
+        logger.info("%s: fast step (ONNX Runtime) agrees with the SavedModel to %.2g", self.directory, worst)
 
     def action_bits(self, actions: Sequence[str] | None) -> np.ndarray:
         """Action labels -> bits ``[L]``; labels the model does not know are left out."""
@@ -86,13 +142,31 @@ class SavedDialogModel:
         state = self.saved_model.zero_state(tf.constant(batch_size, tf.int32))
         return state["state_h"].numpy(), state["state_c"].numpy()
 
+    def _actions(self, turns: Sequence[DialogTurnInput]) -> np.ndarray | None:
+        return np.stack([self.action_bits(t.previous_actions) for t in turns]) if self.multi_label else None
+
     def step(self, turns: Sequence[DialogTurnInput], state_h: np.ndarray, state_c: np.ndarray) -> dict[str, np.ndarray]:
         """One turn for each of ``len(turns)`` sessions, stacked states ``[B, H]`` in -> outputs and new states."""
+        if self.fast is None or any(PAD_TOKEN in t.tokens for t in turns):
+            return self._step_tensorflow(turns, state_h, state_c)
+        probabilities, state_h, state_c = self.fast.step([t.tokens for t in turns], [t.speaker for t in turns],
+                                                         state_h, state_c, self._actions(turns))
+        outputs = {"probabilities": probabilities, "state_h": state_h, "state_c": state_c}
+        if self.multi_label:  # the SavedModel's other outputs, from the same probabilities
+            outputs["predicted"] = probabilities >= self.thresholds
+        else:
+            best = probabilities.argmax(axis=-1)
+            outputs["labels"] = np.array([self.labels[k].encode() for k in best], dtype=object)
+            outputs["scores"] = probabilities.max(axis=-1)
+        return outputs
+
+    def _step_tensorflow(self, turns: Sequence[DialogTurnInput], state_h: np.ndarray,
+                         state_c: np.ndarray) -> dict[str, np.ndarray]:
         args = [tf.constant(pad_tokens([t.tokens for t in turns]), tf.string),
                 tf.constant(np.array([t.speaker for t in turns], dtype=object), tf.string),
                 tf.constant(state_h, tf.float32), tf.constant(state_c, tf.float32)]
         if self.multi_label:
-            args.append(tf.constant(np.stack([self.action_bits(t.previous_actions) for t in turns])))
+            args.append(tf.constant(self._actions(turns)))
         return {name: value.numpy() for name, value in self.saved_model.step(*args).items()}
 
     def decide(self, probabilities: np.ndarray) -> list[str] | str:

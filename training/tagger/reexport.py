@@ -18,6 +18,7 @@ import numpy as np
 
 from training.common import artifacts
 from training.common.errors import ConfigError
+from training.common.saved_model import variable_role
 from training.tagger.config import TaggerConfig
 from training.tagger.data import read_conllu
 from training.tagger.export import VOCAB_FILE, export_tagger
@@ -26,15 +27,6 @@ from training.tagger.saved_tagger import SavedTagger
 from training.tagger.vocab import TaggerVocabs
 
 logger = logging.getLogger(__name__)
-
-
-def variable_role(path: str) -> tuple[str, str, str] | None:
-    """``bilstm_1/forward_lstm_1/lstm_cell/kernel:0`` -> ("bilstm_1", "forward", "kernel"); None for RNG state."""
-    parts = path.split(":")[0].split("/")
-    if parts[0].startswith("seed_generator"):
-        return None
-    direction = next((d for d in ("forward", "backward") if any(p.startswith(d) for p in parts[1:-1])), "")
-    return parts[0], direction, parts[-1]
 
 
 def copy_weights(saved_variables, model: keras.Model) -> None:

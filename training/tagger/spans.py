@@ -123,6 +123,33 @@ def constrained_viterbi(probabilities: np.ndarray, allowed: np.ndarray, start: n
     return best[::-1]
 
 
+class SpanDecoder:
+    """NumPy twin of the exported graph's decoding of one sentence (``serving_graph.constrained_viterbi``, then
+    ``spans_of``): the most probable well-formed tags, each one's probability, and the spans they spell, each with
+    the mean probability of its tags. The serving fast path decodes with it (``SavedTagger``)."""
+
+    def __init__(self, tags: Sequence[str], scheme: str):
+        self.allowed, self.start, self.end = transition_constraints(tags, scheme)
+        parsed = [parse_tag(tag, scheme) for tag in tags]
+        self.begins = [prefix in ("B", "S") for prefix, _ in parsed]
+        self.insides = [prefix != OUTSIDE for prefix, _ in parsed]
+        self.labels = [label for _, label in parsed]
+
+    def decode(self, probabilities: np.ndarray) -> tuple[list[int], np.ndarray, list[tuple[str, int, int, float]]]:
+        """``[T, K]`` -> (tag ids, their probabilities ``[T]``, spans as (label, first, end, score))."""
+        best = constrained_viterbi(probabilities, self.allowed, self.start, self.end)
+        chosen = probabilities[np.arange(len(best)), best] if best else np.zeros(0, np.float32)
+        spans, members = [], []
+        for t, k in enumerate([*best, None]):  # None closes the last span
+            if members and (k is None or self.begins[k] or not self.insides[k]):
+                spans.append((self.labels[best[members[0]]], members[0], members[-1] + 1,
+                              float(np.mean(chosen[members], dtype=np.float32))))
+                members = []
+            if k is not None and self.insides[k]:
+                members.append(t)
+        return best, chosen, spans
+
+
 @dataclass
 class SpanReadReport:
     """What a span reader kept and left out."""
