@@ -91,8 +91,8 @@ def main() -> None:
 
     print(f"{args.data}: {len(units['single sentences'])} sentences, {len(units['paragraphs'])} paragraphs, "
           f"{characters:,} characters")
-    print(f"| tokenizer | words F1, single sentences | words F1, paragraphs | sentences F1, paragraphs "
-          f"| characters/s (paragraphs) |")
+    print("| tokenizer | words F1, single sentences | words F1, paragraphs | sentences F1, paragraphs "
+          "| characters/s (paragraphs) |")
     print("|---|---|---|---|---|")
     for name, tokenizer, seconds in rows:
         single = evaluate_raw_text(units["single sentences"], tokenizer)

@@ -21,6 +21,10 @@ EXAMPLES = int(os.environ.get("SEQTAG_FUZZ_EXAMPLES", "40"))  # per operation; r
 SHIPPED = sorted(path.name for path in (REPO / "models").iterdir() if path.is_dir())
 DIALOG_MODELS = [name for name in SHIPPED if name.startswith("dialog-")]
 TAGGERS = [name for name in SHIPPED if name not in DIALOG_MODELS]
+# Span models take a ``service`` (the document says so); the others answer 400 to one, asserted in test_span_api.
+SPAN_MODELS = {name for name in TAGGERS
+               if any(json.loads((path / "metadata.json").read_text()).get("task") == "spans"
+                      for path in (REPO / "models" / name).iterdir() if (path / "metadata.json").is_file())}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +65,9 @@ def test_every_operation_conforms(fuzzed_server):
                 case.path_parameters["name"] = model
             if model is not None and isinstance(case.body, dict) and "model" in case.body:
                 case.body["model"] = model
+            if (model is not None and operation.path.endswith(":tag") and model not in SPAN_MODELS
+                    and isinstance(case.body, dict)):
+                case.body.pop("service", None)  # a schema-valid field, for the models of another kind
             response = case.call_and_validate(timeout=30)
             statuses[response.status_code // 100] += 1
             assert process.poll() is None  # the server is still up

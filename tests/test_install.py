@@ -18,7 +18,7 @@ import pytest
 
 from test_gunicorn import REPO
 
-TRAIN_LIBRARIES = {"scikit-learn", "conllu", "matplotlib", "tensorboard"}
+TRAIN_LIBRARIES = {"scikit-learn", "conllu", "matplotlib", "tensorboard", "seqeval"}
 TEST_LIBRARIES = {"pytest", "selenium", "hypothesis", "schemathesis", "torch", "pytest-xdist"}
 
 
@@ -42,7 +42,7 @@ def test_serving_depends_on_no_training_or_test_library():
 BLOCK_TRAIN_EXTRA = textwrap.dedent("""
     import importlib.abc, sys
 
-    BLOCKED = {"sklearn", "conllu", "matplotlib", "tensorboard", "torch"}
+    BLOCKED = {"sklearn", "conllu", "matplotlib", "tensorboard", "seqeval", "torch"}
 
     class NotInstalled(importlib.abc.MetaPathFinder):
         # As in a venv made by `pip install seqtag` (make serve): the train extra and torch are absent.

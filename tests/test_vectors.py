@@ -151,6 +151,7 @@ def test_a_tagger_with_vectors_gives_unseen_words_their_rows_and_equals_keras(tm
     layer = model.get_layer("sentence_tagger").get_layer("pretrained_embedding")
     # fine-tuned rows are rounded to float16 when training ends; frozen ones are the table's, as float16
     assert layer.get_weights()[0].dtype == np.float16 and not layer.trainable
+    assert record["stored_as"] == "float16"  # what the export holds, fine-tuned or not
     if trainable == "false":
         np.testing.assert_array_equal(layer.get_weights()[0][kitten], np.float16(TABLE["kitten"]))
     probabilities = tagger._serve(tf.constant(pad_tokens(sentences)))["probabilities"].numpy()
@@ -177,7 +178,7 @@ def test_a_dialog_model_with_vectors_streams_as_it_serves_and_equals_keras(tmp_p
                  "--word-dim", "4", "--utterance-hidden", "3", "--turn-hidden", "5", "--epochs", "1",
                  "--min-word-count", "1", "--quiet"]) == 0
     model = SavedDialogModel(tmp_path / "act" / "1")
-    assert model.metadata["vectors"]["kept_words"] == len(TABLE)
+    assert model.metadata["vectors"]["kept_words"] == len(TABLE) and model.metadata["vectors"]["stored_as"] == "float16"
     keras_model, vocabs, config, _, _ = load_dialog_checkpoint(tmp_path / "ck")
     # a conversation with a word only the table knows ("kitten"), streamed turn by turn and served whole
     from training.dialog.data import Dialog, Turn

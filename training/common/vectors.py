@@ -157,6 +157,7 @@ def select(table: VectorTable, training_words: Iterable[str], top: int, float16:
     kept = KeptVectors(tuple(keys), tuple(int(i) + 2 for i in ids), matrix, table.casing)
     record = {**table.source, "dimensions": table.dimensions, "table_words": len(table.words),
               "kept_words": len(keys), "kept_rows": int(len(unique_rows)), "top": top,
+              # how the rows train; the export's dtype is set by exported_record (frozen rows are float16)
               "stored_as": "float16" if float16 else "float32",
               "training_vocabulary": len(distinct), "training_vocabulary_covered": len(covered),
               "coverage": round(len(covered) / max(len(distinct), 1), 4)}
@@ -350,3 +351,13 @@ def _read_spacy(path: Path) -> VectorTable:
     return VectorTable([w for _, w in found], np.array([r for r, _ in found], np.int64), matrix.astype(np.float32),
                        "cased", source)
 
+
+
+def exported_record(record: dict | None, models: Iterable) -> dict | None:
+    """A vectors ``record`` as an export writes it: ``stored_as`` read from the pretrained rows of the exported
+    Keras ``models`` (fine-tuned rows train as float32 and are exported frozen, float16: ``inference_config``)."""
+    if not record:
+        return record
+    dtypes = {str(weight.dtype) for model in models for weight in model.weights
+              if weight.path.split("/")[0] == "pretrained_embedding"}
+    return {**record, "stored_as": "/".join(sorted(dtypes))} if dtypes else record

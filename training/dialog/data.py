@@ -137,7 +137,7 @@ def read_label_names(path: str | Path) -> dict[str, str]:
     (``Reject|ar|344``): fields after the code are ignored, with a warning."""
     path = Path(path)
     names: dict[str, str] = {}
-    for number, line in _lines(path):
+    for number, line in lines(path):
         if not line.strip():
             continue
         name, _, rest = line.partition("|")

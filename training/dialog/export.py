@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from training.common import artifacts
 from training.common.graph_ops import PretrainedLookup, normalize_words_tf, string_lookup
+from training.common.vectors import exported_record
 from training.common.vocab import PAD_TOKEN, UNK_ID
 from training.dialog.config import DialogConfig
 from training.dialog.data import Dialog
@@ -200,6 +201,8 @@ def export_dialog_model(model: keras.Model, vocabs: DialogVocabs, config: Dialog
     record = {"state_size": config.turn_hidden, "word_vocabulary_size": len(vocabs.words),
               "speakers": list(vocabs.speakers.items[2:]), "config": config.to_dict(),
               "parameters": int(model.count_params())}
+    if metadata.get("vectors"):
+        record["vectors"] = exported_record(metadata["vectors"], [model])
     return _export(DialogSignatures(model, vocabs, config, thresholds), vocabs.to_dict(), record, model_root,
                    metadata, dev_dialogs, verify)
 
@@ -214,6 +217,8 @@ def export_dialog_ensemble(members: Sequence[tuple[keras.Model, DialogVocabs, Di
               "speakers": sorted({s for _, v, _ in members for s in v.speakers.items[2:]}),
               "config": [c.to_dict() for _, _, c in members],
               "parameters": sum(int(m.count_params()) for m, _, _ in members)}
+    if metadata.get("vectors"):
+        record["vectors"] = exported_record(metadata["vectors"], [m for m, _, _ in members])
     return _export(signatures, {"ensemble": [v.to_dict() for _, v, _ in members]}, record, model_root, metadata,
                    dev_dialogs)
 

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from training.common import artifacts
 from training.common.graph_ops import PretrainedLookup, normalize_words_tf, string_lookup
+from training.common.vectors import exported_record
 from training.common.vocab import PAD_TOKEN
 from training.tagger.config import TaggerConfig
 from training.tagger.model import tagger_parts
@@ -161,6 +162,8 @@ def export_tagger(model: keras.Model, vocabs: TaggerVocabs, config: TaggerConfig
                   "pretrained_words": len(vocabs.pretrained.keys) if vocabs.pretrained is not None else 0,
                    "char_vocabulary_size": len(vocabs.chars), "config": config.to_dict(),
                    "parameters": int(model.count_params()), "libraries": artifacts.library_versions()}
+        if metadata.get("vectors"):
+            written["vectors"] = exported_record(metadata["vectors"], [model])
         if verify is not None:
             written["export_check"] = verify(staging, written)
         if dev_sentences is not None:
