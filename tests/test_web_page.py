@@ -133,8 +133,10 @@ def test_tag_a_sentence_and_hold_a_dialog(server, browser):
     marks = browser.find_elements(By.CSS_SELECTOR, "#tag-result mark.entity")
     status, answer = call(port, "/v1/models/slots:tag", {"texts": [request], "service": "Restaurants_1"})
     spans = answer["results"][0]["spans"]
-    assert [(m.get_attribute("data-label"), m.text.split("\n")[0].strip()) for m in marks] == \
-        [(s["label"], s["text"]) for s in spans]
+    # a mark holds the span's text, then its label (as displaCy draws it)
+    shown = [(m.get_attribute("data-label"), browser.execute_script("return arguments[0].firstChild.textContent", m),
+              m.find_element(By.CLASS_NAME, "entity-label").get_attribute("textContent")) for m in marks]
+    assert shown == [(s["label"], s["text"], s["label"]) for s in spans]
     assert any(s["text"] == "San Jose" for s in spans)  # the shipped model finds the city here
     assert browser.find_element(By.CSS_SELECTOR, "#tag-result .entities").text.replace("\n", " ").startswith("I need")
 
