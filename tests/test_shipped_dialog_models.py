@@ -51,8 +51,9 @@ def test_streams_a_conversation():
     model = SavedDialogModel(artifacts.resolve_model_dir(REPO / "models" / "dialog-act"))
     state_h, state_c = model.zero_state(1)
     acts = []
-    for speaker, tokens in (("A", ["Do", "you", "have", "any", "pets", "?"]), ("B", ["Yes", ",", "two", "cats", "."]),
-                            ("A", ["Uh-huh", "."])):
+    for speaker, text in (("A", "Do you have any pets?"), ("B", "Yes, we have two cats. They are great company."),
+                          ("A", "Uh-huh.")):
+        tokens = [token.text for token in model.tokenizer.tokenize(text)]  # as the service reads a turn
         result = model.step([DialogTurnInput(tokens, speaker)], state_h, state_c)
         state_h, state_c = result["state_h"], result["state_c"]
         acts.append(result["labels"][0].decode())
