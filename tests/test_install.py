@@ -54,10 +54,12 @@ BLOCK_TRAIN_EXTRA = textwrap.dedent("""
 """)
 
 
-def test_the_service_runs_without_the_train_extra(tmp_path, random_tagger_dir, random_dialog_dirs):
+def test_the_service_runs_without_the_train_extra(tmp_path, random_tagger_dir, random_dialog_dirs,
+                                                  random_span_tagger_dir):
     models = tmp_path / "models"
     shutil.copytree(random_tagger_dir, models / "pos" / "1")
     shutil.copytree(random_dialog_dirs["dialog-act"], models / "dialog-act" / "1")
+    shutil.copytree(random_span_tagger_dir, models / "slots" / "1")  # span decoding loads with the service too
     script = BLOCK_TRAIN_EXTRA + textwrap.dedent(f"""
         from service import create_app
 
@@ -67,6 +69,11 @@ def test_the_service_runs_without_the_train_extra(tmp_path, random_tagger_dir, r
         session = client.post("/v1/dialogs", json={{"model": "dialog-act"}}).json["session_id"]
         turn = client.post(f"/v1/dialogs/{{session}}/turns", json={{"text": "Hi there.", "speaker": "A"}})
         assert turn.status_code == 200, turn.json
+        spans = client.post("/v1/models/slots:tag", json={{"texts": ["Play Hey Jude."], "service": "Music_1"}})
+        assert spans.status_code == 200 and "spans" in spans.json["results"][0], spans.json
+        session = client.post("/v1/dialogs", json={{"model": "dialog-act", "slots": "slots"}}).json["session_id"]
+        turn = client.post(f"/v1/dialogs/{{session}}/turns", json={{"text": "Play Hey Jude.", "speaker": "A"}})
+        assert turn.status_code == 200 and "slots" in turn.json, turn.json
         assert client.get("/docs/scalar/").status_code == 200
         assert not BLOCKED & {{name.split(".")[0] for name in sys.modules}}
 

@@ -15,14 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from conllu.exceptions import ParseException
-from conllu.parser import DEFAULT_FIELDS, parse_line
 
 from training.common.errors import DataFormatError
 
 logger = logging.getLogger(__name__)
 
-N_COLUMNS = len(DEFAULT_FIELDS)  # 10: ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC
+N_COLUMNS = 10  # ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC (conllu's DEFAULT_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -65,6 +63,10 @@ def read_conllu(path: str | Path, tag_column: str = "upos") -> list[TaggedSenten
 
 
 def iter_conllu(path: str | Path, tag_column: str = "upos") -> Iterator[TaggedSentence]:
+    # conllu (the train extra) only where files are read: serving imports TaggedSentence through span decoding
+    from conllu.exceptions import ParseException
+    from conllu.parser import DEFAULT_FIELDS, parse_line
+
     if tag_column not in ("upos", "xpos"):
         raise ValueError(f"tag_column must be 'upos' or 'xpos', not {tag_column!r}")
     path = Path(path)
