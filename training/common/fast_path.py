@@ -22,10 +22,12 @@ is imported.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from functools import lru_cache
-from typing import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -123,6 +125,18 @@ def graph_lowercase(word: str) -> str:
             current.append(ch)
     pieces.append("".join(current).lower())
     return "".join(pieces)
+
+
+def build_fast_model(directory: Path, build: Callable, saved_model, metadata: dict) -> tuple[Any, str | None]:
+    """``build(saved_model, metadata, vocab.json's record)`` for the version in ``directory`` -> (the fast model,
+    None), or (None, why there is none) when the version has no vocab.json or ``build`` cannot express it."""
+    vocab_file = directory / "vocab.json"
+    try:
+        if not vocab_file.is_file():
+            raise FastPathUnsupported("no vocab.json beside the SavedModel")
+        return build(saved_model, metadata, json.loads(vocab_file.read_text(encoding="utf-8"))), None
+    except FastPathUnsupported as reason:
+        return None, str(reason)
 
 
 def max_difference(fast: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> float:

@@ -33,6 +33,7 @@ from typing import Iterable
 import numpy as np
 
 from training.common.errors import ConfigError, DataFormatError
+from training.common.jsonl import lines
 
 logger = logging.getLogger(__name__)
 
@@ -222,38 +223,29 @@ def _read_text(path: Path) -> VectorTable:
     words: list[str] = []
     vectors: list[np.ndarray] = []
     dimensions = None
-    try:
-        handle = path.open("rb")
-    except OSError as error:
-        raise DataFormatError(str(path), None, f"cannot open: {error.strerror or error}") from error
-    with handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as error:
-                raise DataFormatError(str(path), number, f"not valid UTF-8: {error.reason}") from None
-            if not line.strip():
-                continue
-            parts = line.rstrip(" ").split(" ")
-            if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                dimensions = int(parts[1])  # word2vec's "COUNT DIMENSIONS" header
-                continue
-            word, values = parts[0], parts[1:]
-            if not word or not values:
-                raise DataFormatError(str(path), number, "expected a word and its values separated by spaces")
-            if dimensions is None:
-                dimensions = len(values)
-            if len(values) != dimensions:
-                raise DataFormatError(str(path), number, f"{len(values)} values, expected {dimensions}")
-            try:
-                vector = np.array(values, dtype=np.float32)
-            except ValueError:
-                bad = next(v for v in values if not _is_number(v))
-                raise DataFormatError(str(path), number, f"not a number: {bad[:40]!r}") from None
-            if not np.isfinite(vector).all():
-                raise DataFormatError(str(path), number, "a value is not finite")
-            words.append(word)
-            vectors.append(vector)
+    for number, line in lines(path):  # errors name the file and line; a byte-order mark is dropped
+        if not line.strip():
+            continue
+        parts = line.rstrip(" ").split(" ")
+        if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+            dimensions = int(parts[1])  # word2vec's "COUNT DIMENSIONS" header
+            continue
+        word, values = parts[0], parts[1:]
+        if not word or not values:
+            raise DataFormatError(str(path), number, "expected a word and its values separated by spaces")
+        if dimensions is None:
+            dimensions = len(values)
+        if len(values) != dimensions:
+            raise DataFormatError(str(path), number, f"{len(values)} values, expected {dimensions}")
+        try:
+            vector = np.array(values, dtype=np.float32)
+        except ValueError:
+            bad = next(v for v in values if not _is_number(v))
+            raise DataFormatError(str(path), number, f"not a number: {bad[:40]!r}") from None
+        if not np.isfinite(vector).all():
+            raise DataFormatError(str(path), number, "a value is not finite")
+        words.append(word)
+        vectors.append(vector)
     if not words:
         raise DataFormatError(str(path), None, "no vectors in the file")
     source = {"spec": str(path), "kind": "text", "files": [path.name], "sha256": _sha256([path]),

@@ -12,7 +12,6 @@ probabilities or state raises ``FastPathMismatch`` (the service rejects the vers
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from training.common import artifacts
-from training.common.fast_path import RUNTIMES, TOLERANCE, FastPathMismatch, FastPathUnsupported, max_difference
+from training.common.fast_path import RUNTIMES, TOLERANCE, FastPathMismatch, build_fast_model, max_difference
 from training.common.saved_model import pad_tokens
 from training.common.tokenizer import tokenizer_for
 from training.common.vocab import PAD_TOKEN
@@ -66,14 +65,10 @@ class SavedDialogModel:
     def _build_fast_path(self) -> None:
         from training.dialog.fast_dialog import PROBE_DIALOGS, FastDialogStep  # ONNX is imported only when asked for
 
-        vocab_file = self.directory / "vocab.json"
-        try:
-            if not vocab_file.is_file():
-                raise FastPathUnsupported("no vocab.json beside the SavedModel")
-            fast = FastDialogStep(self.saved_model, self.metadata, json.loads(vocab_file.read_text(encoding="utf-8")))
-        except FastPathUnsupported as reason:
+        fast, reason = build_fast_model(self.directory, FastDialogStep, self.saved_model, self.metadata)
+        if fast is None:
             logger.info("%s: no fast step (%s); stepping through TensorFlow", self.directory, reason)
-            self.fast_check = {"runtime": "tensorflow", "reason": str(reason)}
+            self.fast_check = {"runtime": "tensorflow", "reason": reason}
             return
         # Every probe conversation at once, fewer sessions as the shorter ones end, each turn's probabilities and
         # new state compared; each side goes on from its own state, so a drift would add up and show.

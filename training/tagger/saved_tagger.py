@@ -13,7 +13,6 @@ SavedModel.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from training.common import artifacts
-from training.common.fast_path import (RUNTIMES, TOLERANCE, FastPathMismatch, FastPathUnsupported,
+from training.common.fast_path import (RUNTIMES, TOLERANCE, FastPathMismatch, build_fast_model,
                                        max_difference)
 from training.common.saved_model import only_concrete_function, pad_tokens
 from training.common.tokenizer import tokenizer_for
@@ -78,14 +77,10 @@ class SavedTagger:
     def _build_fast_path(self) -> None:
         from training.tagger.fast_tagger import PROBE_SENTENCES, FastTagger  # ONNX is imported only when asked for
 
-        vocab_file = self.directory / "vocab.json"
-        try:
-            if not vocab_file.is_file():
-                raise FastPathUnsupported("no vocab.json beside the SavedModel")
-            fast = FastTagger(self.saved_model, self.metadata, json.loads(vocab_file.read_text(encoding="utf-8")))
-        except FastPathUnsupported as reason:
+        fast, reason = build_fast_model(self.directory, FastTagger, self.saved_model, self.metadata)
+        if fast is None:
             logger.info("%s: no fast path (%s); tagging through TensorFlow", self.directory, reason)
-            self.fast_check = {"runtime": "tensorflow", "reason": str(reason)}
+            self.fast_check = {"runtime": "tensorflow", "reason": reason}
             return
         # The same ids as the SavedModel's own encode, then the same probabilities: one mixed-length batch and
         # each sentence alone (a lone request is the common case, and packs differently).
