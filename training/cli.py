@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "one version that averages their probabilities (an ensemble; it streams as one model)")
     export.add_argument("--out", required=True, type=Path, help="model directory that gets the new version")
     export.add_argument("--vectors-top", type=int, metavar="N",
-                        help="taggers: keep the vector table's N most frequent words (and all training words) instead "
-                             "of the number training kept (rows training never touched): to measure N and fit a size")
+                        help="keep the vector table's N most frequent words (and all training words) instead of the "
+                             "number training kept (rows training never touched): to measure N and fit a size limit "
+                             "(an ensemble: each member's table)")
 
     evaluate = commands.add_parser("evaluate", help="evaluate an exported model on a data file")
     evaluate.add_argument("--model", required=True, type=Path, help="models/<name> (highest version) or models/<name>/<version>")
@@ -142,7 +143,7 @@ def command_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return tagger_cli.export_checkpoint(args.checkpoints[0], args.out, command=command, vectors_top=args.vectors_top)
     if kinds != {"dialog"}:
         raise ConfigError("the checkpoints mix kinds (" + ", ".join(sorted(kinds)) + "): give one kind")
-    return dialog_cli.export_checkpoint(args.checkpoints, args.out, command=command)
+    return dialog_cli.export_checkpoint(args.checkpoints, args.out, command=command, vectors_top=args.vectors_top)
 
 
 def command_evaluate(args: argparse.Namespace) -> int:

@@ -99,7 +99,8 @@ class KeptVectors:
         new_id = {old: new + 2 for new, old in enumerate(old_rows)}
         keys = [self.keys[i] for i in keep]
         ids = [new_id[self.ids[i]] for i in keep]
-        rows = [matrix[:2] * 0, matrix[old_rows]]
+        # Rows 0 (padding) and 1 (words the table lacks) stay the model's: fine-tuning trains the unknown row.
+        rows = [matrix[:2], matrix[old_rows]]
         if top > trained_top:
             if table is None:
                 raise ValueError("growing the kept table needs the table it was read from")

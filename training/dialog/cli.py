@@ -110,16 +110,25 @@ def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return export_checkpoint([checkpoint], args.out, dev)
 
 
-def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command: str | None = None) -> int:
+def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command: str | None = None,
+                      vectors_top: int | None = None) -> int:
     """Export one checkpoint, or several as one ensemble version; scored on the dev data when it is at hand. A
-    single checkpoint's export is published only if it reproduces the trained model's probe (``training.common.checkpoint``)."""
+    single checkpoint's export is published only if it reproduces the trained model's probe (``training.common.checkpoint``).
+    ``vectors_top`` resizes each model's kept vector table to the table's first ``vectors_top`` words and the model's
+    training words (``resize_vectors``): how an ensemble of models with tables fits the size limit."""
     from training.common.checkpoint import check_probe, probe_probabilities, read_state
     from training.dialog.evaluate import dialog_inputs
     from training.dialog.export import export_dialog_ensemble, export_dialog_model
     from training.dialog.saved_dialog import SavedDialogModel
-    from training.dialog.trainer import load_checkpoint, probe_dialogs
+    from training.dialog.trainer import ensemble_thresholds, keras_probabilities, load_checkpoint, probe_dialogs
 
     loaded = [load_checkpoint(Path(checkpoint)) for checkpoint in checkpoints]
+    if vectors_top is not None:
+        resized = []
+        for model, vocabs, config, thresholds, metadata in loaded:
+            model, vocabs, metadata = resize_vectors(model, vocabs, config, metadata, vectors_top)
+            resized.append((model, vocabs, config, thresholds, metadata))
+        loaded = resized
     model, vocabs, config, thresholds, metadata = loaded[0]
     metadata = with_label_names(metadata, list(vocabs.labels.items))
     if dev is None:
@@ -131,6 +140,10 @@ def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command:
             metadata = {**metadata, "export_command": command}
         expected = probe_probabilities(Path(checkpoints[0]))
         probe = probe_dialogs(read_state(Path(checkpoints[0])))
+        if vectors_top is not None:  # the export must reproduce the resized model, its thresholds tuned again
+            expected = keras_probabilities(model, vocabs, config, probe)
+            if config.multi_label and dev is not None:
+                thresholds = ensemble_thresholds([(model, vocabs, config)], dev)
         backend = metadata.get("training", {}).get("backend", "unknown")
 
         def verify(staging: Path, written: dict) -> dict | None:
@@ -146,17 +159,53 @@ def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command:
             if dev is None:
                 raise ConfigError("an ensemble of dialog-action models needs its dev data (named in the checkpoints' "
                                   "metadata) to tune its thresholds")
-            from training.dialog.trainer import ensemble_thresholds
             thresholds = ensemble_thresholds(members, dev)
         ensemble = {**{k: v for k, v in metadata.items() if k not in ("command", "training")},
                     "command": command or "seqtag export --from-checkpoint " + " ".join(map(str, checkpoints)),
-                    "ensemble": [{"checkpoint": str(path), "command": meta.get("command"), "training": meta.get("training")}
+                    "ensemble": [{"checkpoint": str(path), "command": meta.get("command"), "training": meta.get("training"),
+                                  **({"vectors": meta["vectors"]} if meta.get("vectors") else {})}
                                  for path, (_, _, _, _, meta) in zip(checkpoints, loaded)]}
         _, directory = export_dialog_ensemble(members, thresholds, out, ensemble, dev_dialogs=dev)
     if dev is not None:
         evaluate_dialog(directory, dev, report=directory / "report")
     print(directory)
     return 0
+
+
+def resize_vectors(model, vocabs, config: DialogConfig, metadata: dict, top: int):
+    """A trained dialog model with its kept vector table resized to the table's first ``top`` words and its training
+    words (``KeptVectors.resized``). The training words are read again from the training data its metadata names
+    (checked by sha256) and cut into words by its tokenizer; the table is read again when it grows.
+    -> (model, vocabularies, metadata with the resize recorded)."""
+    from training.common.layers import inference_config
+    from training.common.vectors import read_vectors
+    from training.dialog.model import build_dialog_model, pretrained_rows, set_pretrained
+    from training.dialog.trainer import tokenize_dialogs
+
+    if vocabs.pretrained is None:
+        raise ConfigError("--vectors-top prunes a vector table: this checkpoint has none")
+    record = metadata.get("data", {}).get("train", {})
+    path = Path(record.get("path", ""))
+    if not path.exists():
+        raise ConfigError(f"--vectors-top needs the training data the checkpoint names ({path})")
+    train = read_dialogs(path, metadata.get("data_format", DEFAULT_FORMATS[config.task]))
+    if data_record(path, train)["sha256"] != record.get("sha256"):
+        raise ConfigError(f"--vectors-top needs the training data the checkpoint names ({path}), unchanged: its sha256 differs")
+    words = {token for dialog in tokenize_dialogs(train, config.tokenizer) for turn in dialog for token in turn}
+    table = read_vectors(config.vectors) if top > config.vectors_top >= 0 else None
+    pruned, rows = vocabs.pretrained.resized(pretrained_rows(model), words, top, config.vectors_top, table)
+    new_vocabs = vocabs.with_pretrained(pruned)
+    new_model = build_dialog_model(inference_config(config), len(vocabs.words), len(vocabs.speakers), len(vocabs.labels),
+                                   pruned.shape)
+    for old, new in zip(model.weights, new_model.weights, strict=True):
+        if tuple(old.shape) == tuple(new.shape):
+            new.assign(old.numpy())
+    set_pretrained(new_model, rows)
+    vectors = {**metadata.get("vectors", {}), "resized_to_top": top, "kept_words": len(pruned.keys),
+               "kept_rows": int(rows.shape[0] - 2)}
+    logger.info("vector table resized to the %d most frequent words and the training words: %d words (trained with %d)",
+                top, len(pruned.keys), config.vectors_top)
+    return new_model, new_vocabs, {**metadata, "vectors": vectors}
 
 
 def with_label_names(metadata: dict, labels: Sequence[str]) -> dict:

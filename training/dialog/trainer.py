@@ -196,6 +196,14 @@ def ensemble_thresholds(members: Sequence[tuple[keras.Model, DialogVocabs, Dialo
     return tuned_thresholds(probabilities, batches)
 
 
+def keras_probabilities(model: keras.Model, vocabs: DialogVocabs, config: DialogConfig,
+                        dialogs: Sequence[Dialog]) -> list[np.ndarray]:
+    """A Keras dialog model's probabilities ``[D, L]`` for each of ``dialogs`` (the checkpoint's probe is so computed)."""
+    batches = DialogBatches(encode_dialogs(dialogs, tokenize_dialogs(dialogs, config.tokenizer), vocabs, config),
+                            4 * config.batch_turns, config.multi_label, shuffle=False)
+    return predict_batches(model, batches)
+
+
 PROBE_DIALOGS = 8  # dev dialogs whose probabilities the checkpoint keeps, for the export to reproduce
 
 
@@ -204,12 +212,7 @@ def save_checkpoint(result: DialogTrainingResult, directory: Path, metadata: dic
     a failed export loses nothing (``seqtag export --from-checkpoint DIR`` exports it again). The first dev
     dialogs and the trained model's probabilities on them are the probe the export must reproduce."""
     probe = list(dev[:PROBE_DIALOGS])
-    probabilities = []
-    if probe:
-        batches = DialogBatches(encode_dialogs(probe, tokenize_dialogs(probe, result.config.tokenizer), result.vocabs,
-                                               result.config),
-                                4 * result.config.batch_turns, result.config.multi_label, shuffle=False)
-        probabilities = predict_batches(result.model, batches)
+    probabilities = keras_probabilities(result.model, result.vocabs, result.config, probe) if probe else []
     state = {"kind": "dialog", "config": result.config.to_dict(), "vocabs": result.vocabs.to_dict(),
              "thresholds": result.thresholds, "metadata": metadata,
              "probe": [[{"speaker": t.speaker, "text": t.text, "labels": t.labels} for t in d.turns] for d in probe]}
