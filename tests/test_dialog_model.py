@@ -257,6 +257,11 @@ def test_ensemble_export_averages_its_members_and_streams(act_model, swda_slices
         assert np.abs(members[0][row] - members[1][row]).max() > 1e-3  # the members differ: the mean means something
     for streamed, expected in zip(stream(ensemble, dialogs), whole):
         np.testing.assert_allclose(streamed, expected, atol=1e-5)
+    # The service's runtime: one fast graph per member, from the variables the export lists for it, checked at load.
+    fast = SavedDialogModel(out / "1", runtime="onnx")
+    assert fast.runtime == "onnx" and fast.fast_check["max_difference"] <= 1e-5
+    for streamed, expected in zip(stream(fast, dialogs), whole):
+        np.testing.assert_allclose(streamed, expected, atol=1e-5)
 
     # Multi-label: the averaged probabilities get thresholds tuned on dev (a model with itself keeps its own).
     out = tmp_path_factory.mktemp("ensemble") / "dialog-action"
@@ -264,3 +269,4 @@ def test_ensemble_export_averages_its_members_and_streams(act_model, swda_slices
     single = json.loads((action_model[0] / "metadata.json").read_text())
     np.testing.assert_allclose(json.loads((out / "1" / "metadata.json").read_text())["thresholds"],
                                single["thresholds"], atol=1e-6)
+    assert SavedDialogModel(out / "1", runtime="onnx").runtime == "onnx"

@@ -13,8 +13,9 @@ The SavedModel stays the exported artifact and the contract: the fast graph is d
 (mapped by layer and role, as ``seqtag export --from`` does) when a version loads, so every shipped version
 gets it, and it is *verified* against the SavedModel on a probe of real inputs before it serves
 (``max_difference``). A graph that disagrees beyond ``TOLERANCE`` raises ``FastPathMismatch``: the service
-rejects that version like a broken one. An architecture the fast graph cannot express (a dialog ensemble, a
-version without ``vocab.json``) raises ``FastPathUnsupported`` and serves through TensorFlow.
+rejects that version like a broken one. An architecture the fast graph cannot express (a version without
+``vocab.json``, a dialog ensemble exported before its members' variables were listed apart) raises
+``FastPathUnsupported`` and serves through TensorFlow.
 
 The readers have TensorFlow loaded anyway (``graph_lowercase`` asks it how it lower-cases); nothing of training
 is imported.

@@ -33,6 +33,7 @@ from training.common.vectors import exported_record
 from training.common.vocab import PAD_TOKEN, UNK_ID
 from training.dialog.config import DialogConfig
 from training.dialog.data import Dialog
+from training.dialog.fast_dialog import member_variables_name
 from training.dialog.model import dialog_parts
 from training.dialog.vocab import TURN_START_ID, DialogVocabs
 
@@ -129,6 +130,10 @@ class DialogSignatures:
     def trackables(self) -> list:
         return [self.word_lookup, self.speaker_lookup, *(self.pretrained.trackables() if self.pretrained else ())]
 
+    def variable_collections(self) -> dict[str, list]:
+        """Named lists of variables the SavedModel keeps as attributes (none for one model)."""
+        return {}
+
     def write(self, directory: Path) -> None:
         multi = self.multi_label
         string = tf.string
@@ -143,6 +148,8 @@ class DialogSignatures:
         archive = keras.export.ExportArchive()
         for trackable in self.trackables():
             archive.track(trackable)
+        for name, variables in self.variable_collections().items():
+            archive.add_variable_collection(name, variables)
         archive.add_endpoint("serve", tf.function(self.serve, input_signature=serve_spec))
         archive.add_endpoint("step", tf.function(self.step, input_signature=step_spec))
         archive.add_endpoint("zero_state", tf.function(self.zero_state, input_signature=[tf.TensorSpec([], tf.int32, name="batch_size")]))
@@ -180,6 +187,11 @@ class EnsembleSignatures(DialogSignatures):
 
     def trackables(self) -> list:
         return [trackable for member in self.members for trackable in member.trackables()]
+
+    def variable_collections(self) -> dict[str, list]:
+        """Each member's variables as ``member_<i>_variables``: in the SavedModel's flat list the members' weights
+        share names, and the fast path (``training.dialog.fast_dialog``) needs to know whose each one is."""
+        return {member_variables_name(i): list(member.model.variables) for i, member in enumerate(self.members)}
 
     def dialog_probabilities(self, tokens, speakers, real, previous_actions=None) -> tf.Tensor:
         return tf.add_n([m.dialog_probabilities(tokens, speakers, real, previous_actions)

@@ -13,7 +13,9 @@ is checked), for ``SavedDialogModel(runtime="onnx")``:
             -> Dense softmax | sigmoid                                                     -> [B, L]
 
 Sessions of different lengths and turns of different lengths share one call: each row is its own sequence.
-Ensembles (several members' states side by side) raise ``FastPathUnsupported`` and step through the SavedModel.
+An ensemble (``FastEnsembleStep``) runs one such graph per member, each from its own state slice and with its own
+vocabularies, and averages their probabilities, as the exported ``step`` does. Its members' weights are told apart by
+the lists the export keeps (``member_<i>_variables``); an ensemble exported before them steps through the SavedModel.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from training.common.fast_path import (FastPathUnsupported, GraphBuilder, graph_lowercase, inference_session,
-                                       saved_model_weights)
+                                       saved_model_weights, weights_by_role)
 from training.common.vocab import DIGIT_PATTERN, PAD_TOKEN, UNK_ID
 from training.dialog.vocab import TURN_START_ID, DialogVocabs
 
@@ -50,13 +52,27 @@ def _normalize(word: str) -> str:
     return _DIGITS.sub("0", graph_lowercase(word))
 
 
+def member_variables_name(index: int) -> str:
+    """The SavedModel attribute that lists an ensemble member's variables (``training.dialog.export``)."""
+    return f"member_{index}_variables"
+
+
+def fast_dialog_step(saved_model, metadata: dict, vocab: dict) -> "FastDialogStep | FastEnsembleStep":
+    """The fast step of an exported version: one model's, or an ensemble's."""
+    if "ensemble" in vocab:
+        return FastEnsembleStep(saved_model, metadata, vocab)
+    return FastDialogStep(saved_model, metadata, vocab)
+
+
 class FastDialogStep:
     """One turn for each of B sessions, states in and out, through ONNX Runtime."""
 
-    def __init__(self, saved_model, metadata: dict, vocab: dict):
-        config = metadata.get("config")
+    def __init__(self, saved_model, metadata: dict, vocab: dict, weights: dict | None = None,
+                 config: dict | None = None):
+        """``weights`` (by role) and ``config``: an ensemble member's; by default the version's own."""
+        config = metadata.get("config") if config is None else config
         if not isinstance(config, dict) or "ensemble" in vocab:
-            raise FastPathUnsupported("an ensemble's members step through the SavedModel")
+            raise FastPathUnsupported("an ensemble steps through FastEnsembleStep")
         self.vocabs = DialogVocabs.from_dict(vocab)
         self.max_words = int(config["max_words"])
         self.multi_label = bool(config.get("multi_label", metadata.get("multi_label")))
@@ -64,7 +80,9 @@ class FastDialogStep:
         if self.pretrained:
             self._pretrained_index = dict(zip(self.vocabs.pretrained.keys, self.vocabs.pretrained.ids))
             self._pretrained_cased = self.vocabs.pretrained.casing == "cased"
-        self.model = dialog_step_graph(saved_model_weights(saved_model), self.multi_label, self.pretrained,
+        weights = saved_model_weights(saved_model) if weights is None else weights
+        self.units = int(weights[("turn_lstm", "", "recurrent_kernel")].shape[0])
+        self.model = dialog_step_graph(weights, self.multi_label, self.pretrained,
                                        config.get("classifier_input", "state") == "state+turn")
         self.session = inference_session(self.model)  # one thread: a step of even 64 sessions is ~0.1 ms of work
         self._words = self.vocabs.words._index  # type: ignore[attr-defined]
@@ -107,6 +125,31 @@ class FastDialogStep:
         probabilities, new_h, new_c = self.session.run(["probabilities", "next_state_h", "next_state_c"],
                                                        self.feeds(turns, speakers, state_h, state_c, previous_actions))
         return probabilities, new_h, new_c
+
+
+class FastEnsembleStep:
+    """An ensemble's step: each member's fast step from its slice of the state (``state_h [B, H1 + H2 + ...]``),
+    the members' probabilities averaged and their new states side by side."""
+
+    def __init__(self, saved_model, metadata: dict, vocab: dict):
+        configs, vocabs = metadata.get("config"), vocab["ensemble"]
+        if not isinstance(configs, list) or len(configs) != len(vocabs):
+            raise FastPathUnsupported("an ensemble's metadata does not list a config for each member")
+        collections = [getattr(saved_model, member_variables_name(i), None) for i in range(len(vocabs))]
+        if any(collection is None for collection in collections):
+            raise FastPathUnsupported("an ensemble exported before its members' variables were kept apart")
+        self.members = [FastDialogStep(saved_model, metadata, member_vocab, weights_by_role(collection), member_config)
+                        for member_vocab, collection, member_config in zip(vocabs, collections, configs)]
+        self.units = sum(member.units for member in self.members)
+
+    def step(self, turns, speakers, state_h, state_c, previous_actions=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> (probabilities ``[B, L]``, new state_h, new state_c), as the exported ``step`` of an ensemble."""
+        bounds = np.cumsum([0] + [member.units for member in self.members])
+        outputs = [member.step(turns, speakers, state_h[:, start:end], state_c[:, start:end], previous_actions)
+                   for member, start, end in zip(self.members, bounds[:-1], bounds[1:])]
+        probabilities = np.mean([p for p, _, _ in outputs], axis=0, dtype=np.float32)
+        return (probabilities, np.concatenate([h for _, h, _ in outputs], axis=-1),
+                np.concatenate([c for _, _, c in outputs], axis=-1))
 
 
 def dialog_step_graph(weights: dict, multi_label: bool, pretrained: bool, state_and_turn: bool):

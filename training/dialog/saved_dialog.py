@@ -7,7 +7,7 @@ TensorFlow and the model directory only: no trainer, model builder or scorer.
 (``training.dialog.fast_dialog``) and checks it against the SavedModel's, streaming probe conversations of
 different lengths in shared calls, before any turn is taken: a disagreement beyond ``fast_path.TOLERANCE`` in
 probabilities or state raises ``FastPathMismatch`` (the service rejects the version). Whole dialogs
-(``predict``) and ensembles go through the SavedModel.
+(``predict``) go through the SavedModel; an ensemble steps through one fast graph per member.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class SavedDialogModel:
         self.tokenizer = tokenizer_for(self.metadata)  # how this model's turns were cut into words in training
         thresholds = self.metadata.get("thresholds")
         self.thresholds = np.array(thresholds if thresholds else [0.5] * len(self.labels), dtype=np.float32)
-        self.fast = None  # training.dialog.fast_dialog.FastDialogStep, once checked
+        self.fast = None  # training.dialog.fast_dialog.FastDialogStep (or FastEnsembleStep), once checked
         self.fast_check: dict | None = None  # what the check measured, or why there is no fast path
         if runtime == "onnx":
             self._build_fast_path()
@@ -63,9 +63,9 @@ class SavedDialogModel:
         return "onnx" if self.fast is not None else "tensorflow"
 
     def _build_fast_path(self) -> None:
-        from training.dialog.fast_dialog import PROBE_DIALOGS, FastDialogStep  # ONNX is imported only when asked for
+        from training.dialog.fast_dialog import PROBE_DIALOGS, fast_dialog_step  # ONNX is imported only when asked for
 
-        fast, reason = build_fast_model(self.directory, FastDialogStep, self.saved_model, self.metadata)
+        fast, reason = build_fast_model(self.directory, fast_dialog_step, self.saved_model, self.metadata)
         if fast is None:
             logger.info("%s: no fast step (%s); stepping through TensorFlow", self.directory, reason)
             self.fast_check = {"runtime": "tensorflow", "reason": reason}
