@@ -191,7 +191,10 @@ class EnsembleSignatures(DialogSignatures):
     def variable_collections(self) -> dict[str, list]:
         """Each member's variables as ``member_<i>_variables``: in the SavedModel's flat list the members' weights
         share names, and the fast path (``training.dialog.fast_dialog``) needs to know whose each one is."""
-        return {member_variables_name(i): list(member.model.variables) for i, member in enumerate(self.members)}
+        # The TensorFlow variables themselves (``.value``), which the functions use: a Keras variable would be
+        # written to the SavedModel a second time, doubling its size.
+        return {member_variables_name(i): [variable.value for variable in member.model.variables]
+                for i, member in enumerate(self.members)}
 
     def dialog_probabilities(self, tokens, speakers, real, previous_actions=None) -> tf.Tensor:
         return tf.add_n([m.dialog_probabilities(tokens, speakers, real, previous_actions)
