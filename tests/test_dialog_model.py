@@ -8,6 +8,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -257,6 +258,11 @@ def test_ensemble_export_averages_its_members_and_streams(act_model, swda_slices
         assert np.abs(members[0][row] - members[1][row]).max() > 1e-3  # the members differ: the mean means something
     for streamed, expected in zip(stream(ensemble, dialogs), whole):
         np.testing.assert_allclose(streamed, expected, atol=1e-5)
+    def weight_bytes(directory):
+        return sum(f.stat().st_size for f in (Path(directory) / "variables").glob("variables.data-*"))
+
+    # each weight written once (the members' variable lists must not store copies)
+    assert weight_bytes(out / "1") <= 1.05 * (weight_bytes(act_model[0]) + weight_bytes(other_dir))
     # The service's runtime: one fast graph per member, from the variables the export lists for it, checked at load.
     fast = SavedDialogModel(out / "1", runtime="onnx")
     assert fast.runtime == "onnx" and fast.fast_check["max_difference"] <= 1e-5
