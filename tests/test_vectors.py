@@ -233,7 +233,7 @@ def test_export_prunes_the_table_to_fewer_frequent_words_and_still_equals_keras(
                                   pruned.tag([["The", "cat", "sleeps", "."]])[0].probabilities[keep])
 
 
-def test_dialog_exports_prune_the_table_and_an_ensemble_prunes_each_member(tmp_path):
+def test_dialog_exports_prune_the_table_and_an_ensemble_prunes_each_member(tmp_path, capsys):
     """``seqtag export --vectors-top N`` on dialog checkpoints: a single model keeps its training words' rows (the
     same answers where only they occur) and loses the cut rows ("kitten"); an ensemble of pruned members averages
     exactly what each pruned member answers alone. This is how two models with tables fit one version's size."""
@@ -249,9 +249,19 @@ def test_dialog_exports_prune_the_table_and_an_ensemble_prunes_each_member(tmp_p
                      "--vectors-top", "4", "--vectors-trainable", "true", "--seed", str(seed), "--word-dim", "4",
                      "--utterance-hidden", "3", "--turn-hidden", "5", "--epochs", "1", "--min-word-count", "1",
                      "--quiet"]) == 0
-    for checkpoints in ([tmp_path / "ck1"], [tmp_path / "ck2"], [tmp_path / "ck1", tmp_path / "ck2"]):  # 3, 4, 5
+    # a third model without a table (version 3)
+    assert main(["train", "dialog-act", "--train", str(data), "--dev", str(data), "--format", "jsonl",
+                 "--out", str(out), "--checkpoint", str(tmp_path / "ck3"), "--word-dim", "4", "--utterance-hidden", "3",
+                 "--turn-hidden", "5", "--epochs", "1", "--min-word-count", "1", "--quiet"]) == 0
+    for checkpoints in ([tmp_path / "ck1"], [tmp_path / "ck2"], [tmp_path / "ck1", tmp_path / "ck2"]):  # 4, 5, 6
         assert main(["export", "--from-checkpoint", *map(str, checkpoints), "--out", str(out), "--vectors-top", "1"]) == 0
-    full, pruned, pruned2, ensemble = (SavedDialogModel(out / str(v)) for v in (1, 3, 4, 5))
+    assert main(["export", "--from-checkpoint", str(tmp_path / "ck3"), "--out", str(out), "--vectors-top", "1"]) == 2
+    assert "prunes a vector table: this checkpoint has none" in capsys.readouterr().err
+    # in an ensemble, a member without a table is kept as it is (version 7)
+    assert main(["export", "--from-checkpoint", str(tmp_path / "ck1"), str(tmp_path / "ck3"), "--out", str(out),
+                 "--vectors-top", "1"]) == 0
+    full, pruned, pruned2, ensemble, mixed = (SavedDialogModel(out / str(v)) for v in (1, 4, 5, 6, 7))
+    assert [m.get("vectors", {}).get("resized_to_top") for m in mixed.metadata["ensemble"]] == [1, None]
     assert full.metadata["vectors"]["kept_words"] == len(TABLE)
     assert pruned.metadata["vectors"]["resized_to_top"] == 1 and pruned.metadata["export_check"]["items"] > 0
     assert pruned.metadata["vectors"]["kept_words"] == 6  # "the" (the first) and the 5 other training words in it

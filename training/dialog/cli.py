@@ -126,7 +126,8 @@ def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command:
     if vectors_top is not None:
         resized = []
         for model, vocabs, config, thresholds, metadata in loaded:
-            model, vocabs, metadata = resize_vectors(model, vocabs, config, metadata, vectors_top)
+            if vocabs.pretrained is not None or len(loaded) == 1:  # an ensemble's members without a table stay
+                model, vocabs, metadata = resize_vectors(model, vocabs, config, metadata, vectors_top)
             resized.append((model, vocabs, config, thresholds, metadata))
         loaded = resized
     model, vocabs, config, thresholds, metadata = loaded[0]
