@@ -14,7 +14,7 @@ from conftest import DATA, REPO
 SHIPPED = {
     # name: (data, format, headline metric, floor it must reach, count key)
     "dialog-act": (DATA / "swda" / "val", "swda", "accuracy", 0.78, "utterances"),  # issue target 0.80: not met yet
-    "dialog-action": (DATA / "sgd" / "sgd-dev.jsonl", "sgd", "micro_f1", 0.65, "turns"),  # the issue's target
+    "dialog-action": (DATA / "sgd" / "sgd-dev.jsonl", "sgd", "micro_f1", 0.75, "turns"),  # issue target 0.76: not met yet
 }
 
 
@@ -28,7 +28,10 @@ def test_metadata_is_complete_and_small(shipped):
     name, directory, metadata = shipped
     data, fmt, metric, floor, _ = SHIPPED[name]
     assert metadata["name"] == name and metadata["kind"] == "dialog" and metadata["task"] == name
-    assert metadata["command"].startswith(f"seqtag train {name} ")
+    # one trained model's training command, or an ensemble's export command and each member's training command
+    members = metadata.get("ensemble", [metadata])
+    assert len(members) == 1 or metadata["command"].startswith("seqtag export --from-checkpoint ")
+    assert all(member["command"].startswith(f"seqtag train {name} ") for member in members)
     assert metadata["libraries"]["keras"] == "3.13.2"
     assert metadata["metrics"]["dev"][metric] >= floor
     for split in ("train", "dev"):
