@@ -40,8 +40,9 @@ def require_wrk() -> str:
 
 def run_wrk(url: str, script: str, connections: int, seconds: float, script_args: list[str] = (),
             threads: int = 1, timeout_s: float = 10.0) -> WrkResult:
-    """One wrk run of ``seconds`` against ``url`` with ``benchmarks/wrk/<script>``."""
-    command = [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", f"--timeout={timeout_s:g}s",
+    """One wrk run of ``seconds`` (rounded to whole seconds, at least 1: wrk reads no fractions) against ``url``
+    with ``benchmarks/wrk/<script>``."""
+    command = [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", f"--timeout={timeout_s:g}s",
                "-s", str(SCRIPTS / script), url]
     if script_args:
         command += ["--", *script_args]
