@@ -132,6 +132,21 @@ class KeptVectors:
         return cls(tuple(data["keys"]), tuple(ids), matrix, data["casing"])
 
 
+def resize_kept(kept: KeptVectors, matrix: np.ndarray, training_words: Iterable[str], top: int, spec: str,
+                trained_top: int, metadata: dict) -> tuple[KeptVectors, np.ndarray, dict]:
+    """``seqtag export --vectors-top``'s part that knows no task: a trained model's kept rows ``matrix`` resized to
+    the table's first ``top`` words and ``training_words`` (``KeptVectors.resized``; the table ``spec`` is read
+    again only when ``top`` grows past ``trained_top``). -> (the lookup, its rows, ``metadata`` with the resize
+    recorded under ``vectors``)."""
+    table = read_vectors(spec) if top > trained_top >= 0 else None
+    pruned, rows = kept.resized(matrix, training_words, top, trained_top, table)
+    logger.info("vector table resized to the %d most frequent words and the training words: %d words (trained with %d)",
+                top, len(pruned.keys), trained_top)
+    record = {**metadata.get("vectors", {}), "resized_to_top": top, "kept_words": len(pruned.keys),
+              "kept_rows": int(rows.shape[0] - 2)}
+    return pruned, rows, {**metadata, "vectors": record}
+
+
 def select(table: VectorTable, training_words: Iterable[str], top: int, float16: bool = False) -> tuple[KeptVectors, dict]:
     """The rows of ``training_words`` that the table has, and of its first ``top`` words (its most frequent, for a
     frequency-ordered table; ``top`` < 0: all of them); with ``float16``

@@ -124,10 +124,10 @@ def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command:
 
     loaded = [load_checkpoint(Path(checkpoint)) for checkpoint in checkpoints]
     if vectors_top is not None:
-        resized = []
+        resized, words = [], {}  # the members' training words, read once per data file and tokenizer
         for model, vocabs, config, thresholds, metadata in loaded:
             if vocabs.pretrained is not None or len(loaded) == 1:  # an ensemble's members without a table stay
-                model, vocabs, metadata = resize_vectors(model, vocabs, config, metadata, vectors_top)
+                model, vocabs, metadata = resize_vectors(model, vocabs, config, metadata, vectors_top, words)
             resized.append((model, vocabs, config, thresholds, metadata))
         loaded = resized
     model, vocabs, config, thresholds, metadata = loaded[0]
@@ -173,28 +173,27 @@ def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command:
     return 0
 
 
-def resize_vectors(model, vocabs, config: DialogConfig, metadata: dict, top: int):
+def resize_vectors(model, vocabs, config: DialogConfig, metadata: dict, top: int, words_read: dict | None = None):
     """A trained dialog model with its kept vector table resized to the table's first ``top`` words and its training
     words (``KeptVectors.resized``). The training words are read again from the training data its metadata names
     (checked by sha256) and cut into words by its tokenizer; the table is read again when it grows.
+    ``words_read`` keeps the words read, for the next member of an ensemble trained on the same data.
     -> (model, vocabularies, metadata with the resize recorded)."""
     from training.common.layers import inference_config
-    from training.common.vectors import read_vectors
+    from training.common.vectors import resize_kept
     from training.dialog.model import build_dialog_model, pretrained_rows, set_pretrained
-    from training.dialog.trainer import tokenize_dialogs
 
     if vocabs.pretrained is None:
         raise ConfigError("--vectors-top prunes a vector table: this checkpoint has none")
     record = metadata.get("data", {}).get("train", {})
-    path = Path(record.get("path", ""))
-    if not path.exists():
-        raise ConfigError(f"--vectors-top needs the training data the checkpoint names ({path})")
-    train = read_dialogs(path, metadata.get("data_format", DEFAULT_FORMATS[config.task]))
-    if data_record(path, train)["sha256"] != record.get("sha256"):
-        raise ConfigError(f"--vectors-top needs the training data the checkpoint names ({path}), unchanged: its sha256 differs")
-    words = {token for dialog in tokenize_dialogs(train, config.tokenizer) for turn in dialog for token in turn}
-    table = read_vectors(config.vectors) if top > config.vectors_top >= 0 else None
-    pruned, rows = vocabs.pretrained.resized(pretrained_rows(model), words, top, config.vectors_top, table)
+    key = (record.get("path", ""), record.get("sha256"), metadata.get("data_format", DEFAULT_FORMATS[config.task]),
+           config.tokenizer)
+    words_read = {} if words_read is None else words_read
+    if key not in words_read:
+        words_read[key] = _training_words(*key)
+    words = words_read[key]
+    pruned, rows, metadata = resize_kept(vocabs.pretrained, pretrained_rows(model), words, top, config.vectors,
+                                         config.vectors_top, metadata)
     new_vocabs = vocabs.with_pretrained(pruned)
     new_model = build_dialog_model(inference_config(config), len(vocabs.words), len(vocabs.speakers), len(vocabs.labels),
                                    pruned.shape)
@@ -202,11 +201,19 @@ def resize_vectors(model, vocabs, config: DialogConfig, metadata: dict, top: int
         if tuple(old.shape) == tuple(new.shape):
             new.assign(old.numpy())
     set_pretrained(new_model, rows)
-    vectors = {**metadata.get("vectors", {}), "resized_to_top": top, "kept_words": len(pruned.keys),
-               "kept_rows": int(rows.shape[0] - 2)}
-    logger.info("vector table resized to the %d most frequent words and the training words: %d words (trained with %d)",
-                top, len(pruned.keys), config.vectors_top)
-    return new_model, new_vocabs, {**metadata, "vectors": vectors}
+    return new_model, new_vocabs, metadata
+
+
+def _training_words(path: str, sha256: str | None, data_format: str, tokenizer: str) -> frozenset[str]:
+    """The words of the training data a checkpoint names (checked by sha256), cut by ``tokenizer``."""
+    from training.dialog.trainer import tokenize_dialogs
+
+    if not Path(path).exists():
+        raise ConfigError(f"--vectors-top needs the training data the checkpoint names ({path})")
+    train = read_dialogs(Path(path), data_format)
+    if data_record(Path(path), train)["sha256"] != sha256:
+        raise ConfigError(f"--vectors-top needs the training data the checkpoint names ({path}), unchanged: its sha256 differs")
+    return frozenset(token for dialog in tokenize_dialogs(train, tokenizer) for turn in dialog for token in turn)
 
 
 def with_label_names(metadata: dict, labels: Sequence[str]) -> dict:

@@ -141,12 +141,13 @@ class FastEnsembleStep:
         self.members = [FastDialogStep(saved_model, metadata, member_vocab, weights_by_role(collection), member_config)
                         for member_vocab, collection, member_config in zip(vocabs, collections, configs)]
         self.units = sum(member.units for member in self.members)
+        bounds = np.cumsum([0] + [member.units for member in self.members])
+        self.slices = [slice(start, end) for start, end in zip(bounds[:-1], bounds[1:])]  # each member's state columns
 
     def step(self, turns, speakers, state_h, state_c, previous_actions=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-> (probabilities ``[B, L]``, new state_h, new state_c), as the exported ``step`` of an ensemble."""
-        bounds = np.cumsum([0] + [member.units for member in self.members])
-        outputs = [member.step(turns, speakers, state_h[:, start:end], state_c[:, start:end], previous_actions)
-                   for member, start, end in zip(self.members, bounds[:-1], bounds[1:])]
+        outputs = [member.step(turns, speakers, state_h[:, columns], state_c[:, columns], previous_actions)
+                   for member, columns in zip(self.members, self.slices)]
         probabilities = np.mean([p for p, _, _ in outputs], axis=0, dtype=np.float32)
         return (probabilities, np.concatenate([h for _, h, _ in outputs], axis=-1),
                 np.concatenate([c for _, _, c in outputs], axis=-1))

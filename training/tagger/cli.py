@@ -174,10 +174,10 @@ def resize_vectors(model, vocabs, config: TaggerConfig, metadata: dict, top: int
         raise ConfigError(f"--vectors-top needs the training file the checkpoint names ({path}), unchanged")
     train, _ = read_sentences(path, config, metadata.get("data_format", "conllu"))
     matrix = model.get_layer("sentence_tagger").get_layer("pretrained_embedding").get_weights()[0]
-    from training.common.vectors import read_vectors
+    from training.common.vectors import resize_kept
 
-    table = read_vectors(config.vectors) if top > config.vectors_top >= 0 else None
-    pruned, rows = vocabs.pretrained.resized(matrix, {w for s in train for w in s.words}, top, config.vectors_top, table)
+    pruned, rows, metadata = resize_kept(vocabs.pretrained, matrix, {w for s in train for w in s.words}, top,
+                                         config.vectors, config.vectors_top, metadata)
     new_vocabs = vocabs.with_pretrained(pruned)
     new_model = build_model(inference_config(config), new_vocabs)
     for layer in ("char_features", "sentence_tagger"):
@@ -186,11 +186,7 @@ def resize_vectors(model, vocabs, config: TaggerConfig, metadata: dict, top: int
             if tuple(old.shape) == tuple(new.shape):
                 new.assign(old.numpy())
     set_pretrained(new_model, rows)
-    vectors = {**metadata.get("vectors", {}), "resized_to_top": top, "kept_words": len(pruned.keys),
-               "kept_rows": int(rows.shape[0] - 2)}
-    logger.info("vector table resized to the %d most frequent words and the training words: %d words (trained "
-                "with %d)", top, len(pruned.keys), config.vectors_top)
-    return new_model, new_vocabs, {**metadata, "vectors": vectors}
+    return new_model, new_vocabs, metadata
 
 
 def keras_probabilities(model, vocabs, config: TaggerConfig, sentences, conditions=None) -> list:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-
 from training.common.errors import DataFormatError
 
 logger = logging.getLogger(__name__)
