@@ -43,6 +43,9 @@ class DialogConfig(ConfigBase):
     learning_rate: float = 1e-3  # Adam
     lr_decay_patience: int = 1  # epochs without dev improvement before halving the learning rate
     clipnorm: float = 5.0  # gradient clipping by global norm
+    # Polyak averaging: dev is scored, and the best epoch kept, with an exponential moving average of the weights
+    # (new = m * old + (1 - m) * weights, every batch); 0 turns it off. Its horizon is about 1 / (1 - m) batches.
+    ema_momentum: float = 0.0
     seed: int = 1234  # Python, NumPy and backend seeds
     max_minutes: float = 0.0  # stop after the epoch that crosses this much training time (0: no limit)
     # --- devices (training.common.distribute) ---
@@ -65,6 +68,8 @@ class DialogConfig(ConfigBase):
         for name in ("dropout", "word_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 <= self.ema_momentum < 1.0:
+            raise ConfigError(f"ema_momentum must be in [0, 1), got {self.ema_momentum}")
         if self.max_minutes < 0 or self.learning_rate <= 0:
             raise ConfigError("max_minutes must be >= 0 and learning_rate > 0")
         check_run_options(self.mixed_precision, self.distribute)

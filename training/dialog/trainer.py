@@ -141,15 +141,20 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
             model.set_weights(init[0].get_weights())
         elif vocabs.pretrained is not None:
             set_pretrained(model, vocabs.pretrained.matrix)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm), loss=loss,
-                      jit_compile=False)
+        optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm,
+                                          use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum or 0.99)
+        model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
     logger.info("model: %d parameters, %d training batches, computing in %s", model.count_params(), len(train_batches),
                 model.dtype_policy.name)
 
     evaluation = DialogDevEvaluation(dev_batches, config.multi_label, sum(len(d.turns) for d in train), config.max_minutes * 60,
                                      placement.distributed)
+    # With --ema-momentum the averaged weights are swapped in at each epoch's end (and out at the next one's
+    # start), before the dev score: dev scores them, and early stopping keeps them for the best epoch.
+    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema_momentum > 0 else []
     callbacks = [
-        evaluation,  # first: the others read the dev_score it adds to the logs
+        *swap,
+        evaluation,  # before the others: they read the dev_score it adds to the logs
         keras.callbacks.ReduceLROnPlateau(monitor="dev_score", mode="max", factor=0.5,
                                           patience=config.lr_decay_patience, min_lr=1e-5),
         keras.callbacks.EarlyStopping(monitor="dev_score", mode="max", patience=config.patience, restore_best_weights=True),
