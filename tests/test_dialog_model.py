@@ -276,3 +276,86 @@ def test_ensemble_export_averages_its_members_and_streams(act_model, swda_slices
     np.testing.assert_allclose(json.loads((out / "1" / "metadata.json").read_text())["thresholds"],
                                single["thresholds"], atol=1e-6)
     assert SavedDialogModel(out / "1", runtime="onnx").runtime == "onnx"
+
+
+def test_weight_averaging_is_what_dev_scores_and_what_is_kept(swda_slices):
+    """``--ema-momentum``: dev scores the moving average of the weights and the best epoch's average is the model
+    that comes back (not the raw weights, which follow the same path as a run without averaging)."""
+    from training.dialog.config import DialogConfig
+    from training.dialog.trainer import keras_probabilities, train_dialog_model
+
+    train_dialogs, dev = read_dialogs(swda_slices[0], "swda"), read_dialogs(swda_slices[1], "swda")
+    tiny = dict(task="dialog-act", word_dim=8, utterance_hidden=6, speaker_dim=3, turn_hidden=10, epochs=2,
+                batch_turns=128, learning_rate=0.01)
+    raw = train_dialog_model(DialogConfig(**tiny), train_dialogs, dev)
+    averaged = train_dialog_model(DialogConfig(**tiny, ema_momentum=0.9), train_dialogs, dev)
+
+    def accuracy(result):
+        gold, predicted = [], []
+        for dialog, probabilities in zip(dev, keras_probabilities(result.model, result.vocabs, result.config, dev)):
+            for turn, row in zip(dialog.turns, probabilities):
+                if turn.labels is not None and turn.labels[0] in result.vocabs.labels.items:
+                    gold.append(result.vocabs.labels.id(turn.labels[0]))
+                    predicted.append(int(row.argmax()))
+        return np.mean(np.array(gold) == np.array(predicted))  # as training scores dev: over labels train has
+
+    for result in (raw, averaged):
+        assert accuracy(result) == pytest.approx(result.best_dev_score, abs=1e-9)
+    difference = max(float(np.abs(a - b).max()) for a, b in zip(raw.model.get_weights(), averaged.model.get_weights()))
+    assert difference > 1e-3
+    with pytest.raises(Exception, match="ema_momentum"):
+        DialogConfig(ema_momentum=1.0)
+
+
+def test_float16_weights_halve_the_bytes_and_equal_the_rounded_model(act_model, action_model, swda_slices, sgd_slices,
+                                                                    tmp_path):
+    """``seqtag export --weights float16``: every float32 weight stored as float16 (half the bytes), the export equal
+    to the Keras model with its weights so rounded, streaming as ``serve`` does, on TensorFlow and on the fast path."""
+    from training.dialog.export import round_weights
+    from training.dialog.trainer import keras_probabilities
+
+    directory, checkpoint = act_model
+    out = tmp_path / "dialog-act"
+    assert main(["export", "--from-checkpoint", str(checkpoint), "--out", str(out), "--weights", "float16"]) == 0
+    exported = SavedDialogModel(out / "1")
+    metadata = exported.metadata
+    assert metadata["weights_stored_as"] == "float16"
+    assert metadata["export_check"]["max_abs_difference"] <= 1e-5  # against the rounded Keras model
+    assert 0 < metadata["rounding"]["max_abs_difference_on_probe"] < 1e-2  # what rounding moved, recorded
+    stored = exported.saved_model.stored_variables
+    assert {v.dtype.name for v in stored if v.dtype.is_floating} == {"float16"}
+
+    def weight_bytes(version):
+        return sum(f.stat().st_size for f in (Path(version) / "variables").glob("variables.data-*"))
+
+    assert weight_bytes(out / "1") <= 0.6 * weight_bytes(directory)  # about half (a tiny model: plus alignment)
+
+    dialogs = read_dialogs(swda_slices[1], "swda")
+    model, vocabs, config, _, _ = load_checkpoint(checkpoint)
+    rounded = keras_probabilities(round_weights(model), vocabs, config, dialogs)
+    whole = exported.predict([dialog_inputs(d, False, exported.tokenizer) for d in dialogs])
+    for got, expected in zip(whole, rounded):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    for streamed, expected in zip(stream(exported, dialogs), whole):
+        np.testing.assert_allclose(streamed, expected, atol=1e-5)
+    fast = SavedDialogModel(out / "1", runtime="onnx")
+    assert fast.runtime == "onnx" and fast.fast_check["max_difference"] <= 1e-5
+
+    # An ensemble of action models, so stored: it streams on the fast path, its thresholds tuned on dev.
+    ensemble_out = tmp_path / "dialog-action"
+    assert main(["export", "--from-checkpoint", str(action_model[1]), str(action_model[1]), "--out", str(ensemble_out),
+                 "--weights", "float16"]) == 0
+    ensemble = SavedDialogModel(ensemble_out / "1", runtime="onnx")
+    assert ensemble.runtime == "onnx" and ensemble.metadata["weights_stored_as"] == "float16"
+    # two members at about half the bytes each (float32: twice the one model's)
+    assert weight_bytes(ensemble_out / "1") <= 1.2 * weight_bytes(action_model[0])
+    sgd = read_dialogs(sgd_slices[1], "sgd")[:3]
+    for streamed, expected in zip(stream(ensemble, sgd),
+                                  ensemble.predict([dialog_inputs(d, True, ensemble.tokenizer) for d in sgd])):
+        np.testing.assert_allclose(streamed, expected, atol=1e-5)
+
+
+def test_float16_weights_are_for_dialog_checkpoints(tmp_path, capsys):
+    version = sorted(Path("models/pos").glob("[0-9]*"))[-1]
+    assert main(["export", "--from", str(version), "--out", str(tmp_path / "pos"), "--weights", "float16"]) == 2
+    assert "--weights float16" in capsys.readouterr().err

@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "number training kept (rows training never touched): to measure N and fit a size limit "
                              "(an ensemble: each member's table)")
 
+    export.add_argument("--weights", choices=("float32", "float16"), default="float32",
+                        help="how the version stores its weights (dialog models): float16 halves their bytes (rounded "
+                             "first, computed in float32; the dev figures are the rounded model's), e.g. to fit an "
+                             "ensemble in a size limit")
+
     evaluate = commands.add_parser("evaluate", help="evaluate an exported model on a data file")
     evaluate.add_argument("--model", required=True, type=Path, help="models/<name> (highest version) or models/<name>/<version>")
     evaluate.add_argument("--data", required=True, type=Path, help="data file")
@@ -135,15 +140,20 @@ def command_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
     require_tensorflow()
     command = shlex.join(["seqtag", *argv])
     if not args.checkpoints:
+        if args.weights != "float32":
+            raise ConfigError("--weights float16 is for dialog checkpoints (--from-checkpoint)")
         return tagger_cli.reexport_version(args.source, args.out, command)
     kinds = {read_state(path)["kind"] for path in args.checkpoints}
     if kinds == {"tagger"}:
         if len(args.checkpoints) > 1:
             raise ConfigError("ensembles are for dialog models: give one tagger checkpoint")
+        if args.weights != "float32":
+            raise ConfigError("--weights float16 is for dialog models: a tagger stores float32 weights")
         return tagger_cli.export_checkpoint(args.checkpoints[0], args.out, command=command, vectors_top=args.vectors_top)
     if kinds != {"dialog"}:
         raise ConfigError("the checkpoints mix kinds (" + ", ".join(sorted(kinds)) + "): give one kind")
-    return dialog_cli.export_checkpoint(args.checkpoints, args.out, command=command, vectors_top=args.vectors_top)
+    return dialog_cli.export_checkpoint(args.checkpoints, args.out, command=command, vectors_top=args.vectors_top,
+                                        weights=args.weights)
 
 
 def command_evaluate(args: argparse.Namespace) -> int:

@@ -83,12 +83,21 @@ def weights_by_role(variables: Iterable) -> dict[tuple[str, str, str], np.ndarra
             continue
         if role in weights:
             raise FastPathUnsupported(f"two weights for {'/'.join(role)} (an ensemble)")
-        weights[role] = variable.numpy()
+        value = variable.numpy()
+        # A float16 export's weights compute in float32, as in its SavedModel; frozen vector rows stay float16
+        # (the graphs cast the rows they gather).
+        if value.dtype == np.float16 and role[0] != "pretrained_embedding":
+            value = value.astype(np.float32)
+        weights[role] = value
     return weights
 
 
 def saved_model_weights(saved_model) -> dict[tuple[str, str, str], np.ndarray]:
-    """Newer exports keep the weights only as the variables their functions use (``_all_variables``)."""
+    """Newer exports keep the weights only as the variables their functions use (``_all_variables``); a float16
+    export lists the ones it stores (``stored_variables``)."""
+    stored = getattr(saved_model, "stored_variables", None)
+    if stored is not None:
+        return weights_by_role(list(stored))
     return weights_by_role(list(saved_model.variables) or list(saved_model._all_variables))
 
 

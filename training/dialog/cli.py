@@ -111,14 +111,16 @@ def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command: str | None = None,
-                      vectors_top: int | None = None) -> int:
+                      vectors_top: int | None = None, weights: str = "float32") -> int:
     """Export one checkpoint, or several as one ensemble version; scored on the dev data when it is at hand. A
     single checkpoint's export is published only if it reproduces the trained model's probe (``training.common.checkpoint``).
     ``vectors_top`` resizes each model's kept vector table to the table's first ``vectors_top`` words and the model's
-    training words (``resize_vectors``): how an ensemble of models with tables fits the size limit."""
+    training words (``resize_vectors``): how an ensemble of models with tables fits the size limit. ``weights``
+    "float16": each model's weights are rounded to float16 and so stored (``training.dialog.export``); thresholds
+    are tuned, and the export checked, on the rounded models."""
     from training.common.checkpoint import check_probe, probe_probabilities, read_state
     from training.dialog.evaluate import dialog_inputs
-    from training.dialog.export import export_dialog_ensemble, export_dialog_model
+    from training.dialog.export import export_dialog_ensemble, export_dialog_model, round_weights
     from training.dialog.saved_dialog import SavedDialogModel
     from training.dialog.trainer import ensemble_thresholds, keras_probabilities, load_checkpoint, probe_dialogs
 
@@ -130,6 +132,8 @@ def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command:
                 model, vocabs, metadata = resize_vectors(model, vocabs, config, metadata, vectors_top, words)
             resized.append((model, vocabs, config, thresholds, metadata))
         loaded = resized
+    if weights == "float16":
+        loaded = [(round_weights(m), v, c, t, meta) for m, v, c, t, meta in loaded]
     model, vocabs, config, thresholds, metadata = loaded[0]
     metadata = with_label_names(metadata, list(vocabs.labels.items))
     if dev is None:
@@ -141,8 +145,14 @@ def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command:
             metadata = {**metadata, "export_command": command}
         expected = probe_probabilities(Path(checkpoints[0]))
         probe = probe_dialogs(read_state(Path(checkpoints[0])))
-        if vectors_top is not None:  # the export must reproduce the resized model, its thresholds tuned again
+        if vectors_top is not None or weights != "float32":
+            # the export must reproduce the resized or rounded model, its thresholds tuned again
+            trained = expected
             expected = keras_probabilities(model, vocabs, config, probe)
+            if weights != "float32" and trained is not None:
+                difference = max((float(abs(a - b).max()) for a, b in zip(trained, expected) if a.size), default=0.0)
+                metadata = {**metadata, "rounding": {"weights": weights, "max_abs_difference_on_probe": difference}}
+                logger.info("float16 weights move the probe's probabilities by up to %.1e", difference)
             if config.multi_label and dev is not None:
                 thresholds = ensemble_thresholds([(model, vocabs, config)], dev)
         backend = metadata.get("training", {}).get("backend", "unknown")
@@ -153,7 +163,7 @@ def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command:
             return check_probe(expected, exported, backend)
 
         _, directory = export_dialog_model(model, vocabs, config, thresholds, out, metadata, dev_dialogs=dev,
-                                           verify=verify)
+                                           verify=verify, weights=weights)
     else:
         members = [(m, v, c) for m, v, c, _, _ in loaded]
         if config.multi_label:  # the averaged probabilities get their own thresholds
@@ -166,7 +176,7 @@ def export_checkpoint(checkpoints: Sequence[Path], out: Path, dev=None, command:
                     "ensemble": [{"checkpoint": str(path), "command": meta.get("command"), "training": meta.get("training"),
                                   **({"vectors": meta["vectors"]} if meta.get("vectors") else {})}
                                  for path, (_, _, _, _, meta) in zip(checkpoints, loaded)]}
-        _, directory = export_dialog_ensemble(members, thresholds, out, ensemble, dev_dialogs=dev)
+        _, directory = export_dialog_ensemble(members, thresholds, out, ensemble, dev_dialogs=dev, weights=weights)
     if dev is not None:
         evaluate_dialog(directory, dev, report=directory / "report")
     print(directory)

@@ -15,6 +15,11 @@ turn LSTM's units:
 
 ``step`` from the zero state, fed a dialog's turns one by one, gives ``serve``'s outputs (a test checks
 it to 1e-5), so a server can stream a conversation by keeping only (h, c) per session.
+
+``weights="float16"`` (``seqtag export --weights float16``) stores every float32 weight as float16, half the bytes,
+and computes in float32 as before: the functions call the Keras layers statelessly (``stateless_call``) with the
+stored values cast up. The model's weights are rounded to float16 first (``round_weights``), so the export still
+equals the Keras model it was given to 1e-5; what the rounding costs shows in the dev figures of the export.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from training.common import artifacts
@@ -44,12 +50,53 @@ Verify = Callable[[Path, dict], Any]
 
 VOCAB_FILE = "vocab.json"
 
+WEIGHT_DTYPES = ("float32", "float16")  # how an export stores the float32 weights (--weights)
+
+
+def round_weights(model: keras.Model) -> keras.Model:
+    """Round ``model``'s float32 weights to float16 values, in place: what a float16 export stores."""
+    model.set_weights([w.astype(np.float16).astype(np.float32) if w.dtype == np.float32 else w
+                       for w in model.get_weights()])
+    return model
+
+
+class StoredWeights:
+    """A model's variables as the SavedModel stores them with ``weights="float16"``: a float16 ``tf.Variable`` (of the
+    same name) for each float32 one, the others (frozen float16 vector rows, integer seeds) as they are."""
+
+    def __init__(self, model: keras.Model):
+        self.stored: dict[int, tf.Variable] = {}
+        for variable in model.variables:
+            if variable.dtype == "float32":
+                self.stored[id(variable)] = tf.Variable(tf.cast(variable.value, tf.float16), trainable=False,
+                                                        name=variable.path)
+            else:
+                self.stored[id(variable)] = variable.value
+
+    def variables(self, model: keras.Model) -> list:
+        return [self.stored[id(v)] for v in model.variables]
+
+    def call(self, layer, *args, **kwargs):
+        """``layer(*args, **kwargs)`` with the stored values, cast back to the variables' dtypes."""
+        def values(variables):
+            return [tf.cast(self.stored[id(v)], v.dtype) for v in variables]
+
+        outputs, _ = layer.stateless_call(values(layer.trainable_variables), values(layer.non_trainable_variables),
+                                          *args, **kwargs)
+        return outputs
+
 
 class DialogSignatures:
     """Builds ``serve``, ``step`` and ``zero_state`` around a trained dialog model."""
 
-    def __init__(self, model: keras.Model, vocabs: DialogVocabs, config: DialogConfig, thresholds: Sequence[float] | None):
+    def __init__(self, model: keras.Model, vocabs: DialogVocabs, config: DialogConfig, thresholds: Sequence[float] | None,
+                 weights: str = "float32"):
+        if weights not in WEIGHT_DTYPES:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHT_DTYPES)}, not {weights!r}")
         self.model = model
+        self.weights = weights
+        # float16: the functions read these (stored) values, never the Keras model's float32 variables
+        self.stored = StoredWeights(model) if weights == "float16" else None
         self.config = config
         self.features, self.turn_lstm, self.output_layer = dialog_parts(model)
         self.units = config.turn_hidden
@@ -98,7 +145,13 @@ class DialogSignatures:
             inputs["pretrained_ids"] = self.pretrained_ids(tokens)
         if self.config.multi_label:
             inputs["previous_actions"] = previous_actions
-        return self.model(inputs, training=False)
+        return self._call(self.model, inputs, training=False)
+
+    def _call(self, layer, *args, **kwargs):
+        """A layer (or sub-model) of the model, with its own variables or the stored float16 ones."""
+        if self.stored is None:
+            return layer(*args, **kwargs)
+        return self.stored.call(layer, *args, **kwargs)
 
     def step_probabilities(self, tokens, speakers, state_h, state_c, previous_actions=None):
         """One turn per session -> (probabilities ``[B, L]``, new state_h, new state_c)."""
@@ -107,11 +160,11 @@ class DialogSignatures:
             inputs["pretrained_ids"] = self.pretrained_ids(tokens)[:, None, :]
         if self.config.multi_label:
             inputs["previous_actions"] = previous_actions[:, None, :]
-        features = self.features(inputs, training=False)[:, 0]  # [B, F]
-        output, (state_h, state_c) = self.turn_lstm.cell(features, [state_h, state_c], training=False)
+        features = self._call(self.features, inputs, training=False)[:, 0]  # [B, F]
+        output, (state_h, state_c) = self._call(self.turn_lstm.cell, features, [state_h, state_c], training=False)
         if self.config.classifier_input == "state+turn":
             output = tf.concat([output, features], axis=-1)  # as the model's "classifier_inputs" layer
-        return self.output_layer(output), state_h, state_c  # [B, L], [B, H], [B, H]
+        return self._call(self.output_layer, output), state_h, state_c  # [B, L], [B, H], [B, H]
 
     # --- signatures ---
     def serve(self, tokens, speakers, turns, previous_actions=None) -> dict[str, tf.Tensor]:
@@ -130,9 +183,17 @@ class DialogSignatures:
     def trackables(self) -> list:
         return [self.word_lookup, self.speaker_lookup, *(self.pretrained.trackables() if self.pretrained else ())]
 
+    def model_variables(self) -> list:
+        """The TensorFlow variables the functions read, in the Keras model's order: its own (``.value``: a Keras
+        variable would be written to the SavedModel a second time, doubling its size), or the stored float16 ones."""
+        if self.stored is not None:
+            return self.stored.variables(self.model)
+        return [variable.value for variable in self.model.variables]
+
     def variable_collections(self) -> dict[str, list]:
-        """Named lists of variables the SavedModel keeps as attributes (none for one model)."""
-        return {}
+        """Named lists of variables the SavedModel keeps as attributes (none for one float32 model; a float16
+        one lists its stored variables, which the fast path reads)."""
+        return {"stored_variables": self.model_variables()} if self.stored is not None else {}
 
     def write(self, directory: Path) -> None:
         multi = self.multi_label
@@ -191,10 +252,7 @@ class EnsembleSignatures(DialogSignatures):
     def variable_collections(self) -> dict[str, list]:
         """Each member's variables as ``member_<i>_variables``: in the SavedModel's flat list the members' weights
         share names, and the fast path (``training.dialog.fast_dialog``) needs to know whose each one is."""
-        # The TensorFlow variables themselves (``.value``), which the functions use: a Keras variable would be
-        # written to the SavedModel a second time, doubling its size.
-        return {member_variables_name(i): [variable.value for variable in member.model.variables]
-                for i, member in enumerate(self.members)}
+        return {member_variables_name(i): member.model_variables() for i, member in enumerate(self.members)}
 
     def dialog_probabilities(self, tokens, speakers, real, previous_actions=None) -> tf.Tensor:
         return tf.add_n([m.dialog_probabilities(tokens, speakers, real, previous_actions)
@@ -210,28 +268,30 @@ class EnsembleSignatures(DialogSignatures):
 
 def export_dialog_model(model: keras.Model, vocabs: DialogVocabs, config: DialogConfig, thresholds: Sequence[float] | None,
                         model_root: str | Path, metadata: dict[str, Any],
-                        dev_dialogs: Sequence[Dialog] | None = None, verify: Verify | None = None) -> tuple[int, Path]:
+                        dev_dialogs: Sequence[Dialog] | None = None, verify: Verify | None = None,
+                        weights: str = "float32") -> tuple[int, Path]:
     """Write ``model_root/<next version>/``; with ``dev_dialogs``, the exported model is scored on them; ``verify``
-    (staging directory, metadata) -> a record under ``export_check``, or an error that publishes nothing."""
+    (staging directory, metadata) -> a record under ``export_check``, or an error that publishes nothing.
+    ``weights="float16"`` stores the weights as float16: give a model already rounded (``round_weights``)."""
     record = {"state_size": config.turn_hidden, "word_vocabulary_size": len(vocabs.words),
               "speakers": list(vocabs.speakers.items[2:]), "config": config.to_dict(),
-              "parameters": int(model.count_params())}
+              "parameters": int(model.count_params()), "weights_stored_as": weights}
     if metadata.get("vectors"):
         record["vectors"] = exported_record(metadata["vectors"], [model])
-    return _export(DialogSignatures(model, vocabs, config, thresholds), vocabs.to_dict(), record, model_root,
+    return _export(DialogSignatures(model, vocabs, config, thresholds, weights), vocabs.to_dict(), record, model_root,
                    metadata, dev_dialogs, verify)
 
 
 def export_dialog_ensemble(members: Sequence[tuple[keras.Model, DialogVocabs, DialogConfig]],
                            thresholds: Sequence[float] | None, model_root: str | Path, metadata: dict[str, Any],
-                           dev_dialogs: Sequence[Dialog] | None = None) -> tuple[int, Path]:
+                           dev_dialogs: Sequence[Dialog] | None = None, weights: str = "float32") -> tuple[int, Path]:
     """Several trained models as one version (``EnsembleSignatures``); the metadata lists each member."""
-    signatures = EnsembleSignatures([DialogSignatures(m, v, c, None) for m, v, c in members], thresholds)
+    signatures = EnsembleSignatures([DialogSignatures(m, v, c, None, weights) for m, v, c in members], thresholds)
     record = {"state_size": signatures.units,
               "word_vocabulary_size": [len(v.words) for _, v, _ in members],
               "speakers": sorted({s for _, v, _ in members for s in v.speakers.items[2:]}),
               "config": [c.to_dict() for _, _, c in members],
-              "parameters": sum(int(m.count_params()) for m, _, _ in members)}
+              "parameters": sum(int(m.count_params()) for m, _, _ in members), "weights_stored_as": weights}
     if metadata.get("vectors"):
         record["vectors"] = exported_record(metadata["vectors"], [m for m, _, _ in members])
     return _export(signatures, {"ensemble": [v.to_dict() for _, v, _ in members]}, record, model_root, metadata,
