@@ -94,7 +94,6 @@ class DialogSignatures:
         if weights not in WEIGHT_DTYPES:
             raise ValueError(f"weights must be one of {', '.join(WEIGHT_DTYPES)}, not {weights!r}")
         self.model = model
-        self.weights = weights
         # float16: the functions read these (stored) values, never the Keras model's float32 variables
         self.stored = StoredWeights(model) if weights == "float16" else None
         self.config = config
