@@ -14,7 +14,7 @@ import tensorflow as tf
 from training.cli import main
 from training.common.errors import ConfigError, DataFormatError
 from training.common.saved_model import pad_tokens
-from training.common.vectors import lookup_key, murmurhash64a, read_vectors, select
+from training.common.vectors import VectorTable, lookup_key, murmurhash64a, read_vectors, select
 from training.dialog.evaluate import dialog_inputs
 from training.dialog.saved_dialog import SavedDialogModel
 from training.dialog.trainer import load_checkpoint as load_dialog_checkpoint
@@ -110,6 +110,23 @@ def test_select_keeps_training_words_and_the_most_frequent(tmp_path):
     assert kept.matrix[kept.id("barks")].sum() == 0  # not kept
     with pytest.raises(ConfigError, match="no such file or directory"):
         read_vectors(str(tmp_path / "missing.txt"))
+
+
+def test_growing_a_kept_table_shares_rows_as_selecting_does():
+    """spaCy's tables prune similar words onto one row: a kept table grown to more words (``--vectors-top``) must
+    share rows as ``select`` would have, not give each added word a copy of its row."""
+    matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
+    table = VectorTable(["the", "dog", "cat", "puppy", "kitten", "a"], np.array([0, 1, 2, 1, 2, 3]), matrix, "cased", {})
+    kept, _ = select(table, ["dog"], top=1)  # the, dog
+    trained = kept.matrix.copy()
+    trained[kept.id("dog")] += 100.0  # fine-tuned: an added word that shares dog's table row gets the trained row
+    grown, rows = kept.resized(trained, ["dog"], top=6, trained_top=1, table=table)
+    direct, _ = select(table, ["dog"], top=6)
+    assert rows.shape == direct.matrix.shape == (2 + 4, 3)  # one row per distinct table row, as selecting keeps them
+    assert grown.id("puppy") == grown.id("dog") and grown.id("kitten") == grown.id("cat") != grown.id("dog")
+    np.testing.assert_array_equal(rows[grown.id("puppy")], matrix[1] + 100.0)
+    for word in ("the", "cat", "kitten", "a"):
+        np.testing.assert_array_equal(rows[grown.id(word)], direct.matrix[direct.id(word)])
 
 
 TRAIN = [[("The", "DET"), ("dog", "NOUN"), ("barks", "VERB"), (".", "PUNCT")],

@@ -107,9 +107,22 @@ class KeptVectors:
             present = set(self.keys)
             added = [r for r in range(trained_top, min(top, len(table.words))) if table.words[r] not in present
                      and "\n" not in table.words[r] and "\r" not in table.words[r]]
+            # Words that share a table row (spaCy's pruned tables) share a model row, as ``select`` keeps them: an
+            # added word whose row the model already has gets that row (as trained), the others one row per table row.
+            position = {word: i for i, word in reversed(list(enumerate(table.words)))}
+            model_row = {}  # table row -> model row id
+            for key, row_id in zip(keys, ids):
+                if key in position:
+                    model_row.setdefault(int(table.rows[position[key]]), row_id)
+            new_table_rows = []
+            for r in added:
+                table_row = int(table.rows[r])
+                if table_row not in model_row:
+                    model_row[table_row] = len(old_rows) + 2 + len(new_table_rows)
+                    new_table_rows.append(table_row)
+                ids.append(model_row[table_row])
             keys += [table.words[r] for r in added]
-            ids += list(range(len(old_rows) + 2, len(old_rows) + 2 + len(added)))
-            rows.append(table.matrix[table.rows[added]].astype(matrix.dtype))
+            rows.append(table.matrix[new_table_rows].astype(matrix.dtype))
         rows = np.concatenate(rows)
         return KeptVectors(tuple(keys), tuple(ids), rows, self.casing), rows
 
