@@ -82,6 +82,11 @@ def trained(request, act_model, action_model, swda_slices, sgd_slices):
     return action_model, read_dialogs(sgd_slices[1], "sgd")
 
 
+def weight_bytes(version) -> int:
+    """Bytes of a version's stored weights."""
+    return sum(f.stat().st_size for f in (Path(version) / "variables").glob("variables.data-*"))
+
+
 def stream(model: SavedDialogModel, dialogs) -> list[np.ndarray]:
     """Every dialog turn by turn through ``step``, all sessions in one call per turn index."""
     inputs = [dialog_inputs(d, model.multi_label, model.tokenizer) for d in dialogs]
@@ -258,8 +263,6 @@ def test_ensemble_export_averages_its_members_and_streams(act_model, swda_slices
         assert np.abs(members[0][row] - members[1][row]).max() > 1e-3  # the members differ: the mean means something
     for streamed, expected in zip(stream(ensemble, dialogs), whole):
         np.testing.assert_allclose(streamed, expected, atol=1e-5)
-    def weight_bytes(directory):
-        return sum(f.stat().st_size for f in (Path(directory) / "variables").glob("variables.data-*"))
 
     # each weight written once (the members' variable lists must not store copies)
     assert weight_bytes(out / "1") <= 1.05 * (weight_bytes(act_model[0]) + weight_bytes(other_dir))
@@ -324,10 +327,6 @@ def test_float16_weights_halve_the_bytes_and_equal_the_rounded_model(act_model, 
     assert 0 < metadata["rounding"]["max_abs_difference_on_probe"] < 1e-2  # what rounding moved, recorded
     stored = exported.saved_model.stored_variables
     assert {v.dtype.name for v in stored if v.dtype.is_floating} == {"float16"}
-
-    def weight_bytes(version):
-        return sum(f.stat().st_size for f in (Path(version) / "variables").glob("variables.data-*"))
-
     assert weight_bytes(out / "1") <= 0.6 * weight_bytes(directory)  # about half (a tiny model: plus alignment)
 
     dialogs = read_dialogs(swda_slices[1], "swda")

@@ -60,6 +60,11 @@ class VectorTable:
     def dimensions(self) -> int:
         return int(self.matrix.shape[1])
 
+    def positions(self) -> dict[str, int]:
+        """Each word's position (the first occurrence wins); a "word" with a line break cannot be a key (the export
+        keeps keys one a line), so it has none."""
+        return {word: i for i, word in reversed(list(enumerate(self.words))) if "\n" not in word and "\r" not in word}
+
 
 def lookup_key(word: str, casing: str) -> str:
     """The key a word is first looked up under (cased tables also try the lower-cased word after it)."""
@@ -109,7 +114,7 @@ class KeptVectors:
                      and "\n" not in table.words[r] and "\r" not in table.words[r]]
             # Words that share a table row (spaCy's pruned tables) share a model row, as ``select`` keeps them: an
             # added word whose row the model already has gets that row (as trained), the others one row per table row.
-            position = {word: i for i, word in reversed(list(enumerate(table.words)))}
+            position = table.positions()
             model_row = {}  # table row -> model row id
             for key, row_id in zip(keys, ids):
                 if key in position:
@@ -165,8 +170,7 @@ def select(table: VectorTable, training_words: Iterable[str], top: int, float16:
     frequency-ordered table; ``top`` < 0: all of them); with ``float16``
     the values are rounded to float16 (stored so in the export, exactly). -> (kept vectors, a record of what was
     kept and how much of the training vocabulary the table covers)."""
-    # First occurrence wins; a "word" with a line break cannot be a key (the export keeps keys one a line).
-    index = {word: i for i, word in reversed(list(enumerate(table.words))) if "\n" not in word and "\r" not in word}
+    index = table.positions()
 
     def find(word: str) -> int | None:
         found = index.get(lookup_key(word, table.casing))

@@ -142,7 +142,7 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
         elif vocabs.pretrained is not None:
             set_pretrained(model, vocabs.pretrained.matrix)
         optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm,
-                                          use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum or 0.99)
+                                          use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum)
         model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
     logger.info("model: %d parameters, %d training batches, computing in %s", model.count_params(), len(train_batches),
                 model.dtype_policy.name)
