@@ -110,11 +110,11 @@ class KeptVectors:
             if table is None:
                 raise ValueError("growing the kept table needs the table it was read from")
             present = set(self.keys)
-            added = [r for r in range(trained_top, min(top, len(table.words))) if table.words[r] not in present
-                     and "\n" not in table.words[r] and "\r" not in table.words[r]]
+            position = table.positions()  # a word without a position (a line break in it) cannot be a key
+            added = [r for r in range(trained_top, min(top, len(table.words)))
+                     if table.words[r] not in present and table.words[r] in position]
             # Words that share a table row (spaCy's pruned tables) share a model row, as ``select`` keeps them: an
             # added word whose row the model already has gets that row (as trained), the others one row per table row.
-            position = table.positions()
             model_row = {}  # table row -> model row id
             for key, row_id in zip(keys, ids):
                 if key in position:
