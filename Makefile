@@ -1,7 +1,7 @@
 # One command each on a fresh machine: `make serve` and `make test` create .venv and install what they need.
 #   make serve           the service's runtime only (pip install -e .), then seqtag serve
 #   make install-train   + the train extra (seqtag train, export, evaluate)
-#   make test            + the train, test and backends extras, then the suite
+#   make test            + the train, test, backends and encoder extras, then the suite
 # Each install has its own stamp in .venv, so `make serve` after `make test` installs nothing and `make test`
 # after `make serve` adds only the extras; a change to pyproject.toml installs again.
 PYTHON ?= python3
@@ -34,7 +34,7 @@ $(TRAIN_STAMP): pyproject.toml | $(BIN)/python
 
 # One pip run for everything (not the serve install first, then the extras: one resolution, not two).
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[train,test,backends]'
+	$(BIN)/python -m pip install --quiet -e '.[train,test,backends,encoder]'
 	touch $(SERVE_STAMP) $(TRAIN_STAMP) $@
 
 # Two pytest processes, a test file each at a time (pytest-xdist): many tests wait on servers they started, so

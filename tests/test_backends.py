@@ -237,3 +237,29 @@ def _nested_layers(model):
             yield layer.forward_layer
             yield layer.backward_layer
         yield layer
+
+
+def test_an_encoder_dialog_model_trained_under_torch_exports_under_tensorflow_and_agrees(tmp_path):
+    """The pretrained utterance encoder (keras-hub's BertBackbone) and both training stages under torch; the
+    export under TensorFlow must reproduce the probe torch computed, or it publishes nothing."""
+    pytest.importorskip("keras_hub", reason="the [encoder] extra (keras-hub) is not installed")
+    from conftest import TINY_DIALOGS
+    from tiny_bert import write_tiny_bert
+    from training.cli import main
+
+    bert = write_tiny_bert(tmp_path / "tiny-bert")
+    data = tmp_path / "dialogs.jsonl"
+    data.write_text("".join(json.dumps({"id": f"d{i}", "turns": [{"speaker": s, "text": t, "label": label}
+                                                                   for s, t, label in turns]}) + "\n"
+                            for i, turns in enumerate(TINY_DIALOGS * 3)), encoding="utf-8")
+    checkpoint, root = tmp_path / "checkpoint", tmp_path / "models" / "dialog-act"
+    result = run_seqtag(["train", "dialog-act", "--train", str(data), "--dev", str(data), "--format", "jsonl",
+                         "--out", str(root), "--checkpoint", str(checkpoint), "--utterance-encoder", str(bert),
+                         "--encoder-layers", "1", "--max-words", "8", "--turn-hidden", "8", "--min-word-count", "1",
+                         "--epochs", "2", "--encoder-batch", "4", "--encoder-warmup", "2", "--quiet"], backend="torch")
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((checkpoint / "training.json").read_text())
+    assert state["metadata"]["training"]["backend"] == "torch" and state["metadata"]["encoder"]["layers"] == "first 1 of 2"
+    assert main(["export", "--from-checkpoint", str(checkpoint), "--out", str(root)]) == 0
+    metadata = json.loads((root / "1" / "metadata.json").read_text())
+    assert metadata["export_check"]["trained_under"] == "torch" and metadata["word_pieces"] == "word_pieces.json"

@@ -1,5 +1,5 @@
 """What each command installs: ``make serve`` (``pip install -e .``) only what serving needs, ``make
-install-train`` adds the ``train`` extra, ``make test`` the ``train``, ``test`` and ``backends`` extras; each
+install-train`` adds the ``train`` extra, ``make test`` the ``train``, ``test``, ``backends`` and ``encoder`` extras; each
 install has its own stamp, so one never redoes the other's work. And the service, with ``seqtag serve``, runs
 without any library of the ``train`` extra, while a training command without it says which extra to add."""
 
@@ -20,6 +20,7 @@ from test_gunicorn import REPO
 
 TRAIN_LIBRARIES = {"scikit-learn", "conllu", "matplotlib", "tensorboard", "seqeval"}
 TEST_LIBRARIES = {"pytest", "selenium", "hypothesis", "schemathesis", "torch", "pytest-xdist"}
+ENCODER_LIBRARIES = {"keras-hub", "safetensors"}  # training a pretrained utterance encoder; never serving
 
 
 def requirement_name(requirement: str) -> str:
@@ -30,8 +31,10 @@ def test_serving_depends_on_no_training_or_test_library():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     core = {requirement_name(r): r for r in project["dependencies"]}
     extras = project["optional-dependencies"]
-    assert not (set(core) & (TRAIN_LIBRARIES | TEST_LIBRARIES)), sorted(set(core) & (TRAIN_LIBRARIES | TEST_LIBRARIES))
+    training_only = TRAIN_LIBRARIES | TEST_LIBRARIES | ENCODER_LIBRARIES
+    assert not (set(core) & training_only), sorted(set(core) & training_only)
     assert {requirement_name(r) for r in extras["train"]} == TRAIN_LIBRARIES
+    assert {requirement_name(r) for r in extras["encoder"]} == ENCODER_LIBRARIES
     assert {"tensorflow", "keras", "flask", "gunicorn", "flask-swagger-ui"} <= set(core)
     # Keras stays pinned among the core dependencies: TensorFlow alone would pull a newer, broken one.
     assert core["keras"] == "keras==3.13.2"
@@ -42,10 +45,10 @@ def test_serving_depends_on_no_training_or_test_library():
 BLOCK_TRAIN_EXTRA = textwrap.dedent("""
     import importlib.abc, sys
 
-    BLOCKED = {"sklearn", "conllu", "matplotlib", "tensorboard", "seqeval", "torch"}
+    BLOCKED = {"sklearn", "conllu", "matplotlib", "tensorboard", "seqeval", "torch", "keras_hub", "safetensors"}
 
     class NotInstalled(importlib.abc.MetaPathFinder):
-        # As in a venv made by `pip install seqtag` (make serve): the train extra and torch are absent.
+        # As in a venv made by `pip install seqtag` (make serve): the train and encoder extras and torch are absent.
         def find_spec(self, name, path, target=None):
             if name.split(".")[0] in BLOCKED:
                 raise ModuleNotFoundError(f"No module named {name!r}", name=name)
@@ -123,11 +126,11 @@ def test_each_command_installs_what_it_needs_once(make_dir):
     assert any("-m venv" in line for line in fresh)
     assert [line for line in fresh if "pip install" in line and "upgrade" not in line] == [
         ".venv/bin/python -m pip install --quiet -e ."]
-    assert any("[train,test,backends]" in line for line in plan(make_dir, "test"))
+    assert any("[train,test,backends,encoder]" in line for line in plan(make_dir, "test"))
     # After make serve, make test adds the extras (one pip run), without a new venv.
     installed(make_dir, "serve")
     assert plan(make_dir, "serve") == []
-    assert plan(make_dir, "test") == [".venv/bin/python -m pip install --quiet -e '.[train,test,backends]'"]
+    assert plan(make_dir, "test") == [".venv/bin/python -m pip install --quiet -e '.[train,test,backends,encoder]'"]
     assert plan(make_dir, "install-train") == [".venv/bin/python -m pip install --quiet -e '.[train]'"]
     # After make test, make serve and make install-train install nothing.
     installed(make_dir, "serve", "train", "test")

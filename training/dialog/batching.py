@@ -2,6 +2,7 @@
 
 Arrays of a batch of B dialogs, padded to its longest dialog (D turns) and longest turn (W words):
     word_ids          int32[B, D, W]   (padding turns hold the start-of-turn marker; their speaker id is 0)
+    (or, for an encoder model's turn-level stage, utterance_vectors float32[B, D, E] in place of word ids)
     speaker_ids       int32[B, D]
     previous_actions  float32[B, D, L] (dialog-action: the previous turn's gold actions)
     targets           int32[B, D] or float32[B, D, L];  weights float32[B, D] (0: padding or unlabelled)
@@ -61,6 +62,11 @@ def pad_dialogs(dialogs: list[EncodedDialog], multi_label: bool, multiple: int =
         if multi_label:
             actions[row, :d] = previous_actions(dialog.targets)
     inputs = {"word_ids": word_ids, "speaker_ids": speaker_ids}
+    if dialogs[0].utterance_vectors is not None:  # each turn's pooled encoder vector, not its pieces
+        vectors = np.zeros((batch, turns, dialogs[0].utterance_vectors.shape[1]), dtype=np.float32)
+        for row, dialog in enumerate(dialogs):
+            vectors[row, :len(dialog.utterance_vectors)] = dialog.utterance_vectors
+        inputs = {"utterance_vectors": vectors, "speaker_ids": speaker_ids}
     if with_pretrained:
         inputs["pretrained_ids"] = pretrained_ids
     if multi_label:
@@ -104,7 +110,7 @@ class DialogBatches(ShapeGuardedBatches):
     def padded_batch(self, index: int, shape: tuple[int, int]):
         inputs, targets, weights = pad_dialogs([self.dialogs[i] for i in self.batches[index]], self.multi_label,
                                                self.multiple, shape)
-        if self.word_dropout > 0:
+        if self.word_dropout > 0 and "word_ids" in inputs:
             word_ids = inputs["word_ids"]
             drop = (self.rng.random(word_ids.shape) < self.word_dropout) & (word_ids > TURN_START_ID)
             inputs["word_ids"] = np.where(drop, UNK_ID, word_ids).astype(np.int32)

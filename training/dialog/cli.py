@@ -93,6 +93,8 @@ def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         # global batch in turns (about: batches are whole dialogs)
         "training": training_record(result, where, config.mixed_precision, config.batch_turns * where.replicas),
     }
+    if result.encoder is not None:
+        metadata["encoder"] = result.encoder
     if result.vectors is not None:
         metadata["vectors"] = result.vectors
     elif previous is not None and previous.get("vectors"):

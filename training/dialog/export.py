@@ -16,6 +16,12 @@ turn LSTM's units:
 ``step`` from the zero state, fed a dialog's turns one by one, gives ``serve``'s outputs (a test checks
 it to 1e-5), so a server can stream a conversation by keeping only (h, c) per session.
 
+A model with a pretrained utterance encoder (``DialogConfig.utterance_encoder``) reads word pieces: its ``tokens``
+are each turn's pieces as ``training.dialog.vocab.piece_turns`` gives them (the first ``max_words - 2`` and
+``[SEP]``; the start marker, BERT's ``[CLS]``, is added inside), not normalized. Its WordPiece tokenizer is written
+beside the SavedModel (``word_pieces.json``, named by metadata's ``word_pieces``), and ``SavedDialogModel`` splits
+words with it, as a TF Serving client would split them before calling.
+
 ``weights="float16"`` (``seqtag export --weights float16``) stores every float32 weight as float16, half the bytes,
 and computes in float32 as before: the functions call the Keras layers statelessly (``stateless_call``) with the
 stored values cast up. The model's weights are rounded to float16 first (``round_weights``), so the export still
@@ -49,6 +55,7 @@ logger = logging.getLogger(__name__)
 Verify = Callable[[Path, dict], Any]
 
 VOCAB_FILE = "vocab.json"
+WORD_PIECES_FILE = "word_pieces.json"  # an encoder model's WordPiece tokenizer (training.common.word_pieces)
 
 WEIGHT_DTYPES = ("float32", "float16")  # how an export stores the float32 weights (--weights)
 
@@ -102,6 +109,7 @@ class DialogSignatures:
         self.multi_label = config.multi_label
         self.n_labels = len(vocabs.labels)
         self.word_lookup = string_lookup(vocabs.words, "word_lookup")
+        self.word_pieces = vocabs.word_pieces
         self.speaker_lookup = string_lookup(vocabs.speakers, "speaker_lookup")
         self.pretrained = PretrainedLookup(vocabs.pretrained) if vocabs.pretrained is not None else None
         self.labels = tf.constant(list(vocabs.labels.items), dtype=tf.string)
@@ -113,7 +121,10 @@ class DialogSignatures:
     # --- preprocessing, mirrored by training.dialog.vocab ---
     def word_ids(self, tokens: tf.Tensor) -> tf.Tensor:
         """Tokens ``[..., W]`` -> ``[..., min(W, max_words - 1) + 1]``: the start marker, then word ids."""
-        ids = tf.cast(self.word_lookup(normalize_words_tf(tokens[..., :self.config.max_words - 1])), tf.int32)
+        tokens = tokens[..., :self.config.max_words - 1]
+        if not self.word_pieces:  # pieces are looked up as the encoder's tokenizer wrote them
+            tokens = normalize_words_tf(tokens)
+        ids = tf.cast(self.word_lookup(tokens), tf.int32)
         start = tf.fill(tf.concat([tf.shape(ids)[:-1], [1]], axis=0), TURN_START_ID)
         return tf.concat([start, ids], axis=-1)
 
@@ -277,6 +288,8 @@ def export_dialog_model(model: keras.Model, vocabs: DialogVocabs, config: Dialog
               "parameters": int(model.count_params()), "weights_stored_as": weights}
     if metadata.get("vectors"):
         record["vectors"] = exported_record(metadata["vectors"], [model])
+    if vocabs.word_pieces is not None:
+        record["word_pieces"] = WORD_PIECES_FILE
     return _export(DialogSignatures(model, vocabs, config, thresholds, weights), vocabs.to_dict(), record, model_root,
                    metadata, dev_dialogs, verify)
 
@@ -285,6 +298,8 @@ def export_dialog_ensemble(members: Sequence[tuple[keras.Model, DialogVocabs, Di
                            thresholds: Sequence[float] | None, model_root: str | Path, metadata: dict[str, Any],
                            dev_dialogs: Sequence[Dialog] | None = None, weights: str = "float32") -> tuple[int, Path]:
     """Several trained models as one version (``EnsembleSignatures``); the metadata lists each member."""
+    if any(v.word_pieces is not None for _, v, _ in members):
+        raise ValueError("models with an utterance encoder are not ensembled (each reads its own pieces)")
     signatures = EnsembleSignatures([DialogSignatures(m, v, c, None, weights) for m, v, c in members], thresholds)
     record = {"state_size": signatures.units,
               "word_vocabulary_size": [len(v.words) for _, v, _ in members],
@@ -308,6 +323,8 @@ def _export(signatures: DialogSignatures, vocab_record: dict, record: dict[str, 
     def write(staging: Path) -> dict[str, Any]:
         signatures.write(staging)
         (staging / VOCAB_FILE).write_text(json.dumps(vocab_record, ensure_ascii=False), encoding="utf-8")
+        if getattr(signatures, "word_pieces", None) is not None:
+            (staging / WORD_PIECES_FILE).write_text(signatures.word_pieces.to_json(), encoding="utf-8")
         outputs = "labels, scores, probabilities" if not config.multi_label else "predicted, probabilities"
         written = {**metadata, "name": Path(model_root).name, "kind": "dialog", "task": config.task,
                    "multi_label": config.multi_label, "tokenizer": config.tokenizer, "format": "tf_saved_model",

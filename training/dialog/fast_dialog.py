@@ -61,6 +61,10 @@ def fast_dialog_step(saved_model, metadata: dict, vocab: dict) -> "FastDialogSte
     """The fast step of an exported version: one model's, or an ensemble's."""
     if "ensemble" in vocab:
         return FastEnsembleStep(saved_model, metadata, vocab)
+    if (metadata.get("config") or {}).get("utterance_encoder"):
+        from training.dialog.fast_encoder import FastEncoderDialogStep
+
+        return FastEncoderDialogStep(saved_model, metadata, vocab)
     return FastDialogStep(saved_model, metadata, vocab)
 
 
@@ -73,6 +77,8 @@ class FastDialogStep:
         config = metadata.get("config") if config is None else config
         if not isinstance(config, dict) or "ensemble" in vocab:
             raise FastPathUnsupported("an ensemble steps through FastEnsembleStep")
+        if config.get("utterance_encoder"):  # its turns go through a transformer: FastEncoderDialogStep
+            raise FastPathUnsupported("a pretrained utterance encoder's step is FastEncoderDialogStep's")
         self.vocabs = DialogVocabs.from_dict(vocab)
         self.max_words = int(config["max_words"])
         self.multi_label = bool(config.get("multi_label", metadata.get("multi_label")))
@@ -189,7 +195,15 @@ def dialog_step_graph(weights: dict, multi_label: bool, pretrained: bool, state_
         n_labels = weights[("label_probabilities", "", "bias")].shape[0]
         parts.append(g.input("previous_actions", np.float32, ["batch", n_labels]))
     features = g.node("Concat", parts, axis=-1)  # [B, F]
+    turn_step(g, weights, features, state_h, state_c, multi_label, state_and_turn)
+    return g.model()
 
+
+def turn_step(g: GraphBuilder, weights: dict, features: str, state_h: str, state_c: str, multi_label: bool,
+              state_and_turn: bool) -> None:
+    """Turn features ``[B, F]`` and the state -> one step of the turn LSTM and the classifier: the graph's outputs
+    ``probabilities``, ``next_state_h``, ``next_state_c`` (weights keyed by role, as ``saved_model_weights``)."""
+    units = weights[("turn_lstm", "", "recurrent_kernel")].shape[0]
     # One step of the turn LSTM's cell, as Keras's LSTMCell: gates i, f, c, o.
     z = g.node("Add", [g.node("Add", [g.node("MatMul", [features, g.const(weights[("turn_lstm", "", "kernel")])]),
                                       g.node("MatMul", [state_h, g.const(weights[("turn_lstm", "", "recurrent_kernel")])])]),
@@ -206,4 +220,3 @@ def dialog_step_graph(weights: dict, multi_label: bool, pretrained: bool, state_
     g.output(probabilities, "probabilities", np.float32, ["batch", n_labels])
     g.output(new_h, "next_state_h", np.float32, ["batch", units])
     g.output(new_c, "next_state_c", np.float32, ["batch", units])
-    return g.model()

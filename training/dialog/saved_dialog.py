@@ -25,6 +25,7 @@ from training.common.fast_path import RUNTIMES, TOLERANCE, FastPathMismatch, bui
 from training.common.saved_model import pad_tokens
 from training.common.tokenizer import tokenizer_for
 from training.common.vocab import PAD_TOKEN
+from training.common.word_pieces import WordPieces, turn_pieces
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ class SavedDialogModel:
         self.task: str = self.metadata.get("task", "dialog-act")
         self.state_size: int = int(self.metadata["state_size"])
         self.tokenizer = tokenizer_for(self.metadata)  # how this model's turns were cut into words in training
+        # A model with a pretrained utterance encoder reads word pieces: its words are split again, as in training.
+        self.word_pieces = (WordPieces.from_file(self.directory / self.metadata["word_pieces"])
+                            if self.metadata.get("word_pieces") else None)
+        self.max_words = int((self.metadata.get("config") or {}).get("max_words", 0)) if self.word_pieces else 0
         thresholds = self.metadata.get("thresholds")
         self.thresholds = np.array(thresholds if thresholds else [0.5] * len(self.labels), dtype=np.float32)
         self.fast = None  # training.dialog.fast_dialog.FastDialogStep (or FastEnsembleStep), once checked
@@ -78,7 +83,7 @@ class SavedDialogModel:
         worst = 0.0
         for t in range(max(len(d) for d in PROBE_DIALOGS)):
             live = [i for i, d in enumerate(PROBE_DIALOGS) if t < len(d)]
-            turns = [DialogTurnInput(PROBE_DIALOGS[i][t][1], PROBE_DIALOGS[i][t][0], actions) for i in live]
+            turns = self.model_turns([DialogTurnInput(PROBE_DIALOGS[i][t][1], PROBE_DIALOGS[i][t][0], actions) for i in live])
             reference = self._step_tensorflow(turns, state_h[live], state_c[live])
             probabilities, new_h, new_c = fast.step([x.tokens for x in turns], [x.speaker for x in turns],
                                                     fast_h[live], fast_c[live], self._actions(turns))
@@ -103,6 +108,10 @@ class SavedDialogModel:
 
     def predict(self, dialogs: Sequence[Sequence[DialogTurnInput]], max_turns_per_call: int = 4096) -> list[np.ndarray]:
         """Probabilities ``[D, L]`` for each dialog (``serve``), batched by length; results in input order."""
+        if self.word_pieces is not None:
+            flat = self.model_turns([turn for dialog in dialogs for turn in dialog])
+            starts = np.cumsum([0] + [len(d) for d in dialogs])
+            dialogs = [flat[starts[i]:starts[i + 1]] for i in range(len(dialogs))]
         order = sorted(range(len(dialogs)), key=lambda i: len(dialogs[i]))
         results: list[np.ndarray | None] = [None] * len(dialogs)
         start = 0
@@ -140,8 +149,17 @@ class SavedDialogModel:
     def _actions(self, turns: Sequence[DialogTurnInput]) -> np.ndarray | None:
         return np.stack([self.action_bits(t.previous_actions) for t in turns]) if self.multi_label else None
 
+    def model_turns(self, turns: Sequence[DialogTurnInput]) -> list[DialogTurnInput]:
+        """Turns as the SavedModel reads them: an encoder model's words split into its pieces (``piece_turns``'s
+        rule); any other model's as they are."""
+        if self.word_pieces is None:
+            return list(turns)
+        pieces = self.word_pieces.split_many([t.tokens for t in turns])
+        return [DialogTurnInput(turn_pieces(p, self.max_words), t.speaker, t.previous_actions) for p, t in zip(pieces, turns)]
+
     def step(self, turns: Sequence[DialogTurnInput], state_h: np.ndarray, state_c: np.ndarray) -> dict[str, np.ndarray]:
         """One turn for each of ``len(turns)`` sessions, stacked states ``[B, H]`` in -> outputs and new states."""
+        turns = self.model_turns(turns)
         if self.fast is None or any(PAD_TOKEN in t.tokens for t in turns):
             return self._step_tensorflow(turns, state_h, state_c)
         probabilities, state_h, state_c = self.fast.step([t.tokens for t in turns], [t.speaker for t in turns],

@@ -27,14 +27,20 @@ from training.common.vectors import read_vectors, select
 from training.dialog.batching import DialogBatches
 from training.dialog.config import DialogConfig
 from training.dialog.data import Dialog, Turn
-from training.dialog.model import build_dialog_model, set_pretrained
-from training.dialog.vocab import DialogVocabs, EncodedDialog, encode_dialog, turn_tokens
+from training.dialog.model import build_model_for, set_pretrained
+from training.dialog.vocab import DialogVocabs, EncodedDialog, encode_dialog, piece_turns, turn_tokens
 
 logger = logging.getLogger(__name__)
 
 
 def tokenize_dialogs(dialogs: Sequence[Dialog], tokenizer: str) -> list[list[list[str]]]:
     return [[turn_tokens(turn.text, tokenizer) for turn in dialog.turns] for dialog in dialogs]
+
+
+def model_tokens(dialogs: Sequence[Dialog], vocabs: DialogVocabs, config: DialogConfig) -> list[list[list[str]]]:
+    """What the model reads of each turn: its words, or (an encoder model) its word pieces."""
+    tokens = tokenize_dialogs(dialogs, config.tokenizer)
+    return tokens if vocabs.word_pieces is None else piece_turns(tokens, vocabs.word_pieces, config.max_words)
 
 
 def encode_dialogs(dialogs: Sequence[Dialog], tokenized, vocabs: DialogVocabs, config: DialogConfig) -> list[EncodedDialog]:
@@ -96,6 +102,7 @@ class DialogTrainingResult:
     best_dev_score: float = 0.0
     seconds: float = 0.0
     vectors: dict | None = None  # the pretrained table's record (training.common.vectors.select), if any
+    encoder: dict | None = None  # the pretrained encoder's record and its fine-tuning (training.dialog.encoder_training)
 
 
 def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Sequence[Dialog], *,
@@ -108,6 +115,13 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
     placement = placement or Placement()
     if not train or not dev:
         raise ValueError("the training and dev data must each hold at least one dialog")
+    if config.utterance_encoder:
+        from training.dialog.encoder_training import train_encoder_dialog_model  # keras-hub: an optional extra
+
+        if init:
+            raise ConfigError("--init-from is not supported with an utterance encoder: train it again")
+        return train_encoder_dialog_model(config, train, dev, verbose=verbose, tensorboard_dir=tensorboard_dir,
+                                          placement=placement)
     keras.utils.set_random_seed(config.seed)
     start = time.perf_counter()
     train_tokens, dev_tokens = tokenize_dialogs(train, config.tokenizer), tokenize_dialogs(dev, config.tokenizer)
@@ -131,8 +145,7 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
     dev_batches = DialogBatches(encode_dialogs(dev, dev_tokens, vocabs, config), 4 * config.batch_turns,
                                 config.multi_label, shuffle=False, multiple=multiple)
     def build() -> keras.Model:
-        return build_dialog_model(config, len(vocabs.words), len(vocabs.speakers), len(vocabs.labels),
-                                  vocabs.pretrained.shape if vocabs.pretrained is not None else None)
+        return build_model_for(config, vocabs)
 
     loss = "binary_crossentropy" if config.multi_label else "sparse_categorical_crossentropy"
     with precision(config.mixed_precision), placement.scope():
@@ -147,7 +160,23 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
     logger.info("model: %d parameters, %d training batches, computing in %s", model.count_params(), len(train_batches),
                 model.dtype_policy.name)
 
-    evaluation = DialogDevEvaluation(dev_batches, config.multi_label, sum(len(d.turns) for d in train), config.max_minutes * 60,
+    evaluation, seconds = fit_turn_model(model, train_batches, dev_batches, config, sum(len(d.turns) for d in train),
+                                         placement, verbose, tensorboard_dir)
+    best = max(evaluation.history, key=lambda r: r["dev_score"])
+
+    # Fine-tuned vector rows are rounded to float16 now (inference_config): the model that is kept is that one.
+    model = float32_copy(model, lambda: build_model_for(inference_config(config), vocabs), placement, force=bool(config.vectors) and config.vectors_trainable)
+    thresholds = tuned_thresholds([predict_batches(model, dev_batches)], dev_batches) if config.multi_label else None
+    return DialogTrainingResult(model, vocabs, config, thresholds, evaluation.history, best["epoch"], best["dev_score"], seconds,
+                                vectors_record)
+
+
+def fit_turn_model(model: keras.Model, train_batches: DialogBatches, dev_batches: DialogBatches, config: DialogConfig,
+                   train_turns: int, placement: Placement, verbose: int = 0,
+                   tensorboard_dir: str | None = None) -> tuple[DialogDevEvaluation, float]:
+    """``fit`` with a dev score after every epoch, the learning rate halved on a plateau and early stopping (the best
+    epoch's weights restored) -> (the evaluation callback, whose ``history`` has each epoch, seconds of training)."""
+    evaluation = DialogDevEvaluation(dev_batches, config.multi_label, train_turns, config.max_minutes * 60,
                                      placement.distributed)
     # With --ema-momentum the averaged weights are swapped in at each epoch's end (and out at the next one's
     # start), before the dev score: dev scores them, and early stopping keeps them for the best epoch.
@@ -166,15 +195,7 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
     best = max(evaluation.history, key=lambda r: r["dev_score"])
     logger.info("best epoch %d of %d: dev %.4f (%.0f s of training)", best["epoch"], len(evaluation.history),
                 best["dev_score"], seconds)
-
-    # Fine-tuned vector rows are rounded to float16 now (inference_config): the model that is kept is that one.
-    model = float32_copy(model, lambda: build_dialog_model(inference_config(config), len(vocabs.words), len(vocabs.speakers),
-                                                           len(vocabs.labels), vocabs.pretrained.shape
-                                                           if vocabs.pretrained is not None else None),
-                         placement, force=bool(config.vectors) and config.vectors_trainable)
-    thresholds = tuned_thresholds([predict_batches(model, dev_batches)], dev_batches) if config.multi_label else None
-    return DialogTrainingResult(model, vocabs, config, thresholds, evaluation.history, best["epoch"], best["dev_score"], seconds,
-                                vectors_record)
+    return evaluation, seconds
 
 
 def tuned_thresholds(member_probabilities: Sequence[list[np.ndarray]], dev_batches: DialogBatches) -> list[float]:
@@ -194,7 +215,7 @@ def ensemble_thresholds(members: Sequence[tuple[keras.Model, DialogVocabs, Dialo
     """Thresholds for an ensemble of multi-label models: each member reads dev with its own vocabularies."""
     probabilities, batches = [], None
     for model, vocabs, config in members:
-        tokens = tokenize_dialogs(dev, config.tokenizer)
+        tokens = model_tokens(dev, vocabs, config)
         batches = DialogBatches(encode_dialogs(dev, tokens, vocabs, config), 4 * config.batch_turns,
                                 config.multi_label, shuffle=False)
         probabilities.append(predict_batches(model, batches))
@@ -204,7 +225,7 @@ def ensemble_thresholds(members: Sequence[tuple[keras.Model, DialogVocabs, Dialo
 def keras_probabilities(model: keras.Model, vocabs: DialogVocabs, config: DialogConfig,
                         dialogs: Sequence[Dialog]) -> list[np.ndarray]:
     """A Keras dialog model's probabilities ``[D, L]`` for each of ``dialogs`` (the checkpoint's probe is so computed)."""
-    batches = DialogBatches(encode_dialogs(dialogs, tokenize_dialogs(dialogs, config.tokenizer), vocabs, config),
+    batches = DialogBatches(encode_dialogs(dialogs, model_tokens(dialogs, vocabs, config), vocabs, config),
                             4 * config.batch_turns, config.multi_label, shuffle=False)
     return predict_batches(model, batches)
 
@@ -233,7 +254,7 @@ def probe_dialogs(state: dict) -> list[Dialog]:
 
 # Options that shape the weights or the vocabularies: a run that goes on from a checkpoint keeps them.
 ARCHITECTURE_FIELDS = ("task", "min_word_count", "tokenizer", "vectors", "vectors_top", "word_dim", "utterance_hidden", "speaker_dim", "turn_hidden",
-                       "classifier_input")
+                       "classifier_input", "utterance_encoder", "encoder_layers", "max_words")
 
 
 def load_checkpoint(directory: Path) -> tuple[keras.Model, DialogVocabs, DialogConfig, list[float] | None, dict]:
@@ -244,7 +265,6 @@ def load_checkpoint(directory: Path) -> tuple[keras.Model, DialogVocabs, DialogC
     # A checkpoint written before configs named their tokenizer was trained on the legacy one.
     config = DialogConfig.from_dict({"tokenizer": LEGACY_TOKENIZER, **state["config"]})
     vocabs = DialogVocabs.from_dict(state["vocabs"])
-    model = build_dialog_model(inference_config(config), len(vocabs.words), len(vocabs.speakers), len(vocabs.labels),
-                               vocabs.pretrained.shape if vocabs.pretrained is not None else None)
+    model = build_model_for(inference_config(config), vocabs)
     checkpoint.load_weights(directory, model)
     return model, vocabs, config, state["thresholds"], state["metadata"]

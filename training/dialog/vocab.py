@@ -7,6 +7,10 @@ turns with the same one), words are normalized by ``training.common.vocab.normal
 The exported SavedModel repeats these rules with ``tf.strings`` ops (``training.dialog.export``), and a test
 checks that both encodings agree.
 
+A model with a pretrained utterance encoder reads word pieces instead (``build_pieces``, ``piece_turns``): each
+turn's words are split by the encoder's WordPiece tokenizer (``training.common.word_pieces``), ended by ``[SEP]``,
+and looked up as they are (not normalized); the start marker stands for the encoder's ``[CLS]``.
+
 Arrays of one dialog with D turns (``EncodedDialog``):
     word_ids     int32[D, W]  (W <= max_words; position 0 is the start-of-turn marker)
     speaker_ids  int32[D]
@@ -25,6 +29,7 @@ import numpy as np
 from training.common.tokenizer import DEFAULT_TOKENIZER, get_tokenizer
 from training.common.vectors import KeptVectors
 from training.common.vocab import PAD_TOKEN, UNK_ID, UNK_TOKEN, Vocab, normalize_word
+from training.common.word_pieces import PAD_PIECE, START_PIECE, UNK_PIECE, WordPieces, turn_pieces
 from training.dialog.data import Dialog
 
 TURN_START = "<s>"
@@ -42,6 +47,11 @@ class DialogVocabs:
     speakers: Vocab  # speaker names ("" is never an entry: it reads as unknown)
     labels: Vocab  # output labels, sorted, no reserved ids
     pretrained: KeptVectors | None = None  # the pretrained table's kept words and their rows, if the model has one
+    # A model with a pretrained sentence encoder (training.common.text_encoder) reads word pieces: ``words`` are then
+    # the kept pieces (not normalized; TURN_START is the encoder's [CLS]), split by ``word_pieces``, and
+    # ``encoder_shape`` (an EncoderShape's dict) builds the encoder again.
+    word_pieces: WordPieces | None = None
+    encoder_shape: dict | None = None
 
     @classmethod
     def build(cls, dialogs: Sequence[Dialog], tokenized: Sequence[Sequence[list[str]]], min_word_count: int) -> "DialogVocabs":
@@ -58,25 +68,57 @@ class DialogVocabs:
                       key=lambda w: (-word_counts[w], w))
         return cls(Vocab((PAD_TOKEN, UNK_TOKEN, TURN_START, *kept)), Vocab.build(speakers, 1), Vocab.labels(labels))
 
+    @classmethod
+    def build_pieces(cls, dialogs: Sequence[Dialog], pieces: Sequence[Sequence[list[str]]], word_pieces: WordPieces,
+                     encoder_shape: dict, min_count: int) -> tuple["DialogVocabs", list[int]]:
+        """Vocabularies of an encoder model, from its training turns' ``pieces`` as the encoder's whole tokenizer
+        splits them (``piece_turns``): the pieces seen ``min_count`` times or more are kept (``WordPieces.kept``)
+        -> (vocabularies, each word id's row in the encoder's published embedding)."""
+        counts = Counter(p for turns in pieces for turn in turns for p in turn)
+        used = [p for p in counts if counts[p] >= min_count]
+        kept = word_pieces.kept(sorted(used, key=lambda p: word_pieces.vocabulary[p]))
+        words = [p for p in kept.vocabulary if p not in (PAD_PIECE, UNK_PIECE, START_PIECE)]
+        rows = [word_pieces.vocabulary[p] for p in (PAD_PIECE, UNK_PIECE, START_PIECE, *words)]
+        plain = cls.build(dialogs, [[[] for _ in turns] for turns in pieces], 1)  # speakers and labels
+        return cls(Vocab((PAD_TOKEN, UNK_TOKEN, TURN_START, *words)), plain.speakers, plain.labels,
+                   word_pieces=kept, encoder_shape=encoder_shape), rows
+
     def to_dict(self) -> dict:
         data = {"words": list(self.words.items), "speakers": list(self.speakers.items), "labels": list(self.labels.items)}
         if self.pretrained is not None:
             data["pretrained"] = self.pretrained.to_dict()
+        if self.word_pieces is not None:
+            data["word_pieces"] = self.word_pieces.definition
+            data["encoder_shape"] = self.encoder_shape
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "DialogVocabs":
         pretrained = KeptVectors.from_dict(data["pretrained"]) if data.get("pretrained") else None
+        word_pieces = WordPieces(data["word_pieces"], "vocabularies") if data.get("word_pieces") else None
         return cls(Vocab(tuple(data["words"])), Vocab(tuple(data["speakers"])), Vocab(tuple(data["labels"]), reserved=False),
-                   pretrained)
+                   pretrained, word_pieces, data.get("encoder_shape"))
 
     def with_pretrained(self, pretrained: KeptVectors | None) -> "DialogVocabs":
-        return DialogVocabs(self.words, self.speakers, self.labels, pretrained)
+        return DialogVocabs(self.words, self.speakers, self.labels, pretrained, self.word_pieces, self.encoder_shape)
+
+
+def piece_turns(tokenized: Sequence[Sequence[list[str]]], word_pieces: WordPieces, max_words: int) -> list[list[list[str]]]:
+    """Dialogs of word-tokenized turns -> the pieces each turn is read as (``turn_pieces``: at most max_words - 2, then
+    [SEP]); the service splits a turn's words the same way (``training.dialog.saved_dialog``)."""
+    flat = word_pieces.split_many([turn for turns in tokenized for turn in turns])
+    pieces, start = [], 0
+    for turns in tokenized:
+        pieces.append([turn_pieces(p, max_words) for p in flat[start:start + len(turns)]])
+        start += len(turns)
+    return pieces
 
 
 def encode_turn_words(tokens: Sequence[str], vocabs: DialogVocabs, max_words: int) -> np.ndarray:
-    """One turn's tokens -> ``int32[<= max_words]``: the start marker, then the first max_words - 1 words."""
-    return np.array([TURN_START_ID] + [vocabs.words.id(normalize_word(t)) for t in tokens[:max_words - 1]], dtype=np.int32)
+    """One turn's tokens -> ``int32[<= max_words]``: the start marker, then the first max_words - 1 words (pieces:
+    as they are, not normalized)."""
+    key = normalize_word if vocabs.word_pieces is None else str
+    return np.array([TURN_START_ID] + [vocabs.words.id(key(t)) for t in tokens[:max_words - 1]], dtype=np.int32)
 
 
 def encode_turn_pretrained(tokens: Sequence[str], vocabs: DialogVocabs, max_words: int) -> np.ndarray:
@@ -96,6 +138,8 @@ class EncodedDialog:
     targets: np.ndarray  # int32[D] or float32[D, L]
     labeled: np.ndarray  # float32[D]
     pretrained_ids: np.ndarray | None = None  # int32[D, W]: rows of the kept vector table (models with vectors)
+    # float32[D, E]: each turn's pooled encoder vector, in place of word ids (an encoder model's turn-level training)
+    utterance_vectors: np.ndarray | None = None
 
 
 def encode_dialog(dialog: Dialog, tokens: Sequence[list[str]], vocabs: DialogVocabs, max_words: int,
