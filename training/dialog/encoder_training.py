@@ -103,14 +103,20 @@ def turn_utterances(dialogs: Sequence[EncodedDialog], labeled_only: bool) -> tup
     return utterances, np.asarray(targets)
 
 
-def pooled_vectors(encoder: keras.Model, dialogs: Sequence[EncodedDialog], batch_size: int = 256) -> list[np.ndarray]:
-    """Each dialog's turns through the encoder (inference mode) -> ``[D, hidden]`` per dialog."""
-    utterances, _ = turn_utterances(dialogs, labeled_only=False)
+def utterance_outputs(model: keras.Model, utterances: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+    """``model`` (the encoder, or the classifier over it) on each utterance's piece ids, in inference mode, batched
+    by length -> ``[N, output size]`` in the utterances' order."""
     batches = UtteranceBatches(utterances, None, batch_size, shuffle=False)
-    vectors = np.zeros((len(utterances), encoder.output_shape[-1]), dtype=np.float32)
+    outputs = np.zeros((len(utterances), model.output_shape[-1]), dtype=np.float32)
     for index in range(len(batches)):
         (pieces,) = batches.padded_batch(index, batches.variable_shape(index))
-        vectors[batches.batches[index]] = keras.ops.convert_to_numpy(encoder(pieces, training=False))
+        outputs[batches.batches[index]] = keras.ops.convert_to_numpy(model(pieces, training=False))
+    return outputs
+
+
+def pooled_vectors(encoder: keras.Model, dialogs: Sequence[EncodedDialog]) -> list[np.ndarray]:
+    """Each dialog's turns through the encoder (inference mode) -> ``[D, hidden]`` per dialog."""
+    vectors = utterance_outputs(encoder, turn_utterances(dialogs, labeled_only=False)[0])
     split, start = [], 0
     for dialog in dialogs:
         split.append(vectors[start:start + len(dialog.speaker_ids)])
@@ -137,11 +143,7 @@ def fine_tune_encoder(encoder: keras.Model, config: DialogConfig, n_labels: int,
         start = time.perf_counter()
         classifier.fit(batches, epochs=1, verbose=verbose)
         seconds = time.perf_counter() - start
-        scored = UtteranceBatches(dev_utterances, None, 256, shuffle=False)
-        probabilities = np.zeros((len(dev_utterances), n_labels), dtype=np.float32)
-        for index in range(len(scored)):
-            (x,) = scored.padded_batch(index, scored.variable_shape(index))
-            probabilities[scored.batches[index]] = keras.ops.convert_to_numpy(classifier(x, training=False))
+        probabilities = utterance_outputs(classifier, dev_utterances)
         if config.multi_label:
             predicted, gold = probabilities >= 0.5, dev_targets > 0.5
             tp, wrong = (predicted & gold).sum(), (predicted ^ gold).sum()
@@ -199,14 +201,13 @@ def train_encoder_dialog_model(config: DialogConfig, train: Sequence[Dialog], de
     head.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm),
                  loss="binary_crossentropy" if config.multi_label else "sparse_categorical_crossentropy", jit_compile=False)
     logger.info("turn model: %d parameters over the encoder's %d", head.count_params(), encoder.count_params())
-    evaluation, seconds = fit_turn_model(head, train_batches, dev_batches, config, sum(len(d.turns) for d in train),
-                                         placement, verbose, tensorboard_dir)
-    best = max(evaluation.history, key=lambda r: r["dev_score"])
+    history, best, seconds = fit_turn_model(head, train_batches, dev_batches, config, sum(len(d.turns) for d in train),
+                                            placement, verbose, tensorboard_dir)
     copy_turn_head(head, model)
     thresholds = tuned_thresholds([predict_batches(head, dev_batches)], dev_batches) if config.multi_label else None
     record = {**pretrained.record(config.encoder_layers, config.encoder_licence), "pieces_kept": len(vocabs.words),
               "pieces_published": len(pretrained.word_pieces.vocabulary), "fine_tuning": fine_tuning}
     total = seconds + sum(e["seconds"] for e in fine_tuning["epochs"]) + fine_tuning["vectors_seconds"]
-    return DialogTrainingResult(model, vocabs, config, thresholds, evaluation.history, best["epoch"], best["dev_score"],
+    return DialogTrainingResult(model, vocabs, config, thresholds, history, best["epoch"], best["dev_score"],
                                 total, encoder=record)
 

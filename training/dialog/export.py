@@ -122,7 +122,7 @@ class DialogSignatures:
     def word_ids(self, tokens: tf.Tensor) -> tf.Tensor:
         """Tokens ``[..., W]`` -> ``[..., min(W, max_words - 1) + 1]``: the start marker, then word ids."""
         tokens = tokens[..., :self.config.max_words - 1]
-        if not self.word_pieces:  # pieces are looked up as the encoder's tokenizer wrote them
+        if self.word_pieces is None:  # pieces are looked up as the encoder's tokenizer wrote them
             tokens = normalize_words_tf(tokens)
         ids = tf.cast(self.word_lookup(tokens), tf.int32)
         start = tf.fill(tf.concat([tf.shape(ids)[:-1], [1]], axis=0), TURN_START_ID)

@@ -160,22 +160,22 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
     logger.info("model: %d parameters, %d training batches, computing in %s", model.count_params(), len(train_batches),
                 model.dtype_policy.name)
 
-    evaluation, seconds = fit_turn_model(model, train_batches, dev_batches, config, sum(len(d.turns) for d in train),
-                                         placement, verbose, tensorboard_dir)
-    best = max(evaluation.history, key=lambda r: r["dev_score"])
+    history, best, seconds = fit_turn_model(model, train_batches, dev_batches, config, sum(len(d.turns) for d in train),
+                                            placement, verbose, tensorboard_dir)
 
     # Fine-tuned vector rows are rounded to float16 now (inference_config): the model that is kept is that one.
-    model = float32_copy(model, lambda: build_model_for(inference_config(config), vocabs), placement, force=bool(config.vectors) and config.vectors_trainable)
+    model = float32_copy(model, lambda: build_model_for(inference_config(config), vocabs), placement,
+                         force=bool(config.vectors) and config.vectors_trainable)
     thresholds = tuned_thresholds([predict_batches(model, dev_batches)], dev_batches) if config.multi_label else None
-    return DialogTrainingResult(model, vocabs, config, thresholds, evaluation.history, best["epoch"], best["dev_score"], seconds,
+    return DialogTrainingResult(model, vocabs, config, thresholds, history, best["epoch"], best["dev_score"], seconds,
                                 vectors_record)
 
 
 def fit_turn_model(model: keras.Model, train_batches: DialogBatches, dev_batches: DialogBatches, config: DialogConfig,
                    train_turns: int, placement: Placement, verbose: int = 0,
-                   tensorboard_dir: str | None = None) -> tuple[DialogDevEvaluation, float]:
+                   tensorboard_dir: str | None = None) -> tuple[list[dict], dict, float]:
     """``fit`` with a dev score after every epoch, the learning rate halved on a plateau and early stopping (the best
-    epoch's weights restored) -> (the evaluation callback, whose ``history`` has each epoch, seconds of training)."""
+    epoch's weights restored) -> (each epoch's record, the best one's, seconds of training)."""
     evaluation = DialogDevEvaluation(dev_batches, config.multi_label, train_turns, config.max_minutes * 60,
                                      placement.distributed)
     # With --ema-momentum the averaged weights are swapped in at each epoch's end (and out at the next one's
@@ -195,7 +195,7 @@ def fit_turn_model(model: keras.Model, train_batches: DialogBatches, dev_batches
     best = max(evaluation.history, key=lambda r: r["dev_score"])
     logger.info("best epoch %d of %d: dev %.4f (%.0f s of training)", best["epoch"], len(evaluation.history),
                 best["dev_score"], seconds)
-    return evaluation, seconds
+    return evaluation.history, best, seconds
 
 
 def tuned_thresholds(member_probabilities: Sequence[list[np.ndarray]], dev_batches: DialogBatches) -> list[float]:
