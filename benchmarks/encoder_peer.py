@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from benchmarks.dialog_step import stream_times
 from training.common import artifacts
 from training.dialog.data import read_dialogs
 from training.dialog.evaluate import dialog_inputs
@@ -53,15 +54,7 @@ def main(argv=None) -> int:
     texts = [turn.text for d in dialogs for turn in d.turns]
 
     def run_ours() -> list[float]:
-        times = []
-        for turns in conversations:
-            h, c = ours.zero_state(1)
-            for turn in turns:
-                start = time.perf_counter()
-                out = ours.step([turn], h, c)
-                times.append(time.perf_counter() - start)
-                h, c = out["state_h"], out["state_c"]
-        return times
+        return stream_times(ours, conversations)
 
     def run_peer() -> list[float]:
         times = []

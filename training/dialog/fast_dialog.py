@@ -68,7 +68,38 @@ def fast_dialog_step(saved_model, metadata: dict, vocab: dict) -> "FastDialogSte
     return FastDialogStep(saved_model, metadata, vocab)
 
 
-class FastDialogStep:
+class OnnxDialogStep:
+    """What the dialog models' fast steps share: the speaker ids, the state and previous actions fed as the exported
+    ``step`` takes them, and one ONNX Runtime call. Subclasses set ``session``, ``multi_label``, ``_speakers`` and
+    feed the turns' ids (``turn_feeds``)."""
+
+    session = None
+    multi_label = False
+    _speakers: dict = {}
+
+    def speaker_id(self, speaker: str) -> int:
+        """As the exported ``step``: "" and unseen names are unknown (1), never padding."""
+        return UNK_ID if speaker == PAD_TOKEN else self._speakers.get(speaker, UNK_ID)
+
+    def turn_feeds(self, turns: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def feeds(self, turns: Sequence[Sequence[str]], speakers: Sequence[str], state_h: np.ndarray, state_c: np.ndarray,
+              previous_actions: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        feeds = {**self.turn_feeds(turns), "speaker_ids": np.array([self.speaker_id(s) for s in speakers], np.int32),
+                 "state_h": np.asarray(state_h, np.float32), "state_c": np.asarray(state_c, np.float32)}
+        if self.multi_label:
+            feeds["previous_actions"] = np.asarray(previous_actions, np.float32)
+        return feeds
+
+    def step(self, turns, speakers, state_h, state_c, previous_actions=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> (probabilities ``[B, L]``, new state_h, new state_c)."""
+        probabilities, new_h, new_c = self.session.run(["probabilities", "next_state_h", "next_state_c"],
+                                                       self.feeds(turns, speakers, state_h, state_c, previous_actions))
+        return probabilities, new_h, new_c
+
+
+class FastDialogStep(OnnxDialogStep):
     """One turn for each of B sessions, states in and out, through ONNX Runtime."""
 
     def __init__(self, saved_model, metadata: dict, vocab: dict, weights: dict | None = None,
@@ -100,12 +131,7 @@ class FastDialogStep:
             found = self._pretrained_index.get(graph_lowercase(word))
         return UNK_ID if found is None else found
 
-    def speaker_id(self, speaker: str) -> int:
-        """As the exported ``step``: "" and unseen names are unknown (1), never padding."""
-        return UNK_ID if speaker == PAD_TOKEN else self._speakers.get(speaker, UNK_ID)
-
-    def feeds(self, turns: Sequence[Sequence[str]], speakers: Sequence[str], state_h: np.ndarray, state_c: np.ndarray,
-              previous_actions: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def turn_feeds(self, turns: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
         kept = [list(tokens[:self.max_words - 1]) for tokens in turns]
         lengths = np.array([1 + len(tokens) for tokens in kept], np.int32)
         word_ids = np.zeros((len(kept), int(lengths.max())), np.int32)
@@ -113,24 +139,14 @@ class FastDialogStep:
         words = self._words
         for row, tokens in enumerate(kept):
             word_ids[row, 1:1 + len(tokens)] = [words.get(_normalize(t), UNK_ID) for t in tokens]
-        feeds = {"word_ids": word_ids, "lengths": lengths,
-                 "speaker_ids": np.array([self.speaker_id(s) for s in speakers], np.int32),
-                 "state_h": np.asarray(state_h, np.float32), "state_c": np.asarray(state_c, np.float32)}
+        feeds = {"word_ids": word_ids, "lengths": lengths}
         if self.pretrained:
             pretrained_ids = np.zeros_like(word_ids)
             pretrained_ids[:, 0] = UNK_ID  # the start marker has no vector
             for row, tokens in enumerate(kept):
                 pretrained_ids[row, 1:1 + len(tokens)] = [self._pretrained_id(t) for t in tokens]
             feeds["pretrained_ids"] = pretrained_ids
-        if self.multi_label:
-            feeds["previous_actions"] = np.asarray(previous_actions, np.float32)
         return feeds
-
-    def step(self, turns, speakers, state_h, state_c, previous_actions=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """-> (probabilities ``[B, L]``, new state_h, new state_c)."""
-        probabilities, new_h, new_c = self.session.run(["probabilities", "next_state_h", "next_state_c"],
-                                                       self.feeds(turns, speakers, state_h, state_c, previous_actions))
-        return probabilities, new_h, new_c
 
 
 class FastEnsembleStep:

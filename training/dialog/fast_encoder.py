@@ -24,8 +24,8 @@ from typing import Sequence
 import numpy as np
 
 from training.common.fast_path import FastPathUnsupported, GraphBuilder, inference_session, weights_by_role
-from training.common.vocab import PAD_TOKEN, UNK_ID
-from training.dialog.fast_dialog import turn_step
+from training.common.vocab import UNK_ID
+from training.dialog.fast_dialog import OnnxDialogStep, turn_step
 from training.dialog.vocab import TURN_START_ID, DialogVocabs
 
 TURN_LAYERS = ("speaker_embedding", "turn_lstm", "label_probabilities")  # the turn model's, after the encoder
@@ -38,7 +38,7 @@ def weights_by_path(variables) -> dict[str, np.ndarray]:
     return {v.name.split(":")[0]: v.numpy().astype(np.float32) for v in variables if v.dtype.is_floating}
 
 
-class FastEncoderDialogStep:
+class FastEncoderDialogStep(OnnxDialogStep):
     """One turn for each of B sessions, states in and out, through ONNX Runtime."""
 
     def __init__(self, saved_model, metadata: dict, vocab: dict):
@@ -63,26 +63,15 @@ class FastEncoderDialogStep:
         self._pieces = self.vocabs.words._index  # type: ignore[attr-defined]
         self._speakers = self.vocabs.speakers._index  # type: ignore[attr-defined]
 
-    def feeds(self, turns: Sequence[Sequence[str]], speakers: Sequence[str], state_h: np.ndarray, state_c: np.ndarray,
-              previous_actions: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def turn_feeds(self, turns: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
+        """Each session's pieces (``SavedDialogModel.model_turns``) -> the start marker and the first max_words - 1
+        piece ids, as the exported ``step`` looks them up (not normalized)."""
         kept = [list(pieces[:self.max_words - 1]) for pieces in turns]
         piece_ids = np.zeros((len(kept), 1 + max(len(p) for p in kept)), np.int32)
         piece_ids[:, 0] = TURN_START_ID
         for row, pieces in enumerate(kept):
             piece_ids[row, 1:1 + len(pieces)] = [self._pieces.get(p, UNK_ID) for p in pieces]
-        feeds = {"piece_ids": piece_ids,
-                 "speaker_ids": np.array([UNK_ID if s == PAD_TOKEN else self._speakers.get(s, UNK_ID) for s in speakers],
-                                         np.int32),
-                 "state_h": np.asarray(state_h, np.float32), "state_c": np.asarray(state_c, np.float32)}
-        if self.multi_label:
-            feeds["previous_actions"] = np.asarray(previous_actions, np.float32)
-        return feeds
-
-    def step(self, turns, speakers, state_h, state_c, previous_actions=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``turns``: each session's pieces (``SavedDialogModel.model_turns``) -> (probabilities, new state_h, state_c)."""
-        probabilities, new_h, new_c = self.session.run(["probabilities", "next_state_h", "next_state_c"],
-                                                       self.feeds(turns, speakers, state_h, state_c, previous_actions))
-        return probabilities, new_h, new_c
+        return {"piece_ids": piece_ids}
 
 
 def encoder_step_graph(encoder: dict[str, np.ndarray], turn: dict, layers: int, heads: int, multi_label: bool,
