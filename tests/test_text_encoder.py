@@ -102,13 +102,14 @@ def encoder_run(tmp_path_factory, tiny_bert):
     """A dialog-act model over the tiny BERT, trained in both stages and exported (float32 and float16)."""
     from training.dialog.config import DialogConfig
     from training.dialog.export import export_dialog_model, round_weights
-    from training.dialog.trainer import keras_probabilities, train_dialog_model
+    from training.dialog.encoder_training import train_encoder_dialog_model
+    from training.dialog.trainer import keras_probabilities
 
     dialogs = tiny_dialogs()
     config = DialogConfig(utterance_encoder=str(tiny_bert), encoder_layers=1, encoder_licence="test-only", max_words=8,
                           speaker_dim=3, turn_hidden=8, min_word_count=1, epochs=2, encoder_batch=4, encoder_warmup=2,
                           encoder_learning_rate=1e-3, learning_rate=0.01)
-    result = train_dialog_model(config, dialogs, dialogs[:2])
+    result = train_encoder_dialog_model(config, dialogs, dialogs[:2])
     root = tmp_path_factory.mktemp("encoder-models") / "dialog-act"
     exports = {}
     for stored in ("float32", "float16"):
@@ -118,6 +119,14 @@ def encoder_run(tmp_path_factory, tiny_bert):
                                            {"task": "dialog-act", "encoder": result.encoder}, weights=stored)
         exports[stored] = (directory, expected)
     return result, dialogs, exports
+
+
+def test_the_one_stage_trainer_refuses_an_encoder_config(tiny_bert):
+    from training.dialog.config import DialogConfig
+    from training.dialog.trainer import train_dialog_model
+
+    with pytest.raises(ConfigError, match="two stages"):
+        train_dialog_model(DialogConfig(utterance_encoder=str(tiny_bert)), tiny_dialogs(), tiny_dialogs())
 
 
 def test_the_encoder_model_trains_in_two_stages_and_records_its_encoder(encoder_run, tiny_bert):

@@ -84,8 +84,16 @@ def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     train = read_dialogs(args.train, args.format)
     dev = read_dialogs(args.dev, args.format)
     verbose = 0 if args.quiet or not sys.stdout.isatty() else 1
-    result = train_dialog_model(config, train, dev, verbose=verbose, init=init, tensorboard_dir=args.tensorboard,
-                                placement=where)
+    if config.utterance_encoder:  # two stages (training.dialog.encoder_training); keras-hub is an optional extra
+        from training.dialog.encoder_training import train_encoder_dialog_model
+
+        if init:
+            raise ConfigError("--init-from is not supported with --utterance-encoder: train it again")
+        result = train_encoder_dialog_model(config, train, dev, verbose=verbose, tensorboard_dir=args.tensorboard,
+                                            placement=where)
+    else:
+        result = train_dialog_model(config, train, dev, verbose=verbose, init=init, tensorboard_dir=args.tensorboard,
+                                    placement=where)
     metadata = {
         "task": args.task, "data_format": args.format,
         "data": {"train": data_record(args.train, train), "dev": data_record(args.dev, dev)},

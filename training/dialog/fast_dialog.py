@@ -61,10 +61,6 @@ def fast_dialog_step(saved_model, metadata: dict, vocab: dict) -> "FastDialogSte
     """The fast step of an exported version: one model's, or an ensemble's."""
     if "ensemble" in vocab:
         return FastEnsembleStep(saved_model, metadata, vocab)
-    if (metadata.get("config") or {}).get("utterance_encoder"):
-        from training.dialog.fast_encoder import FastEncoderDialogStep
-
-        return FastEncoderDialogStep(saved_model, metadata, vocab)
     return FastDialogStep(saved_model, metadata, vocab)
 
 
@@ -108,7 +104,7 @@ class FastDialogStep(OnnxDialogStep):
         config = metadata.get("config") if config is None else config
         if not isinstance(config, dict) or "ensemble" in vocab:
             raise FastPathUnsupported("an ensemble steps through FastEnsembleStep")
-        if config.get("utterance_encoder"):  # its turns go through a transformer: FastEncoderDialogStep
+        if config.get("utterance_encoder"):  # its turns go through a transformer (training.dialog.fast_encoder)
             raise FastPathUnsupported("a pretrained utterance encoder's step is FastEncoderDialogStep's")
         self.vocabs = DialogVocabs.from_dict(vocab)
         self.max_words = int(config["max_words"])

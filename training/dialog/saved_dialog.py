@@ -69,8 +69,10 @@ class SavedDialogModel:
 
     def _build_fast_path(self) -> None:
         from training.dialog.fast_dialog import PROBE_DIALOGS, fast_dialog_step  # ONNX is imported only when asked for
+        from training.dialog.fast_encoder import FastEncoderDialogStep
 
-        fast, reason = build_fast_model(self.directory, fast_dialog_step, self.saved_model, self.metadata)
+        build = FastEncoderDialogStep if self.word_pieces is not None else fast_dialog_step
+        fast, reason = build_fast_model(self.directory, build, self.saved_model, self.metadata)
         if fast is None:
             logger.info("%s: no fast step (%s); stepping through TensorFlow", self.directory, reason)
             self.fast_check = {"runtime": "tensorflow", "reason": reason}

@@ -116,12 +116,8 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
     if not train or not dev:
         raise ValueError("the training and dev data must each hold at least one dialog")
     if config.utterance_encoder:
-        from training.dialog.encoder_training import train_encoder_dialog_model  # keras-hub: an optional extra
-
-        if init:
-            raise ConfigError("--init-from is not supported with an utterance encoder: train it again")
-        return train_encoder_dialog_model(config, train, dev, verbose=verbose, tensorboard_dir=tensorboard_dir,
-                                          placement=placement)
+        raise ConfigError("a model with an utterance encoder trains in two stages: "
+                          "training.dialog.encoder_training.train_encoder_dialog_model")
     keras.utils.set_random_seed(config.seed)
     start = time.perf_counter()
     train_tokens, dev_tokens = tokenize_dialogs(train, config.tokenizer), tokenize_dialogs(dev, config.tokenizer)
