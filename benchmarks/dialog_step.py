@@ -39,13 +39,18 @@ def stream_times(model: SavedDialogModel, conversations) -> list[float]:
     return times
 
 
+def add_stream_options(parser: argparse.ArgumentParser, dialogs: int, rounds: int = 5) -> None:
+    """The conversations streamed (``--data``, ``--format``, ``--dialogs`` per round) and ``--rounds``."""
+    parser.add_argument("--data", default="../shared/data/swda/val")
+    parser.add_argument("--format", default="swda")
+    parser.add_argument("--dialogs", type=int, default=dialogs, help="conversations streamed per round")
+    parser.add_argument("--rounds", type=int, default=rounds)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--versions", required=True, help="comma-separated version directories (models/<name>/<n>)")
-    parser.add_argument("--data", default="../shared/data/swda/val")
-    parser.add_argument("--format", default="swda")
-    parser.add_argument("--dialogs", type=int, default=40, help="conversations streamed per round")
-    parser.add_argument("--rounds", type=int, default=5)
+    add_stream_options(parser, dialogs=40)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 

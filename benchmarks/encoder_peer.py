@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from benchmarks.dialog_step import stream_times
+from benchmarks.dialog_step import add_stream_options, stream_times
 from training.common import artifacts
 from training.dialog.data import read_dialogs
 from training.dialog.evaluate import dialog_inputs
@@ -34,10 +34,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", required=True, help="an encoder model's version directory (models/<name>/<n>)")
     parser.add_argument("--encoder", required=True, help="the published encoder directory it was trained from")
-    parser.add_argument("--data", default="../shared/data/swda/val")
-    parser.add_argument("--format", default="swda")
-    parser.add_argument("--dialogs", type=int, default=6, help="conversations per round")
-    parser.add_argument("--rounds", type=int, default=5)
+    add_stream_options(parser, dialogs=6)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 

@@ -55,18 +55,10 @@ class DialogVocabs:
 
     @classmethod
     def build(cls, dialogs: Sequence[Dialog], tokenized: Sequence[Sequence[list[str]]], min_word_count: int) -> "DialogVocabs":
-        word_counts: Counter = Counter()
-        speakers: Counter = Counter()
-        labels: set[str] = set()
-        for dialog, turns in zip(dialogs, tokenized):
-            for turn, tokens in zip(dialog.turns, turns):
-                word_counts.update(normalize_word(t) for t in tokens)
-                if turn.speaker:
-                    speakers[turn.speaker] += 1
-                labels.update(turn.labels or ())
+        word_counts = Counter(normalize_word(t) for turns in tokenized for tokens in turns for t in tokens)
         kept = sorted((w for w, n in word_counts.items() if n >= min_word_count and w not in (PAD_TOKEN, UNK_TOKEN, TURN_START)),
                       key=lambda w: (-word_counts[w], w))
-        return cls(Vocab((PAD_TOKEN, UNK_TOKEN, TURN_START, *kept)), Vocab.build(speakers, 1), Vocab.labels(labels))
+        return cls(Vocab((PAD_TOKEN, UNK_TOKEN, TURN_START, *kept)), *speakers_and_labels(dialogs))
 
     @classmethod
     def build_pieces(cls, dialogs: Sequence[Dialog], pieces: Sequence[Sequence[list[str]]], word_pieces: WordPieces,
@@ -79,8 +71,7 @@ class DialogVocabs:
         kept = word_pieces.kept(sorted(used, key=lambda p: word_pieces.vocabulary[p]))
         words = [p for p in kept.vocabulary if p not in (PAD_PIECE, UNK_PIECE, START_PIECE)]
         rows = [word_pieces.vocabulary[p] for p in (PAD_PIECE, UNK_PIECE, START_PIECE, *words)]
-        plain = cls.build(dialogs, [[[] for _ in turns] for turns in pieces], 1)  # speakers and labels
-        return cls(Vocab((PAD_TOKEN, UNK_TOKEN, TURN_START, *words)), plain.speakers, plain.labels,
+        return cls(Vocab((PAD_TOKEN, UNK_TOKEN, TURN_START, *words)), *speakers_and_labels(dialogs),
                    word_pieces=kept, encoder_shape=encoder_shape), rows
 
     def to_dict(self) -> dict:
@@ -101,6 +92,13 @@ class DialogVocabs:
 
     def with_pretrained(self, pretrained: KeptVectors | None) -> "DialogVocabs":
         return DialogVocabs(self.words, self.speakers, self.labels, pretrained, self.word_pieces, self.encoder_shape)
+
+
+def speakers_and_labels(dialogs: Sequence[Dialog]) -> tuple[Vocab, Vocab]:
+    """The speakers of ``dialogs`` ("" is never an entry) and their labels, sorted."""
+    speakers = Counter(turn.speaker for dialog in dialogs for turn in dialog.turns if turn.speaker)
+    labels = {label for dialog in dialogs for turn in dialog.turns for label in (turn.labels or ())}
+    return Vocab.build(speakers, 1), Vocab.labels(labels)
 
 
 def piece_turns(tokenized: Sequence[Sequence[list[str]]], word_pieces: WordPieces, max_words: int) -> list[list[list[str]]]:
