@@ -1,10 +1,13 @@
 # One command each on a fresh machine: `make serve` and `make test` create .venv and install what they need.
 #   make serve           the service's runtime only (pip install -e .), then seqtag serve
 #   make install-train   + the train extra (seqtag train, export, evaluate)
-#   make test            + the train, test, backends and encoder extras, then the suite
+#   make test            + the train, test, backends, encoder and docs extras, then the suite
+#   make docs            the documentation site (MkDocs Material) into site/, strictly; make docs-serve to edit it
 # Each install has its own stamp in .venv, so `make serve` after `make test` installs nothing and `make test`
 # after `make serve` adds only the extras; a change to pyproject.toml installs again.
 PYTHON ?= python3
+# The checkout this Makefile belongs to (links resolved): what pip installs, wherever make is run from.
+ROOT := $(patsubst %/,%,$(dir $(realpath $(firstword $(MAKEFILE_LIST)))))
 VENV := .venv
 BIN := $(VENV)/bin
 SERVE_STAMP := $(VENV)/.installed-serve
@@ -13,7 +16,7 @@ TEST_STAMP := $(VENV)/.installed-test
 PORT ?= 8000
 export PORT
 
-.PHONY: install install-serve install-train install-test test serve reliability clean
+.PHONY: install install-serve install-train install-test test serve reliability docs docs-serve clean
 
 install: install-test
 install-serve: $(SERVE_STAMP)
@@ -25,16 +28,16 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(SERVE_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '$(ROOT)'
 	touch $@
 
 $(TRAIN_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[train]'
+	$(BIN)/python -m pip install --quiet -e '$(ROOT)[train]'
 	touch $(SERVE_STAMP) $@
 
 # One pip run for everything (not the serve install first, then the extras: one resolution, not two).
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[train,test,backends,encoder]'
+	$(BIN)/python -m pip install --quiet -e '$(ROOT)[train,test,backends,encoder,docs]'
 	touch $(SERVE_STAMP) $(TRAIN_STAMP) $@
 
 # Two pytest processes, a test file each at a time (pytest-xdist): many tests wait on servers they started, so
@@ -46,16 +49,25 @@ test: $(TEST_STAMP)
 	.ci/ensure-tools
 	$(PYTEST) $(PYTEST_ARGS)
 
-# The tests that try to break the service, then the README's reliability table from what they recorded.
+# The tests that try to break the service, then the reliability page's table (docs/reliability.md) from what they recorded.
 reliability: $(TEST_STAMP)
 	.ci/ensure-tools
 	$(PYTEST) tests/test_fuzz.py tests/test_bad_json.py tests/test_properties.py tests/test_auth.py tests/test_load.py \
 		tests/test_faults.py $(PYTEST_ARGS)
-	$(BIN)/python -m benchmarks.reliability_table --readme README.md
+	$(BIN)/python -m benchmarks.reliability_table --page docs/reliability.md
 
 # seqtag serve: gunicorn with service/gunicorn_conf.py over $(SEQTAG_MODELS_DIR) (default: models) on $(PORT).
 serve: $(SERVE_STAMP)
 	$(BIN)/seqtag serve
 
+# The documentation site: every page under docs/, the model cards, the API reference from the service's OpenAPI
+# document. --strict: a broken link or anchor, or a page missing from the nav, fails the build (the suite builds it too).
+docs: $(TEST_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+DOCS_PORT ?= 8001
+docs-serve: $(TEST_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build site *.egg-info

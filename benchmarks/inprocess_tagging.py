@@ -97,6 +97,28 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def batch_rate(tagger: SavedTagger, sentences: list[list[str]], batch_size: int, conditions=None) -> float:
+    """Tokens/s of one pass of ``SavedTagger.tag`` over the sentences (it sorts them by length, as the service's
+    batcher does)."""
+    tokens = sum(len(s) for s in sentences)
+    start = time.perf_counter()
+    tagger.tag(sentences, batch_size=batch_size, conditions=conditions)
+    return tokens / (time.perf_counter() - start)
+
+
+def single_latencies(tagger: SavedTagger, sentences: list[list[str]], conditions=None, forget: bool = False) -> list[float]:
+    """Seconds of each sentence tagged alone (a lone request); ``forget``: the fast path's kept words forgotten
+    before each (every word's characters encoded again)."""
+    latencies = []
+    for i, sentence in enumerate(sentences):
+        if forget:
+            tagger.fast.forget()
+        start = time.perf_counter()
+        tagger.tag([sentence], conditions=conditions[i:i + 1] if conditions else None)
+        latencies.append(time.perf_counter() - start)
+    return latencies
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="models/pos")
@@ -148,9 +170,7 @@ def main(argv=None) -> int:
     for _ in range(args.rounds):
         for runtime, tagger in taggers.items():
             for batch_size in batch_sizes:
-                start = time.perf_counter()
-                tagger.tag(sentences, batch_size=batch_size)
-                rates.setdefault((runtime, f"sorted {batch_size}"), []).append(tokens / (time.perf_counter() - start))
+                rates.setdefault((runtime, f"sorted {batch_size}"), []).append(batch_rate(tagger, sentences, batch_size))
             if args.unsorted:
                 start = time.perf_counter()
                 for i in range(0, len(sentences), 32):
@@ -163,16 +183,9 @@ def main(argv=None) -> int:
         if peer is not None:
             rates.setdefault(("spacy", "sorted 256"), []).append(tokens / peer.ask(do="batch", batch_size=256)["seconds"])
         for runtime, tagger in taggers.items():
-            for sentence in singles:
-                start = time.perf_counter()
-                tagger.tag([sentence])
-                latencies.setdefault(runtime, []).append(time.perf_counter() - start)
+            latencies.setdefault(runtime, []).extend(single_latencies(tagger, singles))
             if tagger.fast is not None:  # the same with nothing kept: every word's characters encoded again
-                for sentence in singles:
-                    tagger.fast.forget()
-                    start = time.perf_counter()
-                    tagger.tag([sentence])
-                    latencies.setdefault(f"{runtime}, no kept words", []).append(time.perf_counter() - start)
+                latencies.setdefault(f"{runtime}, no kept words", []).extend(single_latencies(tagger, singles, forget=True))
         if peer is not None:
             # spaCy times the same sentences in the same order (its list is sorted, so it gets them from us)
             peer.ask(do="load", sentences=singles)

@@ -1,10 +1,10 @@
-"""The README's reliability table, written from the rows the reliability tests recorded.
+"""The reliability page's table (``docs/reliability.md``), written from the rows the reliability tests recorded.
 
-    .venv/bin/python -m benchmarks.reliability_table                    # print the table
-    .venv/bin/python -m benchmarks.reliability_table --readme README.md # replace the README's table
+    .venv/bin/python -m benchmarks.reliability_table                              # print the table
+    .venv/bin/python -m benchmarks.reliability_table --page docs/reliability.md   # replace the page's table
 
 The rows are ``build/reliability/*.json`` (see ``tests/reliability.py``), written by ``make test`` or
-``make reliability``. In the README the table sits between two markers, and only that block is rewritten.
+``make reliability``. In the page the table sits between two markers, and only that block is rewritten.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def replace_block(text: str, table: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=Path, default=Path("build/reliability"), help="the recorded rows")
-    parser.add_argument("--readme", type=Path, help="rewrite the table in this file instead of printing it")
+    parser.add_argument("--page", type=Path, help="rewrite the table in this Markdown file (docs/reliability.md) "
+                                                  "instead of printing it")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rows = load_rows(args.rows)
@@ -61,15 +62,15 @@ def main(argv=None) -> int:
         logger.error("no rows under %s: run the reliability tests first (make reliability)", args.rows)
         return 1
     table = render(rows)
-    if args.readme is None:
+    if args.page is None:
         sys.stdout.write(table + "\n")
         return 0
     try:
-        args.readme.write_text(replace_block(args.readme.read_text(encoding="utf-8"), table), encoding="utf-8")
+        args.page.write_text(replace_block(args.page.read_text(encoding="utf-8"), table), encoding="utf-8")
     except ValueError as error:
-        logger.error("%s: %s", args.readme, error)
+        logger.error("%s: %s", args.page, error)
         return 1
-    logger.info("%s: %d rows written", args.readme, len(rows))
+    logger.info("%s: %d rows written", args.page, len(rows))
     return 0
 
 

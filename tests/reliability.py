@@ -1,9 +1,9 @@
-"""Rows of the README's reliability table, recorded by the tests that try to break the service.
+"""Rows of the reliability page's table (``docs/reliability.md``), recorded by the tests that try to break the service.
 
 Each such test, once its assertions have passed, calls ``record``: what it tried, how much of it, what was
 lost, and the figures it measured. Rows land in ``build/reliability/<row>.json`` (``SEQTAG_RELIABILITY_DIR``
-elsewhere); ``python -m benchmarks.reliability_table --readme README.md`` writes the table from them, so the
-README shows what the suite did, not what someone remembers. A failed test records nothing: its row keeps
+elsewhere); ``python -m benchmarks.reliability_table --page docs/reliability.md`` writes the table from them, so the
+page shows what the suite did, not what someone remembers. A failed test records nothing: its row keeps
 its previous run, dated, or stays missing.
 """
 

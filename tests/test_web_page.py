@@ -11,19 +11,14 @@ Content-Security-Policy (its console)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
 
+from browser import require_chromium, requested_urls, start_chromium
 from test_gunicorn import REPO, call, serve_shipped_models
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER):
-    if os.environ.get("CI"):  # CI must run it: a skip there would hide a page nobody tested
-        raise RuntimeError("CI=true but chromium or chromedriver is missing (.ci/ensure-tools installs them)")
-    pytest.skip("needs Debian's chromium and chromium-driver (.ci/ensure-tools installs them)", allow_module_level=True)
+require_chromium()
 SCREENSHOT = REPO / "build" / "screenshots" / "web-page.png"
 
 
@@ -51,20 +46,7 @@ def keyed_server(tmp_path_factory, random_tagger_dir):
 
 @pytest.fixture(scope="module")
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1400,900",
-                     # No network but the loopback: a page that needs a CDN shows nothing, as offline.
-                     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
-        options.add_argument(argument)
-    # Chromium's network events and console, to tell what a page tried to fetch and what was refused.
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
+    driver = start_chromium()
     yield driver
     driver.quit()
 
@@ -207,18 +189,6 @@ def test_the_page_sends_the_key_it_is_given(keyed_server, browser):
     browser.find_element(By.ID, "tag-button").click()
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tag-result .token"))
     assert len(browser.find_elements(By.CSS_SELECTOR, "#tag-result .token")) > 3
-
-
-def requested_urls(browser) -> list[str]:
-    """Every URL the browser asked for since the last call (Chromium's performance log)."""
-    import json
-
-    urls = []
-    for entry in browser.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message["method"] == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
 
 
 def refused(browser) -> list[str]:

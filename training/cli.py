@@ -1,9 +1,10 @@
-"""The ``seqtag`` command line: ``seqtag train pos|spans|dialog-act|dialog-action ...``, ``export``, ``evaluate``
-and ``serve``.
+"""The ``seqtag`` command line: ``seqtag train pos|spans|dialog-act|dialog-action ...``, ``export``, ``evaluate``,
+``serve`` and ``cards``.
 
 The one entry point: it builds the parser and dispatches to each wing's commands (``training.tagger.cli``,
 ``training.dialog.cli``) by task, by checkpoint kind or by the model's metadata. ``seqtag serve`` starts the
-HTTP service (gunicorn with ``service.gunicorn_conf``, as ``make serve`` does) and needs no checkout.
+HTTP service (gunicorn with ``service.gunicorn_conf``, as ``make serve`` does) and needs no checkout. ``seqtag
+cards`` writes the model cards (``docs/models/*.md``) from the models' metadata (``training.model_cards``).
 
 The wings, Keras and the service are imported only by the commands that use them: ``seqtag serve`` hands the
 process to gunicorn without loading TensorFlow first, and an install without the ``train`` extra (``pip
@@ -55,6 +56,24 @@ def add_serve_parser(commands) -> argparse.ArgumentParser:
     return serve
 
 
+def add_cards_parser(commands) -> argparse.ArgumentParser:
+    cards = commands.add_parser(
+        "cards", help="write the model cards (docs/models/*.md) from the models' metadata.json",
+        description="Render one Markdown model card per model under --models (every version: data and licences, "
+                    "commands, dev metrics, training record, size and speed, known limits) and an index, into --out. "
+                    "--check writes nothing and exits 1 naming each stale, missing or extra card.")
+    cards.add_argument("--models", type=Path, default=Path("models"), metavar="DIR",
+                       help="the models directory, <name>/<version>/ (default: models)")
+    cards.add_argument("--out", type=Path, default=Path("docs/models"), metavar="DIR",
+                       help="where the cards go (default: docs/models); hand-written notes are read from DIR/notes/<name>.md")
+    cards.add_argument("--speed", type=Path, default=Path("docs/models/speed.json"), metavar="FILE",
+                       help="in-process speed figures, written by benchmarks/model_speed.py --write (default: "
+                            "docs/models/speed.json)")
+    cards.add_argument("--check", action="store_true",
+                       help="write nothing; exit 1 if a card is stale, missing or extra, 0 if all are up to date")
+    return cards
+
+
 def build_parser() -> argparse.ArgumentParser:
     from training.common.tokenizer import TOKENIZERS
     from training.dialog import cli as dialog_cli
@@ -104,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tokenizer", choices=TOKENIZERS,
                           help="with --raw-text: the tokenizer to score (default: the model's)")
     add_serve_parser(commands)
+    add_cards_parser(commands)
     return parser
 
 
@@ -128,8 +148,29 @@ def command_serve(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-def _serve_only(argv: Sequence[str]) -> bool:
-    return bool(argv) and argv[0] == "serve"
+# Commands that need neither wing: parsed by their own parser, so that they do not import Keras and TensorFlow.
+LIGHT_COMMANDS = {"serve": add_serve_parser, "cards": add_cards_parser}
+
+
+def _light_command(argv: Sequence[str]) -> str | None:
+    return argv[0] if argv and argv[0] in LIGHT_COMMANDS else None
+
+
+def command_cards(args: argparse.Namespace) -> int:
+    """Write the model cards, or with ``--check`` say which are out of date (exit status 1)."""
+    from training import model_cards
+
+    if not args.models.is_dir():
+        raise ConfigError(f"{args.models}: no such models directory (give --models DIR, holding <name>/<version>/)")
+    if args.check:
+        problems = model_cards.check_cards(args.models, args.out, args.speed)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if not problems:
+            logger.info("%s: the model cards are up to date", args.out)
+        return 1 if problems else 0
+    model_cards.write_cards(args.models, args.out, args.speed)
+    return 0
 
 
 def command_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -172,11 +213,12 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if _serve_only(argv):
-        # Only the serve command's parser: the full one imports the training wings, and with them Keras and
-        # TensorFlow (seconds, and hundreds of MB), which gunicorn's workers load anyway.
+    light = _light_command(argv)
+    if light is not None:
+        # Only this command's parser: the full one imports the training wings, and with them Keras and
+        # TensorFlow (seconds, and hundreds of MB), which gunicorn's workers load anyway and the cards never need.
         parser = argparse.ArgumentParser(prog="seqtag")
-        add_serve_parser(parser.add_subparsers(dest="command", required=True))
+        LIGHT_COMMANDS[light](parser.add_subparsers(dest="command", required=True))
         args = parser.parse_args(argv)
         args.verbose = False
     else:
@@ -189,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return command_serve(args)
+        if args.command == "cards":
+            return command_cards(args)
         from training.common.checkpoint import ExportMismatchError
         from training.dialog import cli as dialog_cli
         from training.tagger import cli as tagger_cli

@@ -11,7 +11,7 @@ The models stay backend-agnostic Keras 3; these two run options are the only pla
   that times the number of replicas, so one replica sees what a one-device run sees. Several machines
   (``MultiWorkerMirroredStrategy``) are not offered: Keras 3's ``fit`` cannot run it (it averages a first batch
   across workers to build the model, which fails for batches of different shapes, and then every step's loss
-  reduction fails: tensorflow/tensorflow#72388); the README says what to do instead.
+  reduction fails: tensorflow/tensorflow#72388); docs/training/backends.md says what to do instead.
 
 Whatever the run computed in, the checkpoint and the export get a float32 model (``float32_copy``): the
 weights are float32 variables anyway, and serving computes in float32.

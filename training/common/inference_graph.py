@@ -15,7 +15,7 @@ product before the loop. The backward direction runs over the same packed layout
 steps reversed (a permutation of packed positions), so padding never enters a computation, and the two
 directions are independent loops that TensorFlow runs side by side.
 
-Measured with ``benchmarks/inprocess_tagging.py`` on 2 CPU cores (see the README).
+Measured with ``benchmarks/inprocess_tagging.py`` on 2 CPU cores (see docs/speed.md).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ class DialogConfig(ConfigBase):
     # sentence-transformers publish it. Turns are then read as its word pieces (max_words of them, [CLS] and [SEP]
     # included); the word and vector options above do not apply. Needs the [encoder] extra.
     utterance_encoder: str = ""
-    encoder_layers: int = 3  # its first N transformer layers are kept (fewer: faster and smaller, see the README)
+    encoder_layers: int = 3  # its first N transformer layers are kept (fewer: faster and smaller, see docs/training/encoders.md)
     encoder_licence: str = ""  # the encoder's licence, recorded in metadata.json (its directory does not say)
     encoder_dropout: float = 0.1  # inside the encoder (BERT's own rate)
     # Stage 1 (training.dialog.encoder_training): the encoder fine-tuned alone as a one-utterance classifier.

@@ -14,7 +14,7 @@ Two stages, then one model:
 The encoder's weights and the turn model's then fill one ``build_dialog_model`` model, which checkpoints, exports
 and streams like any dialog model. Why not end to end: every epoch of the turn model would then run the encoder
 forward and backward over every turn (about 10 minutes on 2 cores for SwDA train); over fixed vectors an epoch
-takes seconds, and the README's measurements show the two stages reach the target.
+takes seconds, and the measurements in docs/training/encoders.md show the two stages reach the target.
 """
 
 from __future__ import annotations
