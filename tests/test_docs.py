@@ -211,3 +211,18 @@ def test_the_site_in_a_browser_offline(site, site_url):
         assert not others, f"the site asked other hosts for: {others[:5]}"
     finally:
         browser.quit()
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/index.md"])
+def test_the_model_tables_name_the_serving_versions(page):
+    """The README's and the home page's tables are written by hand: they must name the versions that serve,
+    with the size their cards give, so a newly shipped version cannot leave them behind."""
+    text = (REPO / page).read_text(encoding="utf-8")
+    rows = re.findall(r"^\| \[`([a-z-]+)/(\d+)`\]\([^)]*\) \|.*\| ([\d.]+) MB \|$", text, flags=re.M)
+    names = sorted(path.name for path in (REPO / "models").iterdir() if path.is_dir())
+    assert sorted(name for name, _, _ in rows) == names, f"{page}: one row per shipped model"
+    for name, version, size in rows:
+        versions = [int(path.name) for path in (REPO / "models" / name).iterdir() if path.name.isdigit()]
+        assert int(version) == max(versions), f"{page}: {name}/{version}, but {name}/{max(versions)} serves"
+        card = (DOCS / "models" / f"{name}.md").read_text(encoding="utf-8")
+        assert f"| {version} | serving |" in card and f"| {size} MB |" in card, f"{page}: {name}'s size is not its card's"

@@ -1,8 +1,9 @@
 """The README's and the getting-started page's commands, run as a user would type them, against a real server.
 
 ``docs/getting-started.md`` starts the server itself (``make serve &``, the README's set-up command, on a free
-port) and its examples run against it; then the README's examples run against that same server, each page in a
-fresh working directory. Every command must exit 0 and print what the page shows (``tests/doc_examples.py``
+port) and its examples run against it; then the README's examples are checked against that same server, each
+page in a fresh working directory (a README step that getting started already ran word for word is checked
+against that run's output). Every command must exit 0 and print what the page shows (``tests/doc_examples.py``
 says how an answer is compared). The parsing and comparing rules are tested here too, so a checker that
 passes everything cannot hide behind the real run.
 """
@@ -113,6 +114,10 @@ def test_the_pages_have_examples_that_start_and_use_a_server():
 
 @pytest.mark.skipif(shutil.which("jq") is None, reason="jq is not installed (.ci/ensure-tools installs it)")
 def test_the_readme_and_getting_started_examples_run_and_answer_as_shown(tmp_path):
+    """Getting started runs first, whole, and starts the server. The README repeats some of its steps word for
+    word (the same request, the same training command) in the same order: each of those is checked against what
+    that very command printed in getting started's run, instead of a second training and a second session. The
+    README's other commands run after it, in a working directory of their own, against the same server."""
     if not DATA.is_dir():
         pytest.skip(f"{DATA} not found (the evaluate example reads UD English EWT dev)")
     port = free_port()
@@ -122,23 +127,44 @@ def test_the_readme_and_getting_started_examples_run_and_answer_as_shown(tmp_pat
     shell = ShellSession(tmp_path, env, log)
     failures: list[str] = []
     (tmp_path / "shared").symlink_to(DATA.parent)  # ../shared/data from each page's working directory
+    ran: list[tuple[str, int, str]] = []  # getting started's (command, status, printed), in order
+
+    def run(example) -> tuple[int, str] | None:
+        try:
+            return shell.run(at_port(example.command, port), timeout_for(example.command))
+        except TimeoutError as error:
+            failures.append(f"{example.where()}: {example.command}\n  {error}")
+            return None
+
+    def check(example, status: int, printed: str) -> None:
+        if status != 0:
+            failures.append(f"{example.where()}: {example.command}\n  exit status {status}; printed:\n{printed}")
+            return
+        problem = check_output(example.expected, printed)
+        if problem:
+            failures.append(f"{example.where()}: {example.command}\n  {problem}")
+
     try:
-        for page in PAGES:
-            folder = working_directory(REPO, tmp_path / page.stem)
-            assert shell.run(f"cd {folder}", 10)[0] == 0
-            for example in console_examples(page):
-                try:
-                    status, printed = shell.run(at_port(example.command, port), timeout_for(example.command))
-                except TimeoutError as error:
-                    failures.append(f"{example.where()}: {example.command}\n  {error}")
-                    break
-                if status != 0:
-                    failures.append(f"{example.where()}: {example.command}\n  exit status {status}; printed:\n"
-                                    f"{printed}")
-                    continue
-                problem = check_output(example.expected, printed)
-                if problem:
-                    failures.append(f"{example.where()}: {example.command}\n  {problem}")
+        assert shell.run(f"cd {working_directory(REPO, tmp_path / 'getting-started')}", 10)[0] == 0
+        for example in console_examples(PAGES[0]):
+            result = run(example)
+            if result is None:
+                break
+            ran.append((example.command, *result))
+            check(example, *result)
+        assert shell.run(f"cd {working_directory(REPO, tmp_path / 'readme')}", 10)[0] == 0
+        position, repeated = 0, 0
+        for example in console_examples(PAGES[1]):
+            match = next((i for i in range(position, len(ran)) if ran[i][0] == example.command), None)
+            if match is not None:  # the same command, at its place in getting started's sequence
+                position, repeated = match + 1, repeated + 1
+                check(example, ran[match][1], ran[match][2])
+                continue
+            result = run(example)
+            if result is None:
+                break
+            check(example, *result)
+        assert repeated >= 3, "the README's examples are meant to be getting started's first steps"
     finally:
         shell.close()
     if failures:

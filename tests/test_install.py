@@ -121,24 +121,35 @@ def installed(folder, *stamps: str) -> None:
 
 
 def test_each_command_installs_what_it_needs_once(make_dir):
+    root = os.path.realpath(make_dir)  # pip installs the Makefile's own checkout, wherever make runs
     # A fresh clone: make serve makes the venv and installs the project alone, no extra.
     fresh = plan(make_dir, "serve")
     assert any("-m venv" in line for line in fresh)
     assert [line for line in fresh if "pip install" in line and "upgrade" not in line] == [
-        ".venv/bin/python -m pip install --quiet -e ."]
-    assert any("[train,test,backends,encoder]" in line for line in plan(make_dir, "test"))
+        f".venv/bin/python -m pip install --quiet -e '{root}'"]
+    assert any(f"'{root}[train,test,backends,encoder,docs]'" in line for line in plan(make_dir, "test"))
     # After make serve, make test adds the extras (one pip run), without a new venv.
     installed(make_dir, "serve")
     assert plan(make_dir, "serve") == []
-    assert plan(make_dir, "test") == [".venv/bin/python -m pip install --quiet -e '.[train,test,backends,encoder]'"]
-    assert plan(make_dir, "install-train") == [".venv/bin/python -m pip install --quiet -e '.[train]'"]
+    assert plan(make_dir, "test") == [f".venv/bin/python -m pip install --quiet -e '{root}[train,test,backends,encoder,docs]'"]
+    assert plan(make_dir, "install-train") == [f".venv/bin/python -m pip install --quiet -e '{root}[train]'"]
     # After make test, make serve and make install-train install nothing.
     installed(make_dir, "serve", "train", "test")
     assert plan(make_dir, "serve") == [] and plan(make_dir, "test") == [] and plan(make_dir, "install-train") == []
     # A changed pyproject.toml installs again.
     later = time.time() + 60
     os.utime(make_dir / "pyproject.toml", (later, later))
-    assert plan(make_dir, "serve") == [".venv/bin/python -m pip install --quiet -e ."]
+    assert plan(make_dir, "serve") == [f".venv/bin/python -m pip install --quiet -e '{root}'"]
     # make serve runs seqtag serve.
     assert ".venv/bin/seqtag serve" in subprocess.run(["make", "-n", "serve"], cwd=make_dir, capture_output=True,
                                                        text=True).stdout
+
+
+def test_make_run_through_a_linked_makefile_installs_the_makefiles_checkout(make_dir, tmp_path_factory):
+    """The documentation's examples run `make serve` from a folder that links the checkout's Makefile and .venv:
+    pip must install the checkout, not that folder (an editable install of a folder without the code)."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    for name in ("Makefile", "pyproject.toml"):
+        (elsewhere / name).symlink_to(make_dir / name)
+    lines = [line for line in plan(elsewhere, "serve") if "pip install" in line and "upgrade" not in line]
+    assert lines == [f".venv/bin/python -m pip install --quiet -e '{os.path.realpath(make_dir)}'"]
