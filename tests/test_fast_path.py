@@ -54,16 +54,27 @@ def test_tagger_fast_path_equals_keras_and_saved_model(ewt_slices, tmp_path, cha
     fast = SavedTagger(directory, runtime="onnx")
     assert fast.runtime == "onnx" and fast.fast_check["max_difference"] <= 1e-5
     reference = SavedTagger(directory).tag(sentences, batch_size=16)
+    # The Keras model's probabilities, in one padded batch (padding never changes a token's output:
+    # tests/test_model.py), sliced to each sentence's length.
+    encoded = [encode_words(sentence, vocabs, config.max_word_length) for sentence in sentences]
+    longest = max(len(word_ids) for word_ids, _ in encoded)
+    word_batch = np.zeros((len(encoded), longest), dtype=encoded[0][0].dtype)
+    widest = max(char_ids.shape[1] for _, char_ids in encoded)
+    char_batch = np.zeros((len(encoded), longest, widest), dtype=encoded[0][1].dtype)
+    for row, (word_ids, char_ids) in enumerate(encoded):
+        word_batch[row, :len(word_ids)] = word_ids
+        char_batch[row, :char_ids.shape[0], :char_ids.shape[1]] = char_ids
+    batch = np.asarray(model({"word_ids": word_batch, "char_ids": char_batch}, training=False))
+    expected = [batch[row, :len(sentence)] for row, sentence in enumerate(sentences)]
     for batch_size in (16, 1):
-        for sentence, result, saved in zip(sentences, fast.tag(sentences, batch_size=batch_size), reference):
-            word_ids, char_ids = encode_words(sentence, vocabs, config.max_word_length)
-            expected = np.asarray(model({"word_ids": word_ids[None], "char_ids": char_ids[None]}, training=False)[0])
-            np.testing.assert_allclose(result.probabilities, expected, atol=1e-5)
+        for index, (result, saved) in enumerate(zip(fast.tag(sentences, batch_size=batch_size), reference)):
+            np.testing.assert_allclose(result.probabilities, expected[index], atol=1e-5)
             np.testing.assert_allclose(result.probabilities, saved.probabilities, atol=1e-5)
             assert result.tags == saved.tags
-            for t, token in enumerate(sentence):
-                got_word, _, got_chars = fast.fast.token_ids(token)
-                assert got_word == word_ids[t] and list(got_chars) == char_ids[t][char_ids[t] != 0].tolist()
+    for sentence, (word_ids, char_ids) in zip(sentences, encoded):
+        for t, token in enumerate(sentence):
+            got_word, _, got_chars = fast.fast.token_ids(token)
+            assert got_word == word_ids[t] and list(got_chars) == char_ids[t][char_ids[t] != 0].tolist()
 
 
 @pytest.fixture(scope="module")
