@@ -106,7 +106,7 @@ def load_models(models_dir: Path) -> dict[str, list[Version]]:
             report = directory / "report"
             versions.append(Version(
                 name=root.name, number=number, directory=directory,
-                metadata=json.loads((directory / artifacts.METADATA_FILE).read_text(encoding="utf-8")),
+                metadata=artifacts.read_metadata(directory),
                 serving=number == numbers[0], files=len(files), size=sum(p.stat().st_size for p in files),
                 report_size=sum(p.stat().st_size for p in files if report in p.parents),
                 report_files=tuple(sorted(p.relative_to(report).as_posix() for p in files if report in p.parents))))
