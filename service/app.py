@@ -1,8 +1,8 @@
 """``create_app(config)`` builds the Flask app (served by gunicorn in production; ``service.wsgi``).
 
 Settings come from defaults <- ``SEQTAG_*`` environment variables <- the ``config`` mapping
-(``service.settings``). The model registry, the dialog session store and the settings live in
-``app.extensions``.
+(``service.settings``). The model registry, the dialog session store, the service catalog (registered SGD
+service schemas, ``service.services``) and the settings live in ``app.extensions``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from service import auth, docs, metrics, openapi, request_log  # noqa: E402
 from service.errors import register_error_handlers  # noqa: E402
 from service.registry import ModelRegistry  # noqa: E402
 from service.routes import dialogs, health, models, web  # noqa: E402
+from service.routes import services as service_routes  # noqa: E402
+from service.services import ServiceCatalog  # noqa: E402
 from service.sessions import InProcessSessionStore, RedisSessionStore, SessionStoreUnavailable  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 from training.common.saved_model import set_tensorflow_threads  # noqa: E402
@@ -38,6 +40,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.converters["model_name"] = models.ModelNameConverter
     app.extensions["seqtag.settings"] = settings
     register_error_handlers(app)
+    # Registered service schemas, in Redis or in services_dir: nothing is read or created until a request asks.
+    # Before the models load, so that loading a schema-guided version can reach it.
+    ServiceCatalog.from_settings(settings).init_app(app)
     ModelRegistry(settings).init_app(app)
     if settings.dialog_sessions:
         if settings.redis_url:
@@ -55,6 +60,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(dialogs.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(models.bp)
+    app.register_blueprint(service_routes.bp)
     app.register_blueprint(web.bp)
     metrics.init_app(app)
     if settings.request_log:

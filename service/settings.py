@@ -35,6 +35,10 @@ class ServiceSettings:
     max_sessions: int = 10000  # in-process store: the least recently active session goes beyond this
     session_ttl_seconds: float = 3600.0  # a session idle this long is gone (404)
     redis_timeout_seconds: float = 2.0  # a Redis call that takes longer fails: the dialog routes answer 503
+    # Registered service schemas (PUT /v1/services/<name>) when there is no Redis: one <name>.json each, read by
+    # every worker of this host. "": $XDG_STATE_HOME/seqtag/services (~/.local/state/seqtag/services), filled
+    # in by load(): state that outlives the process, and not inside the checkout or the models directory.
+    services_dir: str = ""
     # "name:key,name2:key2": every route but health and docs needs "Authorization: Bearer <key>" (service.auth)
     api_keys: str = field(default="", repr=False)
     max_sessions_per_key: int = 0  # live dialog sessions one key may hold (0: no limit beyond max_sessions)
@@ -60,9 +64,20 @@ class ServiceSettings:
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         settings = cls(**{**values, **overrides})
+        if not settings.services_dir:
+            settings.services_dir = default_services_dir(environ)
         if settings.runtime not in ("onnx", "tensorflow"):
             raise ValueError(f"{ENV_PREFIX}RUNTIME={settings.runtime!r}: one of onnx, tensorflow")
         return settings
+
+
+def default_services_dir(environ: Mapping[str, str]) -> str:
+    """``$XDG_STATE_HOME/seqtag/services``; without it (or with a relative one, which the XDG specification
+    says to ignore) ``~/.local/state/seqtag/services``."""
+    state = environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state):
+        state = os.path.join(environ.get("HOME") or os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "seqtag", "services")
 
 
 def _parse(name: str, raw: str, kind: Any) -> Any:
