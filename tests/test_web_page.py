@@ -4,13 +4,17 @@ network blocked (every host name but 127.0.0.1 fails to resolve), as on a machin
 
 The page tags a sentence, marks a span model's spans in the text, holds a two-turn dialog (each turn's act with its
 name) and a turn with its slots, resets a dialog; what it shows is what the API answers; a screenshot (spans and
-slots on it) lands in ``build/screenshots/web-page.png``. ``/docs/`` (Swagger UI),
+slots on it) lands in ``build/screenshots/web-page.png``. Its service lists come from ``GET /v1/services``; a schema
+pasted in "Register a service" is registered (and chosen), a bad one shows the API's field path
+(``build/screenshots/web-page-services.png``). The server keeps its registrations in a directory of the test's own
+(``SEQTAG_SERVICES_DIR``), never the user's home. ``/docs/`` (Swagger UI),
 ``/docs/redoc/`` and ``/docs/scalar/`` each render every operation of the API document; every request the
 browser made went to the server itself (Chromium's network log), and nothing was refused by the pages'
 Content-Security-Policy (its console)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -23,13 +27,33 @@ SCREENSHOT = REPO / "build" / "screenshots" / "web-page.png"
 
 
 def run_server(tmp, **extra_env):
+    # Registered services in the test's directory: the default is the user's ~/.local/state/seqtag/services.
+    extra_env.setdefault("SEQTAG_SERVICES_DIR", str(tmp / "services"))
     for base, port, _ in serve_shipped_models(tmp, **extra_env):
         yield base, port
 
 
+# The page offers the services GET /v1/services knows; the shipped span model knows SGD's services by name only
+# (it ships no schemas.json), so the one the spans below are about is registered, trimmed to what the page needs.
+RESTAURANTS = {
+    "service_name": "Restaurants_1", "description": "A leading provider for restaurant search and reservations",
+    "slots": [{"name": "restaurant_name", "description": "Name of the restaurant", "is_categorical": False},
+              {"name": "city", "description": "City in which the restaurant is located", "is_categorical": False},
+              {"name": "time", "description": "Time for the reservation or to find availability",
+               "is_categorical": False},
+              {"name": "party_size", "description": "Party size for a reservation", "is_categorical": True,
+               "possible_values": ["1", "2", "3", "4", "5", "6"]}],
+    "intents": [{"name": "ReserveRestaurant", "description": "Reserve a table at a restaurant",
+                 "is_transactional": True, "required_slots": ["restaurant_name", "city", "time"],
+                 "optional_slots": {"party_size": "2"}}],
+}
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    yield from run_server(tmp_path_factory.mktemp("web"))
+    for base, port in run_server(tmp_path_factory.mktemp("web")):
+        assert call(port, "/v1/services/Restaurants_1", RESTAURANTS, method="PUT")[0] in (200, 201)
+        yield base, port
 
 
 API_KEY = "page-test-key-0123456789"
@@ -109,7 +133,7 @@ def test_tag_a_sentence_and_hold_a_dialog(server, browser):
     request = "I need a table for 4 people in San Jose at half past 7 tonight."
     text_box.clear()
     text_box.send_keys(request)
-    browser.find_element(By.ID, "tag-service").send_keys("Restaurants_1")
+    Select(browser.find_element(By.ID, "tag-service")).select_by_value("Restaurants_1")  # from GET /v1/services
     browser.find_element(By.ID, "tag-button").click()
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tag-result mark.entity"))
     marks = browser.find_elements(By.CSS_SELECTOR, "#tag-result mark.entity")
@@ -126,7 +150,7 @@ def test_tag_a_sentence_and_hold_a_dialog(server, browser):
     Select(browser.find_element(By.ID, "dialog-model")).select_by_value("dialog-action")
     Select(browser.find_element(By.ID, "dialog-slots")).select_by_value("slots")
     wait.until(lambda d: d.find_element(By.ID, "turn-service").is_displayed())
-    browser.find_element(By.ID, "turn-service").send_keys("Restaurants_1")
+    Select(browser.find_element(By.ID, "turn-service")).select_by_value("Restaurants_1")
     speaker_box = browser.find_element(By.ID, "turn-speaker")
     speaker_box.clear()
     speaker_box.send_keys("USER")
@@ -171,6 +195,70 @@ def test_api_errors_show_on_the_page(server, browser):
     browser.find_element(By.ID, "tag-button").click()
     wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
     assert browser.find_element(By.ID, "error").text.startswith("text_too_long")
+
+
+# A made-up service: no model was trained on it, and its schema says all a schema-guided model needs.
+POTTERY = {
+    "service_name": "Pottery_1", "description": "Book time in a pottery studio",
+    "slots": [{"name": "kiln_temperature", "description": "How hot the kiln fires, in degrees",
+               "is_categorical": False, "possible_values": []},
+              {"name": "glaze_color", "description": "The color of the glaze", "is_categorical": False,
+               "possible_values": []}],
+    "intents": [{"name": "BookFiring", "description": "Reserve a kiln firing", "is_transactional": True,
+                 "required_slots": ["kiln_temperature", "glaze_color"]}],
+}
+
+
+def test_register_a_service_on_the_page(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    base, port = server
+    browser.get(base + "/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+    Select(browser.find_element(By.ID, "dialog-slots")).select_by_value("slots")  # the dialog's service list shows
+    service = Select(browser.find_element(By.ID, "turn-service"))
+    assert service.options[0].get_attribute("value") == "" and service.options[0].text == "no service"
+    listed = [s["service_name"] for s in call(port, "/v1/services")[1]["services"]]
+    assert [o.get_attribute("value") for o in service.options[1:]] == listed and "Pottery_1" not in listed
+    browser.find_element(By.CSS_SELECTOR, "#schema-register-panel summary").click()
+    box, status = browser.find_element(By.ID, "schema-json"), browser.find_element(By.ID, "schema-status")
+
+    def register(text):  # pasted: the whole text at once (typing it key by key takes a second)
+        browser.execute_script("arguments[0].value = arguments[1];"
+                               "arguments[0].dispatchEvent(new Event('input', {bubbles: true}))", box, text)
+        browser.find_element(By.ID, "schema-register").click()
+
+    # Not JSON: said on the page, and nothing sent (the list stays as it was).
+    register('{"service_name": "Pottery_1",')
+    wait.until(lambda d: status.text.startswith("not JSON"))
+    assert call(port, "/v1/services/Pottery_1")[0] == 404
+
+    # A schema: registered, then offered in both service lists and chosen in the dialog's.
+    register(json.dumps(POTTERY, indent=1))
+    wait.until(lambda d: status.text.startswith("registered "))
+    assert status.text == "registered Pottery_1 (2 slots)"
+    wait.until(lambda d: service.first_selected_option.get_attribute("value") == "Pottery_1")
+    tag_service = Select(browser.find_element(By.ID, "tag-service"))
+    assert "Pottery_1" in [o.get_attribute("value") for o in tag_service.options]
+    status_code, shown = call(port, "/v1/services/Pottery_1")
+    assert status_code == 200 and shown["source"] == "registered"
+    assert [s["name"] for s in shown["slots"]] == ["kiln_temperature", "glaze_color"]
+
+    # A slot without its description: the API's message, verbatim, with the field's path.
+    broken = json.loads(json.dumps(POTTERY))
+    del broken["slots"][1]["description"]
+    register(json.dumps(broken))
+    wait.until(lambda d: "field required" in status.text)
+    assert status.text == call(port, "/v1/services/Pottery_1", broken, method="PUT")[1]["error"]["message"]
+    assert status.text.startswith("slots[1].description")
+    assert "bad" in status.get_attribute("class").split()
+    assert service.first_selected_option.get_attribute("value") == "Pottery_1"  # nothing changed
+    assert not browser.find_element(By.ID, "error").is_displayed()
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOT.with_name("web-page-services.png")
+    assert browser.save_screenshot(str(path)) and path.stat().st_size > 10_000
 
 
 def test_the_page_sends_the_key_it_is_given(keyed_server, browser):

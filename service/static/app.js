@@ -1,4 +1,5 @@
-// seqtag's page: tag a sentence (POST /v1/models/<name>:tag) and stream a dialog (POST /v1/dialogs/...).
+// seqtag's page: tag a sentence (POST /v1/models/<name>:tag), stream a dialog (POST /v1/dialogs/...) and register
+// a service's SGD schema (PUT /v1/services/<name>).
 // Plain JavaScript, no build step; every call goes through the same JSON API as any other client.
 "use strict";
 
@@ -23,18 +24,25 @@ function showError(message) {
   box.hidden = !message;
 }
 
+// One API call; an answer other than 2xx throws an Error whose message is "code: message" (the service's one error
+// shape, {"error": {"code", "message"}}), with the API's own code and message on it as well (error.code,
+// error.apiMessage). A body given as a string is sent as it is (JSON text already), anything else as JSON.
 async function api(method, path, body) {
   const options = { method, headers: {} };
   const key = $("api-key").value.trim();  // a service with API keys (SEQTAG_API_KEYS) needs one
   if (key) options.headers["Authorization"] = `Bearer ${key}`;
   if (body !== undefined) {
     options.headers["Content-Type"] = "application/json";
-    options.body = JSON.stringify(body);
+    options.body = typeof body === "string" ? body : JSON.stringify(body);
   }
   const response = await fetch(path, options);
   const data = response.status === 204 ? null : await response.json();
   if (!response.ok) {
-    throw new Error(data && data.error ? `${data.error.code}: ${data.error.message}` : `HTTP ${response.status}`);
+    const shaped = data && data.error;
+    const error = new Error(shaped ? `${data.error.code}: ${data.error.message}` : `HTTP ${response.status}`);
+    error.code = shaped ? data.error.code : "";
+    error.apiMessage = shaped ? data.error.message : error.message;
+    throw error;
   }
   return data;
 }
@@ -56,6 +64,21 @@ async function loadModels() {
     }
   }
   showServiceInputs();
+}
+
+// The service lists (the tag panel's, for span models, and the dialog's, for a session's slots): every service
+// GET /v1/services knows, registered or shipped, after a "no service" first; each keeps its choice if still listed.
+async function loadServices() {
+  const { services } = await api("GET", "/v1/services");
+  for (const select of [$("tag-service"), $("turn-service")]) {
+    const chosen = select.value;
+    select.replaceChildren(new Option("no service", ""), ...services.map((service) => {
+      const option = new Option(service.service_name, service.service_name);
+      option.title = `${service.description} (${service.source}; ${service.slots.length} slots)`;
+      return option;
+    }));
+    select.value = services.some((service) => service.service_name === chosen) ? chosen : "";
+  }
 }
 
 function showServiceInputs() {
@@ -94,7 +117,7 @@ async function tagText(event) {
   const name = $("tag-model").value;
   try {
     const request = { texts: [$("tag-text").value] };
-    if (spanModels.has(name) && $("tag-service").value.trim()) request.service = $("tag-service").value.trim();
+    if (spanModels.has(name) && $("tag-service").value) request.service = $("tag-service").value;
     const answer = await api("POST", `/v1/models/${encodeURIComponent(name)}:tag`, request);
     const result = answer.results[0];
     const box = $("tag-result");
@@ -149,7 +172,7 @@ async function sendTurn(event) {
       await openSession();
     }
     const turn = { text, speaker };
-    if (session.slots && $("turn-service").value.trim()) turn.service = $("turn-service").value.trim();
+    if (session.slots && $("turn-service").value) turn.service = $("turn-service").value;
     const answer = await api("POST", `/v1/dialogs/${session.id}/turns`, turn);
     session.turn = answer.turn;
     const labels = answer.labels !== undefined && answer.labels !== null ? answer.labels : [answer.label];
@@ -215,13 +238,68 @@ async function resetDialog() {
   }
 }
 
+function schemaStatus(message, ok) {
+  const status = $("schema-status");
+  status.textContent = message;
+  status.classList.toggle("bad", !ok);
+}
+
+// "Register": the pasted schema, as typed, to PUT /v1/services/<its service_name>. What is not one JSON object
+// with a service_name is said here and sent nowhere; the API's refusal shows as its message, verbatim (a field
+// path for a schema it refuses: "slots[1].description: field required"). A registered service is then offered in
+// both service lists, and chosen in the dialog's.
+async function registerService() {
+  const text = $("schema-json").value;
+  let schema;
+  try {
+    schema = JSON.parse(text);
+  } catch (error) {
+    schemaStatus(`not JSON (${error.message}): paste one SGD schema object, {"service_name": …}`, false);
+    return;
+  }
+  if (schema === null || typeof schema !== "object" || Array.isArray(schema)) {
+    schemaStatus("not a schema: paste one SGD schema object, {\"service_name\": …}, not a list or a value", false);
+    return;
+  }
+  if (typeof schema.service_name !== "string" || !schema.service_name) {
+    schemaStatus("service_name: field required (the service's name, which the schema is registered under)", false);
+    return;
+  }
+  const button = $("schema-register");
+  button.disabled = true;
+  schemaStatus(`sending ${schema.service_name}…`, true);
+  let answer;
+  try {
+    answer = await api("PUT", `/v1/services/${encodeURIComponent(schema.service_name)}`, text);
+  } catch (error) {
+    schemaStatus(error.apiMessage || error.message, false);
+    return;
+  } finally {
+    button.disabled = false;
+  }
+  schemaStatus(`registered ${answer.service_name} (${answer.slots.length} slots)`, true);
+  try {
+    await loadServices();
+    $("turn-service").value = answer.service_name;
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+function loadPage() {
+  return Promise.all([loadModels(), loadServices()])
+    .then(() => document.body.dataset.ready = "true")
+    .catch((error) => showError(error.message));
+}
+
 $("tag-form").addEventListener("submit", tagText);
 $("tag-model").addEventListener("change", showServiceInputs);
 $("dialog-slots").addEventListener("change", showServiceInputs);
 $("turn-form").addEventListener("submit", sendTurn);
 $("dialog-reset").addEventListener("click", resetDialog);
-$("api-key").addEventListener("change", () => {  // a key typed in: the models it may see
+$("schema-register").addEventListener("click", registerService);
+$("api-key").addEventListener("change", () => {  // a key typed in: the models and services it may see
   showError("");
-  loadModels().then(() => document.body.dataset.ready = "true").catch((error) => showError(error.message));
+  loadPage();
 });
-loadModels().then(() => document.body.dataset.ready = "true").catch((error) => showError(error.message));
+loadPage();
