@@ -20,7 +20,7 @@ from service.errors import register_error_handlers  # noqa: E402
 from service.registry import ModelRegistry  # noqa: E402
 from service.routes import dialogs, health, models, web  # noqa: E402
 from service.routes import services as service_routes  # noqa: E402
-from service.services import ServiceCatalog  # noqa: E402
+from service.services import ServiceCatalog, schema_check  # noqa: E402
 from service.sessions import InProcessSessionStore, RedisSessionStore, SessionStoreUnavailable  # noqa: E402
 from service.settings import ServiceSettings  # noqa: E402
 from training.common.saved_model import set_tensorflow_threads  # noqa: E402
@@ -44,6 +44,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Before the models load, so that loading a schema-guided version can reach it.
     ServiceCatalog.from_settings(settings).init_app(app)
     ModelRegistry(settings).init_app(app)
+    app.extensions["seqtag.schema_check"] = schema_check(app.extensions["seqtag.registry"], app.extensions["seqtag.services"])
     if settings.dialog_sessions:
         if settings.redis_url:
             store = RedisSessionStore(settings.redis_url, settings.session_ttl_seconds,

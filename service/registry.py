@@ -124,6 +124,25 @@ class ModelVersion:
         """A span model: it tags with a condition and answers spans."""
         return self.tagger is not None and self.tagger.spans
 
+    @property
+    def schema_guided(self) -> bool:
+        """A model that reads a service's schema (``training.schema_guided``): any registered service, by its names."""
+        return bool(getattr(self.tagger, "schema_guided", False))
+
+    @property
+    def conditions(self) -> set[str]:
+        """The services a span model trained on by name knows (it reads no schema: it knows no others)."""
+        return set(self.metadata.get("conditions") or [])
+
+    @property
+    def shipped_schemas(self) -> dict:
+        """The schemas of the services a schema-guided version was trained with (its ``schemas.json``)."""
+        return self.tagger.shipped if self.schema_guided else {}
+
+    def encode_service(self, schema):
+        """A schema's slots through this version's encoder (``ServiceCatalog.encoding`` keeps the result)."""
+        return self.tagger.encode_service(schema)
+
     def tag(self, sentences: list[list[str]], condition: str | None = None) -> list[TaggedTokens]:
         items = [SpanRequest(s, condition) for s in sentences] if self.spans else sentences
         if self.batcher is not None:
@@ -316,7 +335,12 @@ class ModelRegistry:
         if kind == "dialog":
             model = self._load_dialog(name, version, directory, metadata)
         else:
-            tagger = SavedTagger(directory, metadata, runtime=self.settings.runtime)  # a fast path that disagrees raises
+            if metadata.get("schema_guided"):
+                from training.schema_guided.saved import SavedSchemaTagger
+
+                tagger = SavedSchemaTagger(directory, metadata)
+            else:
+                tagger = SavedTagger(directory, metadata, runtime=self.settings.runtime)  # a fast path that disagrees raises
             batcher = None
             if self.settings.batching:
                 function = partial(span_batch, tagger) if tagger.spans else tagger.tag
@@ -325,8 +349,12 @@ class ModelRegistry:
             model = ModelVersion(name, version, directory, metadata, tagger, batcher)
             if self.settings.warmup:
                 try:
-                    result = tagger.tag([WARMUP_SENTENCE], conditions=[None])[0]
-                    if len(result.tags) != len(WARMUP_SENTENCE) or not set(result.tags) <= set(model.labels):
+                    condition, allowed = None, set(model.labels)
+                    if model.schema_guided:  # a turn of its first shipped service, tagged with that service's tags
+                        condition = tagger.encode_service(next(iter(tagger.shipped.values())))
+                        allowed = set(condition.tags)
+                    result = tagger.tag([WARMUP_SENTENCE], conditions=[condition])[0]
+                    if len(result.tags) != len(WARMUP_SENTENCE) or not set(result.tags) <= allowed:
                         raise ValueError(f"warm-up request answered {result.tags!r}")
                 except Exception:
                     model.close()

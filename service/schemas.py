@@ -140,6 +140,9 @@ class TurnRequest(BaseModel):
                                                                   "is about (an SGD service such as Restaurants_1)")
     system_actions: list[str] | None = Field(
         None, description="action models: what the system actually did last; without it the model's own last prediction stands in")
+    top_k: PositiveInt | SkipJsonSchema[None] = Field(
+        None, le=1000, description="only the k highest scores in the answer's scores (all when absent)",
+        json_schema_extra=_no_null_default)
     turn: PositiveInt | SkipJsonSchema[None] = Field(
         None, description="optional precondition: the number this turn gets (the session's turn + 1). The same "
                           "request sent again with the same number after a timeout or a 503 is answered as the "
@@ -254,7 +257,8 @@ class TurnResult(BaseModel):
     label_name: str | None = Field(None, description="dialog-act models: the act's name (SwDA: Yes-No-Question), from "
                                                      "the model's metadata; null when the model names no labels")
     labels: list[str] | None = Field(None, description="action models: the actions the system should take next")
-    scores: dict[str, float] = Field(description="every label's probability")
+    scores: dict[str, float] = Field(description="every label's probability (a turn of a service on an action model: "
+                                                 "every candidate action of that service; top_k: the k highest)")
     slots: list[SpanOut] | None = Field(None, description="sessions with a span model: the turn's slot values (character "
                                                           "offsets into its text, or token indices for tokens)")
 

@@ -454,3 +454,80 @@ def _unavailable(error: ServicesUnavailable):
 def _unknown(error: UnknownService):
     api_error = unknown_service_error(error.name)
     return error_response(api_error.status, api_error.code, api_error.message)
+
+
+def span_condition(model_version: Any, service: str | None) -> Any:
+    """What a span model tags a turn of ``service`` with, or the 4xx that says why it cannot.
+
+    * A schema-guided version: the encoding of the service's schema (registered, else shipped with the version),
+      kept per schema digest; no service is 400 ``service_required``, an unknown one 404 ``unknown_service``.
+    * A version trained on services by name (``conditions`` in its metadata): the name, which must be one it was
+      trained on (it reads no schema, so a registration cannot teach it one): else 404 ``unknown_service``.
+    * Any other span model: the service as given (or None).
+    """
+    from flask import current_app
+
+    if getattr(model_version, "schema_guided", False):
+        if service is None:
+            raise APIError(400, "service_required", f"model {model_version.name!r} tags the slots of a service: give "
+                                                    f"'service' (GET /v1/services lists the known ones)")
+        catalog: ServiceCatalog = current_app.extensions["seqtag.services"]
+        try:
+            schema = catalog.lookup(service, model_version.shipped_schemas)
+        except UnknownService:
+            raise unknown_service_error(service) from None
+        return catalog.encoding(model_version, schema)
+    known = getattr(model_version, "conditions", set())
+    if service is not None and known and service not in known:
+        raise APIError(404, "unknown_service", f"model {model_version.name!r} version {model_version.version} was "
+                                               f"trained on services by name and reads no schema: {service!r} is not "
+                                               f"one of its {len(known)} services; a schema-guided version serves "
+                                               f"registered services (PUT /v1/services/{service})")
+    return service
+
+
+def schema_check(registry: Any, catalog: ServiceCatalog):
+    """``app.extensions["seqtag.schema_check"]``: a registration is encoded at once by every serving schema-guided
+    model (so the descriptions are read once, here, and a schema a model cannot read is refused with 400)."""
+    def check(schema: ServiceSchema) -> None:
+        for name in registry.names():
+            try:
+                version = registry.get(name)
+            except LookupError:
+                continue
+            if getattr(version, "schema_guided", False):
+                catalog.encoding(version, schema)
+    return check
+
+
+_ACTION_MAPS: "OrderedDict[tuple, Any]" = OrderedDict()
+_ACTION_SOURCES: dict[tuple, dict] = {}
+_ACTION_LOCK = threading.Lock()
+
+
+def action_map(dialog_version: Any, slots_version: Any, schema: ServiceSchema) -> Any:
+    """The map of an action model's labels onto ``schema``'s slots (``training.schema_guided.actions``), read with the
+    session's schema-guided span model's encoder; kept per (both versions, service, schema digest)."""
+    from flask import current_app
+
+    from training.schema_guided.actions import build_action_map, source_slot_vectors
+
+    key = (dialog_version.name, dialog_version.version, slots_version.name, slots_version.version,
+           schema.service_name, schema_digest(schema))
+    with _ACTION_LOCK:
+        if key in _ACTION_MAPS:
+            _ACTION_MAPS.move_to_end(key)
+            return _ACTION_MAPS[key]
+    catalog: ServiceCatalog = current_app.extensions["seqtag.services"]
+    shipped = slots_version.shipped_schemas
+    source_key = (slots_version.name, slots_version.version)
+    if source_key not in _ACTION_SOURCES:  # the training services' slots, once per span model version
+        _ACTION_SOURCES[source_key] = source_slot_vectors([catalog.encoding(slots_version, s) for s in shipped.values()])
+    trained = schema.service_name in shipped and schema_digest(shipped[schema.service_name]) == schema_digest(schema)
+    built = build_action_map(dialog_version.labels, _ACTION_SOURCES[source_key],
+                             catalog.encoding(slots_version, schema), trained=trained)
+    with _ACTION_LOCK:
+        _ACTION_MAPS[key] = built
+        while len(_ACTION_MAPS) > ENCODING_CACHE_SIZE:
+            _ACTION_MAPS.popitem(last=False)
+    return built

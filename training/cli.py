@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="CoNLL-U column to compare with (default: the one the model was trained on)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     evaluate.add_argument("--batch-size", type=int, default=256, help="sentences per model call")
+    evaluate.add_argument("--schemas", nargs="+", type=Path, default=[], metavar="FILE",
+                          help="schema-guided span models, --format sgd: schema files of the data's services (the model's "
+                               "own are shipped with it); figures for services training had and lacked")
+    evaluate.add_argument("--schema-encoder", type=Path, metavar="MODEL",
+                          help="action models with --schemas: the schema-guided span model whose encoder reads the "
+                               "schemas (models/slots)")
     evaluate.add_argument("--report", type=Path, metavar="DIR",
                           help="also write report.md, per_label.md and PNG plots (confusion matrix, learning curves) here")
     evaluate.add_argument("--raw-text", action="store_true",
@@ -207,6 +213,10 @@ def command_evaluate(args: argparse.Namespace) -> int:
     if artifacts.read_metadata(model_dir).get("kind") == "dialog":
         if args.raw_text:
             raise ConfigError(f"{model_dir} is a dialog model: --raw-text scores taggers (dialog turns are raw text already)")
+        if args.schemas:
+            from training.schema_guided.cli import command_evaluate_actions
+
+            return command_evaluate_actions(model_dir, args)
         return dialog_cli.command_evaluate(model_dir, args.data, args.format, args.json, args.report)
     return tagger_cli.command_evaluate(model_dir, args)
 

@@ -25,6 +25,7 @@ from service.openapi import BODY_ERRORS, documented
 from service.registry import ModelLookupError, ModelRegistry, ModelVersion, StepRequest
 from service.schemas import (CreateDialogRequest, DialogSession, DialogView, ErrorResponse, TurnRequest, TurnResult,
                              check_tokens, parse_body)
+from service.services import UnknownService, action_map, span_condition, unknown_service_error
 from service.sessions import (SessionBusy, SessionLimitReached, SessionNotFound, SessionState, SessionStore,
                               SessionStoreUnavailable, new_session_id)
 from training.dialog.saved_dialog import DialogTurnInput
@@ -91,15 +92,16 @@ def _turn_slots(state: SessionState, text: str | None, tokens: list[str], servic
         raise APIError(409, "version_unloaded", f"this session's slots come from {state.slots} version "
                                                  f"{state.slots_version}, which is no longer loaded; reset the session "
                                                  f"to continue on the serving version") from None
+    condition = span_condition(model, service)  # 404 for a service nobody registered (nothing of the turn is taken)
     if text is not None:
         words = model.tokenizer.tokenize(text)[:current_settings().max_tokens_per_sentence]
         if not words:
             return []
-        result = model.tag([[w.text for w in words]], service)[0]
+        result = model.tag([[w.text for w in words]], condition)[0]
         return [{"label": s.label, "start": words[s.start].start, "end": words[s.end - 1].end,
                  "text": text[words[s.start].start:words[s.end - 1].end], "score": round(s.score, 6)}
                 for s in result.spans]
-    result = model.tag([tokens], service)[0]
+    result = model.tag([tokens], condition)[0]
     return [{"label": s.label, "start": s.start, "end": s.end, "text": " ".join(tokens[s.start:s.end]),
              "score": round(s.score, 6)} for s in result.spans]
 
@@ -110,13 +112,38 @@ def request_digest(words: str | list[str], speaker: str, system_actions: list[st
     return hashlib.sha256(json.dumps([words, speaker, system_actions]).encode()).hexdigest()[:32]
 
 
-def _turn_answer(dialog, number: int, probabilities: np.ndarray) -> dict:
+def _turn_answer(dialog, number: int, probabilities: np.ndarray, mapping=None, top_k: int | None = None) -> dict:
+    """The turn's answer; with ``mapping`` (a turn of a service, on an action model) in the service's own labels."""
     decision = dialog.decide(probabilities)
+    labels, scores = dialog.labels, probabilities
+    if mapping is not None:
+        decision = mapping.decide(decision, dialog.label_index)
+        labels, scores = mapping.candidates, mapping.scores(probabilities)
     answer = {"turn": number, ("labels" if dialog.multi_label else "label"): decision}
     if not dialog.multi_label:
         answer["label_name"] = dialog.label_names.get(decision)  # None when the model names no labels
-    answer["scores"] = {label: round(float(p), 6) for label, p in zip(dialog.labels, probabilities)}
+    order = np.argsort(-scores, kind="stable")[:top_k] if top_k else range(len(labels))
+    answer["scores"] = {labels[k]: round(float(scores[k]), 6) for k in order}
     return answer
+
+
+def _service_actions(state: SessionState, dialog_version: ModelVersion, service: str | None):
+    """A turn of ``service`` on an action model, in a session whose span model reads schemas: the map of the action
+    model's labels onto the service's slots (None otherwise: the model's own labels)."""
+    if service is None or not state.slots or not dialog_version.dialog.multi_label:
+        return None
+    try:
+        slots = _registry().get(state.slots, state.slots_version)
+    except ModelLookupError:
+        return None  # _turn_slots answers the 409
+    if not slots.schema_guided:
+        return None
+    catalog = current_app.extensions["seqtag.services"]
+    try:
+        schema = catalog.lookup(service, slots.shipped_schemas)
+    except UnknownService:
+        raise unknown_service_error(service) from None
+    return action_map(dialog_version, slots, schema)
 
 
 def _not_found(session_id: str) -> APIError:
@@ -176,9 +203,10 @@ def post_turn(session_id: str):
                                                      f"no longer loaded; reset the session to continue on the serving "
                                                      f"version") from None
         dialog = model.dialog
+        mapping = _service_actions(state, model, body.service)  # 404 for a service nobody registered
         if body.turn is not None and body.turn != state.turn + 1:
             if body.turn == state.turn and state.last_request == digest and state.last_probabilities is not None:
-                answer.update(_turn_answer(dialog, state.turn, state.last_probabilities))
+                answer.update(_turn_answer(dialog, state.turn, state.last_probabilities, mapping, body.top_k))
                 if state.slots:  # slots depend on the turn alone: the same answer again
                     answer["slots"] = _turn_slots(state, body.text, body.tokens, body.service)
                 return state  # a retry of the turn already taken: its answer again, the state as it is
@@ -191,14 +219,18 @@ def post_turn(session_id: str):
         if body.system_actions is not None and not dialog.multi_label:
             raise APIError(400, "invalid_request", "system_actions: only action models take them")
         if previous is not None:
-            unknown = sorted(set(previous) - set(dialog.labels))
+            known = set(mapping.candidates) if mapping is not None else set(dialog.labels)
+            unknown = sorted(set(previous) - known)
             if body.system_actions is not None and unknown:
-                raise APIError(400, "unknown_action", f"system_actions: not labels of this model: {', '.join(unknown[:10])}")
+                whose = f"of service {body.service}" if mapping is not None else "of this model"
+                raise APIError(400, "unknown_action", f"system_actions: not labels {whose}: {', '.join(unknown[:10])}")
+            if mapping is not None:  # the service's actions -> the model labels they stand for
+                previous = mapping.to_model(previous)
         if body.service is not None and not state.slots:
             raise APIError(400, "invalid_request", "service: only sessions with a span model (slots) take one")
         turn = DialogTurnInput(tokens, body.speaker, previous)
         result = model.step([StepRequest(turn, state.state_h, state.state_c)])[0]
-        answer.update(_turn_answer(dialog, state.turn + 1, result.probabilities))
+        answer.update(_turn_answer(dialog, state.turn + 1, result.probabilities, mapping, body.top_k))
         if state.slots:  # the span model's batcher stacks the concurrent sessions' turns, as the step's does
             answer["slots"] = _turn_slots(state, body.text, tokens, body.service)
         return replace(state, state_h=result.state_h, state_c=result.state_c, turn=state.turn + 1,

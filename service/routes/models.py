@@ -11,6 +11,7 @@ from service.errors import APIError
 from service.json_body import json_body
 from service.openapi import BODY_ERRORS, documented
 from service.registry import MODEL_NAME, ModelLookupError, ModelRegistry
+from service.services import span_condition
 from service.schemas import (MAX_VERSION, ErrorResponse, ModelList, ModelStatus, TagRequest, TagResponse, VersionQuery,
                              check_limits, parse_tag_request)
 from training.tagger.saved_tagger import Span, TaggedTokens
@@ -76,6 +77,7 @@ def tag(name: str):
         raise APIError(400, "not_a_tagger", f"model {name!r} is a {model.kind} model; it does not tag sentences")
     if body.service is not None and not model.spans:
         raise APIError(400, "invalid_request", f"service: only span models take one; {name!r} is not one")
+    condition = span_condition(model, body.service) if model.spans else None  # 404 for a service nobody knows
 
     offsets = boundaries = None
     if body.texts is not None:
@@ -89,7 +91,7 @@ def tag(name: str):
         step = settings.max_tokens_per_sentence
         pieces = [(i, [t.text for t in sentence[start:start + step]])
                   for i, parts in enumerate(split) for sentence in parts for start in range(0, len(sentence), step)]
-        tagged_pieces = model.tag([words for _, words in pieces], body.service)
+        tagged_pieces = model.tag([words for _, words in pieces], condition)
         by_text: list[list[TaggedTokens]] = [[] for _ in split]
         for (i, _), piece in zip(pieces, tagged_pieces):  # in order within each text
             by_text[i].append(piece)
@@ -102,7 +104,7 @@ def tag(name: str):
             boundaries.append([[start, end] for start, end in zip([0, *ends[:-1]], ends)])
     else:
         sentences = body.sentences
-        tagged = model.tag(sentences, body.service)
+        tagged = model.tag(sentences, condition)
 
     labels = model.labels
     results = []
@@ -122,7 +124,8 @@ def tag(name: str):
                                   "score": round(s.score, 6)} for s in result.spans]
         if body.top_k:
             best = np.argsort(-result.probabilities, axis=-1)[:, :body.top_k]
-            item["top_k"] = [[{"tag": labels[k], "score": round(float(row[k]), 6)} for k in ks]
+            columns = result.columns or labels  # a schema-guided model's columns are the service's own tags
+            item["top_k"] = [[{"tag": columns[k], "score": round(float(row[k]), 6)} for k in ks]
                              for row, ks in zip(result.probabilities, best)]
         results.append(item)
     return jsonify({"model": {"name": model.name, "version": model.version}, "results": results})
@@ -137,4 +140,5 @@ def join_pieces(pieces: list[TaggedTokens]) -> TaggedTokens:
         offset += len(piece.tags)
     return TaggedTokens([tag for p in pieces for tag in p.tags], [score for p in pieces for score in p.scores],
                         np.concatenate([p.probabilities for p in pieces]),
-                        spans if pieces and pieces[0].spans is not None else None)
+                        spans if pieces and pieces[0].spans is not None else None,
+                        pieces[0].columns if pieces else None)

@@ -53,6 +53,19 @@ def add_train_parser(tasks) -> None:
                             help=f"where to keep the trained weights before export (default: checkpoints/{task}-<time>)")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         parser.add_argument("--tensorboard", type=Path, metavar="DIR", help="write TensorBoard logs here")
+        if task == "spans":
+            guided = parser.add_argument_group("schema-guided (--format sgd --schemas): a model that reads each service's "
+                                               "slot descriptions, so it serves services training never saw")
+            guided.add_argument("--schemas", nargs="+", type=Path, metavar="FILE",
+                                help="SGD schema files describing the training services (schema-train.json)")
+            guided.add_argument("--dev-schemas", nargs="+", type=Path, default=[], metavar="FILE",
+                                help="schema files of the dev services (schema-dev.json); scored, never trained on")
+            guided.add_argument("--encoder", type=Path, metavar="DIR",
+                                help="a BERT directory (config.json, model.safetensors, tokenizer.json): all-MiniLM-L6-v2")
+            guided.add_argument("--encoder-layers", type=int, default=3, help="its first layers kept, frozen (default 3)")
+            guided.add_argument("--encoder-licence", default="", help="the encoder's licence, for the model card")
+            guided.add_argument("--train-turns", type=int, default=0, metavar="N",
+                                help="a seeded sample of N training turns (0: all; the encoder pass is the cost)")
         _add_config_options(parser)
 
 
@@ -90,6 +103,10 @@ def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from training.common.distribute import placement
     from training.tagger.trainer import save_tagger_checkpoint, train_tagger
 
+    if getattr(args, "schemas", None):
+        from training.schema_guided.cli import command_train_schema_spans
+
+        return command_train_schema_spans(args, argv)
     config = resolve_config(args)
     where = placement(config.distribute)
     data_format = getattr(args, "format", "conllu")
@@ -288,6 +305,10 @@ def command_evaluate(model_dir: Path, args: argparse.Namespace) -> int:
     """``seqtag evaluate`` on a tagger: one JSON object (``--json``) or a readable table."""
     from training.tagger.evaluate import format_report, format_span_report
 
+    if artifacts.read_metadata(model_dir).get("schema_guided"):
+        from training.schema_guided.cli import command_evaluate_schema_spans
+
+        return command_evaluate_schema_spans(model_dir, args)
     if args.raw_text:
         metrics = evaluate_raw_text(model_dir, args.data, args.tokenizer, args.batch_size)
         print(json.dumps(metrics) if args.json else format_raw_text_report(metrics))

@@ -49,6 +49,9 @@ class TaggedTokens:
     scores: list[float]  # probability of each chosen tag
     probabilities: np.ndarray  # float32[time, n_labels], columns in ``SavedTagger.labels`` order
     spans: list[Span] | None = None  # span models: the spans the (well-formed) tags spell
+    # the tag of each probability column when it is not the model's label list (a schema-guided model's columns are
+    # its turn's service's own tags: O, B-slot0, I-slot0, ...)
+    columns: list[str] | None = None
 
 
 class SavedTagger:
