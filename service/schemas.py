@@ -141,7 +141,7 @@ class TurnRequest(BaseModel):
     system_actions: list[str] | None = Field(
         None, description="action models: what the system actually did last; without it the model's own last prediction stands in")
     top_k: PositiveInt | SkipJsonSchema[None] = Field(
-        None, le=1000, description="only the k highest scores in the answer's scores (all when absent)",
+        None, description="only the k highest scores in the answer's scores (all when absent)",
         json_schema_extra=_no_null_default)
     turn: PositiveInt | SkipJsonSchema[None] = Field(
         None, description="optional precondition: the number this turn gets (the session's turn + 1). The same "

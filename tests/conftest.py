@@ -7,6 +7,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# A service registered by a test goes to a temporary directory, never to the user's ~/.local/state (tests that
+# check registrations name their own services_dir).
+os.environ.setdefault("SEQTAG_SERVICES_DIR", __import__("tempfile").mkdtemp(prefix="seqtag-test-services-"))
 
 import pytest  # noqa: E402
 
@@ -255,7 +258,7 @@ FILE_SECONDS = {
     "test_dialog_model.py": 126, "test_vectors.py": 126, "test_faults.py": 85, "test_backends.py": 74,
     "test_web_page.py": 67, "test_gunicorn_sessions.py": 45, "test_docs_examples.py": 43,
     "test_shipped_dialog_models.py": 40, "test_fast_path.py": 40, "test_gunicorn.py": 36, "test_fuzz.py": 35,
-    "test_cli.py": 31, "test_sessions.py": 31, "test_export.py": 28, "test_spans.py": 28, "test_load.py": 27,
+    "test_cli.py": 31, "test_schema_guided.py": 25, "test_sessions.py": 31, "test_export.py": 28, "test_spans.py": 28, "test_load.py": 27,
     "test_shape_trap.py": 26, "test_text_encoder.py": 20, "test_docs.py": 12, "test_auth.py": 11,
 }
 

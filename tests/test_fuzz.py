@@ -11,6 +11,7 @@ import os
 
 import pytest
 import schemathesis
+from schemathesis.checks import positive_data_acceptance
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -30,7 +31,7 @@ SPAN_MODELS = {name for name in TAGGERS
 @pytest.fixture(scope="module")
 def fuzzed_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
-    for base, _, process in serve_shipped_models(tmp, SEQTAG_THREADS="8"):
+    for base, _, process in serve_shipped_models(tmp, SEQTAG_THREADS="8", SEQTAG_SERVICES_DIR=str(tmp / "services")):
         yield base, process
     text = (tmp / "gunicorn.log").read_text()
     assert "Traceback" not in text, text[-3000:]  # nothing failed inside the server either
@@ -68,7 +69,15 @@ def test_every_operation_conforms(fuzzed_server):
             if (model is not None and operation.path.endswith(":tag") and model not in SPAN_MODELS
                     and isinstance(case.body, dict)):
                 case.body.pop("service", None)  # a schema-valid field, for the models of another kind
-            response = case.call_and_validate(timeout=30)
+            excluded = []
+            if operation.path == "/v1/services/{service_name}" and operation.method.upper() == "PUT":
+                # JSON Schema cannot say "service_name equals the URL's", "unique slot names" or "required slots
+                # name slots of this schema": schema-valid bodies that break them are rightly refused (400 with the
+                # field path). The name is matched to the URL so that many reach the rest of the validation.
+                if isinstance(case.body, dict) and isinstance(case.body.get("service_name"), str):
+                    case.path_parameters["service_name"] = case.body["service_name"]
+                excluded = [positive_data_acceptance]
+            response = case.call_and_validate(timeout=30, excluded_checks=excluded)
             statuses[response.status_code // 100] += 1
             assert process.poll() is None  # the server is still up
 

@@ -61,7 +61,8 @@ def serve_shipped_models(tmp: Path, **extra_env):
     ``tmp/gunicorn.log``; yields (base URL, port, process) once it is ready, stops it afterwards."""
     port = free_port()
     env = {**os.environ, "PORT": str(port), "SEQTAG_HOST": "127.0.0.1", "SEQTAG_MODELS_DIR": str(REPO / "models"),
-           "SEQTAG_POLL_INTERVAL_SECONDS": "0", "SEQTAG_THREADS": "4", "PROMETHEUS_MULTIPROC_DIR": str(tmp), **extra_env}
+           "SEQTAG_POLL_INTERVAL_SECONDS": "0", "SEQTAG_THREADS": "4", "PROMETHEUS_MULTIPROC_DIR": str(tmp),
+           "SEQTAG_SERVICES_DIR": str(tmp / "services"), **extra_env}
     log = open(tmp / "gunicorn.log", "w")
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "service/gunicorn_conf.py"], cwd=REPO, env=env,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
