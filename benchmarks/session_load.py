@@ -3,6 +3,8 @@
 
     apt-get install wrk redis-server      # Debian's packages; Redis only for variants that use it
     .venv/bin/python -m benchmarks.session_load --sessions 1,16,64 --rounds 3
+    .venv/bin/python -m benchmarks.session_load --model dialog-action --slots slots --format sgd \
+        --data ../shared/data/sgd/sgd-dev.jsonl      # SGD: user turns with their service; actions and slots
 
 Each variant is a gunicorn started as ``make serve`` starts it, with the variant's environment on top
 (``--variants "defaults;SEQTAG_WORKERS=2,SEQTAG_REDIS_URL=auto"``: ``auto`` starts a local redis-server for it).
@@ -42,11 +44,12 @@ def start_redis() -> tuple[subprocess.Popen, str]:
     return process, f"redis://127.0.0.1:{port}/0"
 
 
-def open_sessions(port: int, model: str, count: int) -> list[str]:
+def open_sessions(port: int, model: str, count: int, slots: str | None = None) -> list[str]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     ids = []
+    body = json.dumps({"model": model, **({"slots": slots} if slots else {})})
     for _ in range(count):
-        connection.request("POST", "/v1/dialogs", json.dumps({"model": model}), {"Content-Type": "application/json"})
+        connection.request("POST", "/v1/dialogs", body, {"Content-Type": "application/json"})
         response = connection.getresponse()
         ids.append(json.loads(response.read())["session_id"])
     connection.close()
@@ -66,10 +69,24 @@ def turn_file(ids: list[str], conversations, offset: int) -> str:
     handle = tempfile.NamedTemporaryFile("w", suffix=".tsv", delete=False)
     with handle:
         for i, session_id in enumerate(ids):
-            conversation = conversations[(offset + i) % len(conversations)]
-            for turn in conversation.turns:
-                handle.write(f"{session_id}\t{json.dumps({'text': turn.text, 'speaker': turn.speaker})}\n")
+            for body in conversations[(offset + i) % len(conversations)]:
+                handle.write(f"{session_id}\t{json.dumps(body)}\n")
     return handle.name
+
+
+def read_conversations(path: str, data_format: str, with_service: bool) -> list[list[dict]]:
+    """Each conversation as its turns' request bodies; SGD with ``with_service``: the user turns, each naming the
+    service it is about (what a session with a span model answers slots for)."""
+    if data_format == "sgd" and with_service:
+        conversations = []
+        with open(path, encoding="utf-8") as lines:
+            for line in lines:
+                record = json.loads(line)
+                conversations.append([{"text": t["utterance"], "speaker": "USER", "service": t["service"]}
+                                      for t in record["turns"] if t["speaker"] == "USER"])
+        return conversations
+    return [[{"text": turn.text, "speaker": turn.speaker} for turn in dialog.turns]
+            for dialog in read_dialogs(path, data_format)]
 
 
 def main(argv=None) -> int:
@@ -77,6 +94,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="dialog-act")
     parser.add_argument("--data", default="../shared/data/swda/val")
     parser.add_argument("--format", default="swda")
+    parser.add_argument("--slots", help="a span model each session also answers slots with (SGD: each turn's service)")
     parser.add_argument("--sessions", default="1,16,64")
     parser.add_argument("--seconds", type=float, default=10.0, help="per wrk run")
     parser.add_argument("--rounds", type=int, default=3)
@@ -85,7 +103,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     require_wrk()
 
-    conversations = read_dialogs(args.data, args.format)
+    conversations = read_conversations(args.data, args.format, bool(args.slots))
     variants = parse_variants(args.variants)
     servers, redis_servers = {}, []
     try:
@@ -96,7 +114,7 @@ def main(argv=None) -> int:
                 settings = {**settings, "SEQTAG_REDIS_URL": url}
             servers[name] = start_gunicorn(settings)
             port = servers[name][1]
-            ids = open_sessions(port, args.model, 4)
+            ids = open_sessions(port, args.model, 4, args.slots)
             path = turn_file(ids, conversations, 0)
             run_wrk(f"http://127.0.0.1:{port}", "dialog_turns.lua", 4, 3, [path])  # warm-up
             os.unlink(path)
@@ -108,7 +126,7 @@ def main(argv=None) -> int:
         for round_number in range(args.rounds):
             for sessions in [int(n) for n in args.sessions.split(",")]:
                 for name, (_, port) in servers.items():
-                    ids = open_sessions(port, args.model, sessions)
+                    ids = open_sessions(port, args.model, sessions, args.slots)
                     path = turn_file(ids, conversations, round_number * sessions)
                     try:
                         turns = run_wrk(f"http://127.0.0.1:{port}", "dialog_turns.lua", sessions, args.seconds, [path])

@@ -658,6 +658,15 @@ def limits_sentences(version: Version) -> list[str]:
                    f"{f4(oov.get('accuracy', 0))}, against {f4(known.get('accuracy', 0))} for the others: expect "
                    "less on text with many words its training data lacks.")
     unseen = unseen_labels(m)
+    seen_s, unseen_s = metrics.get("seen_services"), metrics.get("unseen_services")
+    if m.get("schema_guided") and isinstance(seen_s, dict) and isinstance(unseen_s, dict):
+        unseen = []  # it reads each service's slot names from its schema: labels training lacked can be produced
+        out.append(f"It reads each service's schema: turns of services training had read span F1 {f4(seen_s.get('f1', 0))}"
+                   f" (boundaries {f4(seen_s.get('unlabelled_f1', 0))}); turns of the {len(unseen_s.get('services') or [])} "
+                   f"dev services it never saw ({listing(unseen_s.get('services') or [])}), each read from its schema "
+                   f"alone, {f4(unseen_s.get('f1', 0))} (boundaries {f4(unseen_s.get('unlabelled_f1', 0))}). A service "
+                   f"must be registered or shipped: a turn of any other is refused (404), and a span names only a "
+                   f"non-categorical slot of its service.")
     if unseen:
         support = sum(float(scores.get(label, {}).get("support", 0)) for label in unseen)
         if isinstance(metrics.get("unseen_labels"), dict):

@@ -133,4 +133,5 @@ def _check(saved: SavedSchemaTagger, model: keras.Model, encoder, schemas: dict[
         from training.common.checkpoint import ExportMismatchError
 
         raise ExportMismatchError(f"the SavedModel's probabilities differ from the Keras model's by {worst:.3g}")
-    return {"max_difference": worst, "probe_turns": len(rows), "tolerance": EXPORT_TOLERANCE}
+    return {"items": len(rows), "trained_under": keras.backend.backend(), "max_abs_difference": worst,
+            "tolerance": EXPORT_TOLERANCE}

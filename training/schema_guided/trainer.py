@@ -169,7 +169,7 @@ def train_schema_spans(config: SchemaSpanConfig, train_path: Path, dev_path: Pat
         loss = head.fit(train, epochs=1, verbose=0).history["loss"][-1]
         f1 = (span_metrics([t.spans for t in choose], predict_spans(head, choose_batches), [t.service for t in choose],
                            set(schemas))["f1"] if choose else 0.0)  # no dev turn to choose on: the last epoch
-        history.append({"epoch": epoch, "loss": round(float(loss), 5), "dev_seen_f1": round(f1, 4),
+        history.append({"epoch": epoch, "loss": round(float(loss), 5), "dev_span_f1": round(f1, 4),
                         "seconds": round(time.time() - t0, 1)})
         logger.info("epoch %d: loss %.4f, dev F1 (services training had) %.4f, %.0f s", epoch, loss, f1, time.time() - t0)
         if f1 >= best:
@@ -182,15 +182,18 @@ def train_schema_spans(config: SchemaSpanConfig, train_path: Path, dev_path: Pat
     from training.schema_guided.export import export_schema_tagger
 
     record = {
+        # one entry per file, each {"path", "sha256"}: train, dev, schemas, dev_schemas (schemas_2, ... for more files)
         "data": {"train": data_record(train_path), **({"dev": data_record(dev_path)} if dev_path else {}),
-                 "schemas": [data_record(p) for p in schema_paths],
-                 "dev_schemas": [data_record(p) for p in dev_schema_paths]},
+                 **{f"schemas{'' if i == 0 else f'_{i + 1}'}": data_record(p) for i, p in enumerate(schema_paths)},
+                 **{f"dev_schemas{'' if i == 0 else f'_{i + 1}'}": data_record(p) for i, p in enumerate(dev_schema_paths)}},
         "command": command,
-        "training": {"turns": len(turns), "services": sorted(schemas), "epochs": history,
-                     "best_epoch": max(history, key=lambda h: h["dev_seen_f1"])["epoch"],
-                     "chosen_on": f"{len(choose)} dev turns of services training had",
-                     "minutes": round((time.time() - started) / 60, 1)},
+        "training": {"turns": len(turns), "services": sorted(schemas), "history": history, "epochs_run": len(history),
+                     "best_epoch": max(history, key=lambda h: h["dev_span_f1"])["epoch"],
+                     "chosen_on": f"dev_span_f1: {len(choose)} dev turns of services training had",
+                     "seconds": round(time.time() - started, 1), "backend": keras.backend.backend(),
+                     "global_batch": config.batch_size},
         "encoder": pretrained.record(config.encoder_layers, config.encoder_licence),
     }
     record["encoder"]["pieces_kept"] = len(word_pieces.vocabulary)
+    record["encoder"]["pieces_published"] = len(pretrained.word_pieces.vocabulary)
     return export_schema_tagger(encoder, head, config, word_pieces, schemas, record, out_root, dev, dev_schemas)
