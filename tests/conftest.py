@@ -186,6 +186,31 @@ def export_random_dialog_model(model_root: Path, task: str = "dialog-act", **con
     return model, vocabs, config, version, directory
 
 
+def first_lines(source: Path, count: int) -> str:
+    with open(source, encoding="utf-8") as lines:
+        return "".join(next(lines) for _ in range(count))
+
+
+def _build_schema_model(folder: Path) -> None:
+    """A tiny schema-guided span model: a tiny BERT, 150 turns of 30 SGD train dialogues, one epoch."""
+    from tiny_bert import write_tiny_bert
+    from training.schema_guided.config import SchemaSpanConfig
+    from training.schema_guided.trainer import train_schema_spans
+
+    (folder / "train.jsonl").write_text(first_lines(DATA / "sgd" / "sgd-train.jsonl", 30), encoding="utf-8")
+    (folder / "dev.jsonl").write_text(first_lines(DATA / "sgd" / "sgd-dev.jsonl", 5), encoding="utf-8")
+    encoder = write_tiny_bert(folder / "bert")
+    config = SchemaSpanConfig(encoder=str(encoder), encoder_layers=1, max_pieces=24, max_description_pieces=24,
+                              hidden=4, match=8, epochs=1, batch_size=32)
+    train_schema_spans(config, folder / "train.jsonl", folder / "dev.jsonl", [DATA / "sgd" / "schema-train.json"],
+                       [DATA / "sgd" / "schema-dev.json"], folder / "models" / "slots", "test", train_turns=150, dev_turns=30)
+
+
+@pytest.fixture(scope="session")
+def schema_model_dir(tmp_path_factory) -> Path:
+    return built_once(tmp_path_factory, "schema-guided", _build_schema_model) / "models" / "slots" / "1"
+
+
 @pytest.fixture(scope="session")
 def random_dialog_dirs(tmp_path_factory):
     """Version directories of tiny untrained dialog-act and dialog-action models, to copy into model trees

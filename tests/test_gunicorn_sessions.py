@@ -106,15 +106,31 @@ def worker_pids(master: int) -> set[int]:
     return set(int(p) for p in open(path).read().split()) if os.path.exists(path) else set()
 
 
-def test_redis_sessions_survive_a_reload_of_the_workers(tmp_path, random_dialog_dirs, redis_url):
+def _pottery_tags(port: int) -> list[set[str]]:
+    """The tags of Pottery_1 turns, asked on 8 fresh connections (gunicorn hands them to both workers)."""
+    answers = [call(port, "/v1/models/slots:tag", {"sentences": [["fire", "it", "with", "a", "blue", "glaze"]],
+                                                    "service": "Pottery_1"}) for _ in range(8)]
+    assert [status for status, _ in answers] == [200] * 8, answers
+    return [set(body["results"][0]["tags"]) for _, body in answers]
+
+
+def test_redis_sessions_survive_a_reload_of_the_workers(tmp_path, random_dialog_dirs, schema_model_dir, redis_url):
+    """... and so does a service registered through one worker: every worker answers for it, before the reload and
+    after it (new processes, as after a restart)."""
+    from test_schema_guided import POTTERY, POTTERY_SPAN_TAGS
+
     models = tmp_path / "models"
     shutil.copytree(random_dialog_dirs["dialog-act"], models / "dialog-act" / "1")
+    shutil.copytree(schema_model_dir, models / "slots" / "1")
     port = free_port()
     process, log = start(tmp_path, {"PORT": str(port), "SEQTAG_MODELS_DIR": str(models), "SEQTAG_WORKERS": "2",
                                     "SEQTAG_THREADS": "4", "SEQTAG_REDIS_URL": redis_url})
     conversation = [("A", "Do you have any pets?"), ("B", "Yes, two cats."), ("A", "Oh, nice."), ("B", "Uh-huh.")]
     try:
         wait_until(lambda: call(port, "/readyz")[0] == 200, 120, "readiness", process)
+        assert call(port, "/v1/models/slots:tag", {"sentences": [["fire"]], "service": "Pottery_1"})[0] == 404
+        assert call(port, "/v1/services/Pottery_1", POTTERY, method="PUT")[0] == 201
+        assert all(tags <= POTTERY_SPAN_TAGS for tags in _pottery_tags(port))
         session_id = call(port, "/v1/dialogs", {"model": "dialog-act"})[1]["session_id"]
         answers = [call(port, f"/v1/dialogs/{session_id}/turns", {"text": text, "speaker": speaker})[1]
                    for speaker, text in conversation[:2]]
@@ -125,6 +141,7 @@ def test_redis_sessions_survive_a_reload_of_the_workers(tmp_path, random_dialog_
         wait_until(lambda: call(port, "/readyz")[0] == 200, 120, "readiness after the reload", process)
         answers += [call(port, f"/v1/dialogs/{session_id}/turns", {"text": text, "speaker": speaker})[1]
                     for speaker, text in conversation[2:]]
+        assert all(tags <= POTTERY_SPAN_TAGS for tags in _pottery_tags(port))  # the new workers read it from Redis
     finally:
         stop(process, log)
     assert [a["turn"] for a in answers] == [1, 2, 3, 4]

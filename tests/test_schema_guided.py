@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DATA, built_once
-from tiny_bert import write_tiny_bert
+from conftest import DATA, first_lines
 
 SGD = DATA / "sgd"
 pytestmark = pytest.mark.skipif(not (SGD / "sgd-train.jsonl").is_file(), reason="SGD not found under ../shared/data")
@@ -38,29 +37,6 @@ POTTERY_SLOTS = {"kiln_temperature", "glaze_color", "firing_kind"}
 POTTERY_SPAN_TAGS = {"O", *(f"{p}-{s}" for p in "BI" for s in ("kiln_temperature", "glaze_color"))}
 
 
-def _first_lines(source: Path, count: int) -> str:
-    with open(source, encoding="utf-8") as lines:
-        return "".join(next(lines) for _ in range(count))
-
-
-def _build(folder: Path) -> None:
-    from training.schema_guided.config import SchemaSpanConfig
-    from training.schema_guided.trainer import train_schema_spans
-
-    (folder / "train.jsonl").write_text(_first_lines(SGD / "sgd-train.jsonl", 30), encoding="utf-8")
-    (folder / "dev.jsonl").write_text(_first_lines(SGD / "sgd-dev.jsonl", 5), encoding="utf-8")
-    encoder = write_tiny_bert(folder / "bert")
-    config = SchemaSpanConfig(encoder=str(encoder), encoder_layers=1, max_pieces=24, max_description_pieces=24,
-                              hidden=4, match=8, epochs=1, batch_size=32)
-    train_schema_spans(config, folder / "train.jsonl", folder / "dev.jsonl", [SGD / "schema-train.json"],
-                       [SGD / "schema-dev.json"], folder / "models" / "slots", "test", train_turns=150, dev_turns=30)
-
-
-@pytest.fixture(scope="session")
-def schema_model_dir(tmp_path_factory) -> Path:
-    return built_once(tmp_path_factory, "schema-guided", _build) / "models" / "slots" / "1"
-
-
 @pytest.fixture(scope="module")
 def saved(schema_model_dir):
     from training.schema_guided.saved import SavedSchemaTagger
@@ -72,7 +48,7 @@ def test_export_records_and_ships_its_schemas(schema_model_dir, saved):
     metadata = json.loads((schema_model_dir / "metadata.json").read_text())
     assert metadata["schema_guided"] and metadata["kind"] == "tagger" and metadata["task"] == "spans"
     assert metadata["export_check"]["max_abs_difference"] <= metadata["export_check"]["tolerance"]
-    trained = {json.loads(line)["turns"][0]["service"] for line in _first_lines(SGD / "sgd-train.jsonl", 30).splitlines()}
+    trained = {json.loads(line)["turns"][0]["service"] for line in first_lines(SGD / "sgd-train.jsonl", 30).splitlines()}
     assert trained <= set(saved.shipped) and set(metadata["services"]) == set(saved.shipped)
     dev = metadata["metrics"]["dev"]
     assert dev["seen_services"]["turns"] + dev["unseen_services"]["turns"] == dev["turns"] > 0
