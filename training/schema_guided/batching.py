@@ -74,6 +74,8 @@ class SpanBatches(ShapeGuardedBatches):
             slot_vectors[b, :len(names)] = vectors
             slot_mask[b, :len(names)] = 1.0
             for slot, begin, end in turn.spans:
+                if slot not in names:  # a gold span of another service's slot: nothing here can name it
+                    continue
                 column = names.index(slot)
                 targets[b, begin] = 1 + 2 * column
                 targets[b, begin + 1:end] = 2 + 2 * column

@@ -141,7 +141,8 @@ def train_schema_spans(config: SchemaSpanConfig, train_path: Path, dev_path: Pat
     tokenizer = get_tokenizer(config.tokenizer)
     schemas = read_schema_files(schema_paths)
     dev_schemas = {**read_schema_files(dev_schema_paths), **schemas} if dev_schema_paths else dict(schemas)
-    turns = sample_turns(read_schema_turns(train_path, schemas, config.tokenizer), train_turns, config.seed)
+    turns = sample_turns(read_schema_turns(train_path, schemas, config.tokenizer, only_candidates=True), train_turns,
+                         config.seed)
     dev = read_schema_turns(dev_path, dev_schemas, config.tokenizer) if dev_path else []
     choose = sample_turns([t for t in dev if t.service in schemas], dev_turns, config.seed)  # seen services only
     logger.info("%d training turns (%d services), %d dev turns (%d to choose the epoch on)", len(turns), len(schemas),
