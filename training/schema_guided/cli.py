@@ -97,6 +97,7 @@ def command_evaluate_actions(model_dir, args: argparse.Namespace) -> int:
             previous = turn.labels  # the system's actions (gold), in the service's names
         inputs.append(turns)
     groups: dict[str, tuple[list, list]] = {g: ([], []) for g in ("seen_services", "unseen_services", "mixed_services")}
+    raw: dict[str, list] = {g: [] for g in groups}  # the model's own labels, no schema read: what it answered before
     trained = set(tagger.shipped)
     for dialog, (user, names), probabilities in zip(dialogs, services, model.predict(inputs)):
         seen = [n in trained for n in names]
@@ -113,6 +114,17 @@ def command_evaluate_actions(model_dir, args: argparse.Namespace) -> int:
         if g:
             sub = action_metrics(g, p)
             metrics[name] = {k: sub[k] for k in ("micro_f1", "macro_f1", "exact_match", "turns")}
+    # The same model without the schemas: its own labels, and the previous actions fed as the data names them (what a
+    # session answered before services were read from schemas), on the same turns.
+    plain_inputs = [[DialogTurnInput(t.tokens, t.speaker, list(previous or ())) for t, previous in
+                     zip(turns, [None, *[turn.labels for turn in dialog.turns[:-1]]])]
+                    for dialog, turns in zip(dialogs, inputs)]
+    for dialog, (user, names), probabilities in zip(dialogs, services, model.predict(plain_inputs)):
+        seen = [n in trained for n in names]
+        group = "seen_services" if all(seen) else "unseen_services" if not any(seen) else "mixed_services"
+        raw[group] += [model.decide(p) for turn, p in zip(dialog.turns, probabilities) if turn.labels is not None]
+    metrics["without_schemas"] = {"micro_f1": action_metrics(gold, [p for g in groups for p in raw[g]])["micro_f1"],
+                                  **{g: action_metrics(groups[g][0], raw[g])["micro_f1"] for g in groups if raw[g]}}
     metrics["schema_encoder"] = str(encoder_dir)
     if args.json:
         print(json.dumps(metrics))
@@ -120,5 +132,7 @@ def command_evaluate_actions(model_dir, args: argparse.Namespace) -> int:
         print(format_dialog_report(metrics))
         for name in groups:
             if name in metrics:
-                print(f"  {name}: micro-F1 {metrics[name]['micro_f1']:.4f} over {metrics[name]['turns']} turns")
+                print(f"  {name}: micro-F1 {metrics[name]['micro_f1']:.4f} over {metrics[name]['turns']} turns "
+                      f"(without the schemas: {metrics['without_schemas'][name]:.4f})")
+        print(f"  without the schemas, all: {metrics['without_schemas']['micro_f1']:.4f}")
     return 0
