@@ -26,8 +26,9 @@ def command_train_schema_spans(args: argparse.Namespace, argv: Sequence[str]) ->
     config = SchemaSpanConfig(encoder=str(args.encoder), encoder_layers=args.encoder_layers,
                               encoder_licence=args.encoder_licence)
     for option in ("epochs", "batch_size", "learning_rate", "dropout", "seed", "max_minutes"):  # shared tagger options
-        if getattr(args, option, None) is not None:
-            setattr(config, option, getattr(args, option))
+        value = getattr(args, "config_" + option, None)  # (training.common.config names their destinations so)
+        if value is not None:
+            setattr(config, option, value)
     train_schema_spans(config, args.train, args.dev, args.schemas, args.dev_schemas, args.out,
                        shlex.join(["seqtag", *argv]), train_turns=args.train_turns)
     return 0
