@@ -54,6 +54,7 @@ DATA_LICENCES: tuple[tuple[str, str, str], ...] = (
     ("swda/train", "Switchboard Dialog Act Corpus (SwDA)", "CC BY-NC-SA 3.0"),  # swda/LICENSE.txt (C. Potts)
     ("swda/val", "Switchboard Dialog Act Corpus (SwDA)", "CC BY-NC-SA 3.0"),
     ("sgd-*.jsonl", "Schema-Guided Dialogue (SGD)", "CC BY-SA 4.0"),  # dstc8-schema-guided-dialogue
+    ("schema-*.json", "Schema-Guided Dialogue (SGD) service schemas", "CC BY-SA 4.0"),
 )
 NOT_RECORDED = "not recorded"
 
