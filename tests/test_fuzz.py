@@ -31,7 +31,7 @@ SPAN_MODELS = {name for name in TAGGERS
 @pytest.fixture(scope="module")
 def fuzzed_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
-    for base, _, process in serve_shipped_models(tmp, SEQTAG_THREADS="8", SEQTAG_SERVICES_DIR=str(tmp / "services")):
+    for base, _, process in serve_shipped_models(tmp, SEQTAG_THREADS="8", SEQTAG_KEEP_VERSIONS="1"):
         yield base, process
     text = (tmp / "gunicorn.log").read_text()
     assert "Traceback" not in text, text[-3000:]  # nothing failed inside the server either
@@ -69,6 +69,10 @@ def test_every_operation_conforms(fuzzed_server):
             if (model is not None and operation.path.endswith(":tag") and model not in SPAN_MODELS
                     and isinstance(case.body, dict)):
                 case.body.pop("service", None)  # a schema-valid field, for the models of another kind
+            if model in SPAN_MODELS and isinstance(case.body, dict) and case.body.get("service") is None:
+                # The shipped span model reads schemas: it tags the turns of a service (none: 400 service_required,
+                # a rule per model the document cannot state); a generated name is an unknown service (404).
+                case.body["service"] = "Restaurants_1"
             excluded = []
             if operation.path == "/v1/services/{service_name}" and operation.method.upper() == "PUT":
                 # JSON Schema cannot say "service_name equals the URL's", "unique slot names" or "required slots

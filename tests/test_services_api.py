@@ -117,7 +117,7 @@ def _wrong_type():
     return schema
 
 
-@pytest.mark.parametrize("body, status, message", [
+BAD_SCHEMAS = [
     (_missing_description(), 400, "slots[1].description: field required"),
     (_wrong_type(), 400, "slots[0].is_categorical: input should be a valid boolean"),
     (_twice(), 400, "slots[1].name: the slot 'kiln_temperature' is given twice"),
@@ -129,7 +129,10 @@ def _wrong_type():
     (pottery(owner="me"), 400, "owner: extra inputs are not permitted"),
     ([POTTERY], 400, "should be a JSON object"),
     (pottery("Kiln_2"), 400, "service_name: 'Kiln_2' is not 'Pottery_1', the name in the URL"),
-])
+]
+
+
+@pytest.mark.parametrize("body, status, message", BAD_SCHEMAS)
 def test_invalid_schemas_are_refused_with_the_field_path(client, body, status, message):
     answer = client.put("/v1/services/Pottery_1", json=body)
     assert answer.status_code == status, answer.json
@@ -408,3 +411,20 @@ def test_the_document_describes_the_routes_and_their_answers(app, client):
     # The request schema says what the server checks, so a client (or a fuzzer) reading it knows the limits.
     slot = document["components"]["schemas"]
     assert any(s.get("properties", {}).get("possible_values", {}).get("uniqueItems") for s in slot.values())
+
+
+def test_bad_schemas_leave_nothing_registered(client):
+    """Every bad schema above, then the registry: nothing of them was stored, a good one still registers (the
+    reliability page's row)."""
+    from reliability import record
+
+    statuses = [client.put("/v1/services/Pottery_1", json=body).status_code for body, _, _ in BAD_SCHEMAS]
+    assert statuses == [status for _, status, _ in BAD_SCHEMAS]
+    assert client.get("/v1/services/Pottery_1").status_code == 404  # nothing half-registered
+    assert client.put("/v1/services/Pottery_1", json=pottery()).status_code in (200, 201)
+    assert client.delete("/v1/services/Pottery_1").status_code == 204
+    record("bad-schemas", 35, "PUT /v1/services with bad schemas: a missing field, a wrong type, a slot given twice, "
+                              "10,000 slots, a 1 MB description, a 2 MB body, an unknown field, a list, a name that "
+                              "is not the URL's", f"{len(BAD_SCHEMAS)} requests",
+           "nothing stored; the worker answered /healthz after each",
+           f"{statuses.count(400)} x 400 invalid_schema with the field path, {statuses.count(413)} x 413")
