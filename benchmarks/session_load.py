@@ -4,7 +4,8 @@
     apt-get install wrk redis-server      # Debian's packages; Redis only for variants that use it
     .venv/bin/python -m benchmarks.session_load --sessions 1,16,64 --rounds 3
     .venv/bin/python -m benchmarks.session_load --model dialog-action --slots slots --format sgd \
-        --data ../shared/data/sgd/sgd-dev.jsonl      # SGD: user turns with their service; actions and slots
+        --data ../shared/data/sgd/sgd-dev.jsonl --schemas ../shared/data/sgd/schema-dev.json
+        # SGD: user turns with their service (registered from --schemas first); next actions and slots
 
 Each variant is a gunicorn started as ``make serve`` starts it, with the variant's environment on top
 (``--variants "defaults;SEQTAG_WORKERS=2,SEQTAG_REDIS_URL=auto"``: ``auto`` starts a local redis-server for it).
@@ -56,6 +57,22 @@ def open_sessions(port: int, model: str, count: int, slots: str | None = None) -
     return ids
 
 
+def register_services(port: int, path: str) -> int:
+    """PUT every schema of an SGD schema file (a list): the services the turns name must be known."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    with open(path, encoding="utf-8") as handle:
+        schemas = json.load(handle)
+    for schema in schemas:
+        connection.request("PUT", f"/v1/services/{schema['service_name']}", json.dumps(schema),
+                           {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        body = response.read()
+        if response.status not in (200, 201):
+            raise SystemExit(f"registering {schema['service_name']}: {response.status} {body[:200]!r}")
+    connection.close()
+    return len(schemas)
+
+
 def close_sessions(port: int, ids: list[str]) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     for session_id in ids:
@@ -95,6 +112,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default="../shared/data/swda/val")
     parser.add_argument("--format", default="swda")
     parser.add_argument("--slots", help="a span model each session also answers slots with (SGD: each turn's service)")
+    parser.add_argument("--schemas", help="an SGD schema file: its services are registered before the runs")
     parser.add_argument("--sessions", default="1,16,64")
     parser.add_argument("--seconds", type=float, default=10.0, help="per wrk run")
     parser.add_argument("--rounds", type=int, default=3)
@@ -112,8 +130,12 @@ def main(argv=None) -> int:
                 process, url = start_redis()
                 redis_servers.append(process)
                 settings = {**settings, "SEQTAG_REDIS_URL": url}
+            if args.schemas and "SEQTAG_SERVICES_DIR" not in settings:  # registrations in a throwaway directory
+                settings = {**settings, "SEQTAG_SERVICES_DIR": tempfile.mkdtemp(prefix="seqtag-bench-services-")}
             servers[name] = start_gunicorn(settings)
             port = servers[name][1]
+            if args.schemas:
+                logger.info("%s: registered %d services from %s", name, register_services(port, args.schemas), args.schemas)
             ids = open_sessions(port, args.model, 4, args.slots)
             path = turn_file(ids, conversations, 0)
             run_wrk(f"http://127.0.0.1:{port}", "dialog_turns.lua", 4, 3, [path])  # warm-up
