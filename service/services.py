@@ -43,7 +43,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator
 
-from flask import Flask
+from flask import Flask, current_app
 
 from service.errors import APIError, error_response
 from service.settings import ServiceSettings, default_services_dir
@@ -425,13 +425,17 @@ class ServiceCatalog:
     def encoding(self, model_version: Any, schema: ServiceSchema) -> Any:
         """``model_version.encode_service(schema)``, computed once per (model, version, service, digest)."""
         key = (model_version.name, model_version.version, schema.service_name, schema_digest(schema))
+        return self.cached(key, lambda: model_version.encode_service(schema))
+
+    def cached(self, key: tuple, compute) -> Any:
+        """``compute()`` once per ``key`` (an LRU of ``encoding_cache_size``): what models derive from a schema."""
         with self._lock:
             if key in self._encodings:
                 self._encodings.move_to_end(key)
                 return self._encodings[key]
         # Outside the lock: encoding runs the model, and other threads' lookups must not wait for it. Two threads
         # that miss together both compute it; the results are equal.
-        value = model_version.encode_service(schema)
+        value = compute()
         with self._lock:
             self._encodings[key] = value
             self._encodings.move_to_end(key)
@@ -465,8 +469,6 @@ def span_condition(model_version: Any, service: str | None) -> Any:
       trained on (it reads no schema, so a registration cannot teach it one): else 404 ``unknown_service``.
     * Any other span model: the service as given (or None).
     """
-    from flask import current_app
-
     if getattr(model_version, "schema_guided", False):
         if service is None:
             raise APIError(400, "service_required", f"model {model_version.name!r} tags the slots of a service: give "
@@ -500,34 +502,20 @@ def schema_check(registry: Any, catalog: ServiceCatalog):
     return check
 
 
-_ACTION_MAPS: "OrderedDict[tuple, Any]" = OrderedDict()
-_ACTION_SOURCES: dict[tuple, dict] = {}
-_ACTION_LOCK = threading.Lock()
-
-
-def action_map(dialog_version: Any, slots_version: Any, schema: ServiceSchema) -> Any:
-    """The map of an action model's labels onto ``schema``'s slots (``training.schema_guided.actions``), read with the
-    session's schema-guided span model's encoder; kept per (both versions, service, schema digest)."""
-    from flask import current_app
-
+def action_map(dialog_version: Any, slots_version: Any, encoding: Any) -> Any:
+    """The map of an action model's labels onto a service's slots (``training.schema_guided.actions``), from the
+    service's encoding by the session's schema-guided span model (``span_condition``); kept in the catalog's cache
+    per (both versions, service, schema digest)."""
     from training.schema_guided.actions import build_action_map, source_slot_vectors
 
-    key = (dialog_version.name, dialog_version.version, slots_version.name, slots_version.version,
-           schema.service_name, schema_digest(schema))
-    with _ACTION_LOCK:
-        if key in _ACTION_MAPS:
-            _ACTION_MAPS.move_to_end(key)
-            return _ACTION_MAPS[key]
     catalog: ServiceCatalog = current_app.extensions["seqtag.services"]
     shipped = slots_version.shipped_schemas
-    source_key = (slots_version.name, slots_version.version)
-    if source_key not in _ACTION_SOURCES:  # the training services' slots, once per span model version
-        _ACTION_SOURCES[source_key] = source_slot_vectors([catalog.encoding(slots_version, s) for s in shipped.values()])
-    trained = schema.service_name in shipped and schema_digest(shipped[schema.service_name]) == schema_digest(schema)
-    built = build_action_map(dialog_version.labels, _ACTION_SOURCES[source_key],
-                             catalog.encoding(slots_version, schema), trained=trained)
-    with _ACTION_LOCK:
-        _ACTION_MAPS[key] = built
-        while len(_ACTION_MAPS) > ENCODING_CACHE_SIZE:
-            _ACTION_MAPS.popitem(last=False)
-    return built
+
+    def build():
+        sources = catalog.cached(("action-sources", slots_version.name, slots_version.version),
+                                 lambda: source_slot_vectors([catalog.encoding(slots_version, s) for s in shipped.values()]))
+        trained = encoding.service in shipped and schema_digest(shipped[encoding.service]) == encoding.digest
+        return build_action_map(dialog_version.labels, sources, encoding, trained=trained)
+
+    return catalog.cached(("actions", dialog_version.name, dialog_version.version, slots_version.name,
+                           slots_version.version, encoding.service, encoding.digest), build)

@@ -18,6 +18,24 @@ DATA = REPO.parent / "shared" / "data"
 EWT_TRAIN = DATA / "ud-english-ewt" / "en_ewt-ud-train.conllu"
 EWT_DEV = DATA / "ud-english-ewt" / "en_ewt-ud-dev.conllu"
 
+
+# A made-up service in SGD's format, small enough to read at a glance (the service schema tests' sample).
+POTTERY_SCHEMA = {
+    "service_name": "Pottery_1",
+    "description": "Book time in a pottery studio",
+    "slots": [
+        {"name": "kiln_temperature", "description": "How hot the kiln fires", "is_categorical": True,
+         "possible_values": ["low", "medium", "high"]},
+        {"name": "glaze_color", "description": "The color of the glaze", "is_categorical": False,
+         "possible_values": []},
+    ],
+    "intents": [
+        {"name": "BookFiring", "description": "Reserve a kiln firing", "is_transactional": True,
+         "required_slots": ["kiln_temperature"], "optional_slots": {"glaze_color": "clear"},
+         "result_slots": ["kiln_temperature", "glaze_color"]},
+    ],
+}
+
 # Settings small enough to train in seconds; the tiny model only has to learn something.
 TINY_OPTIONS = ["--word-dim", "24", "--char-dim", "12", "--char-hidden", "16", "--hidden", "32",
                 "--layers", "1", "--batch-size", "16", "--epochs", "6", "--learning-rate", "0.01",

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import POTTERY_SCHEMA
+
 from training.common import service_schema
 from training.common.errors import DataFormatError
 from training.common.service_schema import (MAX_DESCRIPTION_CHARS, MAX_INTENTS, MAX_POSSIBLE_VALUES, MAX_SCHEMA_BYTES,
@@ -20,22 +22,7 @@ from training.common.service_schema import (MAX_DESCRIPTION_CHARS, MAX_INTENTS, 
 SGD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sgd"
 SCHEMA_FILES = [SGD / "schema-train.json", SGD / "schema-dev.json"]
 
-# A made-up service in SGD's format, small enough to read at a glance.
-POTTERY = {
-    "service_name": "Pottery_1",
-    "description": "Book time in a pottery studio",
-    "slots": [
-        {"name": "kiln_temperature", "description": "How hot the kiln fires", "is_categorical": True,
-         "possible_values": ["low", "medium", "high"]},
-        {"name": "glaze_color", "description": "The color of the glaze", "is_categorical": False,
-         "possible_values": []},
-    ],
-    "intents": [
-        {"name": "BookFiring", "description": "Reserve a kiln firing", "is_transactional": True,
-         "required_slots": ["kiln_temperature"], "optional_slots": {"glaze_color": "clear"},
-         "result_slots": ["kiln_temperature", "glaze_color"]},
-    ],
-}
+POTTERY = POTTERY_SCHEMA  # (conftest)
 
 
 def pottery(**changes) -> dict:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import POTTERY_SCHEMA
+
 from conftest import start_redis
 from service import create_app
 from service.registry import ModelLookupError
@@ -24,21 +26,7 @@ from service.services import (DirectoryServiceStore, ServiceCatalog, UnknownServ
 from service.settings import ServiceSettings
 from training.common.service_schema import MAX_DESCRIPTION_CHARS, MAX_SLOTS, parse_schema, schema_digest
 
-POTTERY = {
-    "service_name": "Pottery_1",
-    "description": "Book time in a pottery studio",
-    "slots": [
-        {"name": "kiln_temperature", "description": "How hot the kiln fires", "is_categorical": True,
-         "possible_values": ["low", "medium", "high"]},
-        {"name": "glaze_color", "description": "The color of the glaze", "is_categorical": False,
-         "possible_values": []},
-    ],
-    "intents": [
-        {"name": "BookFiring", "description": "Reserve a kiln firing", "is_transactional": True,
-         "required_slots": ["kiln_temperature"], "optional_slots": {"glaze_color": "clear"},
-         "result_slots": ["kiln_temperature", "glaze_color"]},
-    ],
-}
+POTTERY = POTTERY_SCHEMA  # (conftest)
 KEY = "ops:" + "k" * 20
 
 

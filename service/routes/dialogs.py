@@ -25,7 +25,7 @@ from service.openapi import BODY_ERRORS, documented
 from service.registry import ModelLookupError, ModelRegistry, ModelVersion, StepRequest
 from service.schemas import (CreateDialogRequest, DialogSession, DialogView, ErrorResponse, TurnRequest, TurnResult,
                              check_tokens, parse_body)
-from service.services import UnknownService, action_map, span_condition, unknown_service_error
+from service.services import action_map, span_condition
 from service.sessions import (SessionBusy, SessionLimitReached, SessionNotFound, SessionState, SessionStore,
                               SessionStoreUnavailable, new_session_id)
 from training.dialog.saved_dialog import DialogTurnInput
@@ -84,15 +84,20 @@ def _slot_model(name: str, version: int | None) -> ModelVersion:
     return model
 
 
-def _turn_slots(state: SessionState, text: str | None, tokens: list[str], service: str | None) -> list[dict]:
-    """The turn's slot values from the session's span model: character offsets into its text, or token indices."""
+def _session_slots(state: SessionState, service: str | None) -> tuple[ModelVersion, object]:
+    """The session's span model and what it tags this turn with (``span_condition``: a service's encoding, its name,
+    or None), looked up once per turn; 409 if that version was unloaded, 404 for a service nobody registered."""
     try:
         model = _registry().get(state.slots, state.slots_version)
     except ModelLookupError:
         raise APIError(409, "version_unloaded", f"this session's slots come from {state.slots} version "
                                                  f"{state.slots_version}, which is no longer loaded; reset the session "
                                                  f"to continue on the serving version") from None
-    condition = span_condition(model, service)  # 404 for a service nobody registered (nothing of the turn is taken)
+    return model, span_condition(model, service)
+
+
+def _turn_slots(model: ModelVersion, condition, text: str | None, tokens: list[str]) -> list[dict]:
+    """The turn's slot values from the session's span model: character offsets into its text, or token indices."""
     if text is not None:
         words = model.tokenizer.tokenize(text)[:current_settings().max_tokens_per_sentence]
         if not words:
@@ -127,23 +132,12 @@ def _turn_answer(dialog, number: int, probabilities: np.ndarray, mapping=None, t
     return answer
 
 
-def _service_actions(state: SessionState, dialog_version: ModelVersion, service: str | None):
-    """A turn of ``service`` on an action model, in a session whose span model reads schemas: the map of the action
+def _service_actions(dialog_version: ModelVersion, slots: ModelVersion | None, condition):
+    """A turn of a service on an action model, in a session whose span model reads schemas: the map of the action
     model's labels onto the service's slots (None otherwise: the model's own labels)."""
-    if service is None or not state.slots or not dialog_version.dialog.multi_label:
+    if slots is None or not slots.schema_guided or condition is None or not dialog_version.dialog.multi_label:
         return None
-    try:
-        slots = _registry().get(state.slots, state.slots_version)
-    except ModelLookupError:
-        return None  # _turn_slots answers the 409
-    if not slots.schema_guided:
-        return None
-    catalog = current_app.extensions["seqtag.services"]
-    try:
-        schema = catalog.lookup(service, slots.shipped_schemas)
-    except UnknownService:
-        raise unknown_service_error(service) from None
-    return action_map(dialog_version, slots, schema)
+    return action_map(dialog_version, slots, condition)
 
 
 def _not_found(session_id: str) -> APIError:
@@ -203,12 +197,13 @@ def post_turn(session_id: str):
                                                      f"no longer loaded; reset the session to continue on the serving "
                                                      f"version") from None
         dialog = model.dialog
-        mapping = _service_actions(state, model, body.service)  # 404 for a service nobody registered
+        slots, condition = _session_slots(state, body.service) if state.slots else (None, None)
+        mapping = _service_actions(model, slots, condition)
         if body.turn is not None and body.turn != state.turn + 1:
             if body.turn == state.turn and state.last_request == digest and state.last_probabilities is not None:
                 answer.update(_turn_answer(dialog, state.turn, state.last_probabilities, mapping, body.top_k))
                 if state.slots:  # slots depend on the turn alone: the same answer again
-                    answer["slots"] = _turn_slots(state, body.text, body.tokens, body.service)
+                    answer["slots"] = _turn_slots(slots, condition, body.text, body.tokens)
                 return state  # a retry of the turn already taken: its answer again, the state as it is
             raise APIError(409, "turn_mismatch", f"this session is at turn {state.turn}: a request for turn {body.turn} "
                                                  f"is neither the next turn nor a retry of the last one")
@@ -232,7 +227,7 @@ def post_turn(session_id: str):
         result = model.step([StepRequest(turn, state.state_h, state.state_c)])[0]
         answer.update(_turn_answer(dialog, state.turn + 1, result.probabilities, mapping, body.top_k))
         if state.slots:  # the span model's batcher stacks the concurrent sessions' turns, as the step's does
-            answer["slots"] = _turn_slots(state, body.text, tokens, body.service)
+            answer["slots"] = _turn_slots(slots, condition, body.text, tokens)
         return replace(state, state_h=result.state_h, state_c=result.state_c, turn=state.turn + 1,
                        last_actions=answer.get("labels") if dialog.multi_label else None, last_active=time.time(),
                        last_request=digest, last_probabilities=np.asarray(result.probabilities, np.float32))

@@ -100,9 +100,13 @@ def command_evaluate_actions(model_dir, args: argparse.Namespace) -> int:
     groups: dict[str, tuple[list, list]] = {g: ([], []) for g in ("seen_services", "unseen_services", "mixed_services")}
     raw: dict[str, list] = {g: [] for g in groups}  # the model's own labels, no schema read: what it answered before
     trained = set(tagger.shipped)
-    for dialog, (user, names), probabilities in zip(dialogs, services, model.predict(inputs)):
+
+    def group_of(names: list[str]) -> str:  # a dialogue by whether training had its services
         seen = [n in trained for n in names]
-        group = "seen_services" if all(seen) else "unseen_services" if not any(seen) else "mixed_services"
+        return "seen_services" if all(seen) else "unseen_services" if not any(seen) else "mixed_services"
+
+    dialog_groups = [group_of(names) for _, names in services]
+    for dialog, (user, _), group, probabilities in zip(dialogs, services, dialog_groups, model.predict(inputs)):
         for turn, service, p in zip(dialog.turns, user, probabilities):
             if turn.labels is None:
                 continue
@@ -120,9 +124,7 @@ def command_evaluate_actions(model_dir, args: argparse.Namespace) -> int:
     plain_inputs = [[DialogTurnInput(t.tokens, t.speaker, list(previous or ())) for t, previous in
                      zip(turns, [None, *[turn.labels for turn in dialog.turns[:-1]]])]
                     for dialog, turns in zip(dialogs, inputs)]
-    for dialog, (user, names), probabilities in zip(dialogs, services, model.predict(plain_inputs)):
-        seen = [n in trained for n in names]
-        group = "seen_services" if all(seen) else "unseen_services" if not any(seen) else "mixed_services"
+    for dialog, group, probabilities in zip(dialogs, dialog_groups, model.predict(plain_inputs)):
         raw[group] += [model.decide(p) for turn, p in zip(dialog.turns, probabilities) if turn.labels is not None]
     metrics["without_schemas"] = {"micro_f1": action_metrics(gold, [p for g in groups for p in raw[g]])["micro_f1"],
                                   **{g: action_metrics(groups[g][0], raw[g])["micro_f1"] for g in groups if raw[g]}}

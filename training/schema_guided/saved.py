@@ -54,7 +54,8 @@ class ServiceEncoding:
 
 
 @lru_cache(maxsize=512)
-def _decoder(tags: tuple[str, ...]) -> SpanDecoder:
+def span_decoder(tags: tuple[str, ...]) -> SpanDecoder:
+    """The constrained decoder of a service's tags (``ServiceEncoding.tags``), built once per tag list."""
     return SpanDecoder(tags, "bio")
 
 
@@ -126,7 +127,7 @@ class SavedSchemaTagger:
         results = []
         for probabilities, encoding in zip(self.emissions(sentences, conditions), conditions):
             tags = encoding.tags
-            best, chosen, spans = _decoder(tags).decode(probabilities)
+            best, chosen, spans = span_decoder(tags).decode(probabilities)
             results.append(TaggedTokens([tags[k] for k in best], chosen.tolist(), probabilities,
                                         [Span(label, first, end, score) for label, first, end, score in spans],
                                         columns=list(tags)))

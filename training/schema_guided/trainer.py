@@ -35,7 +35,7 @@ from training.schema_guided.data import SchemaTurn, describe_slot, read_schema_f
 from training.schema_guided.evaluate import span_metrics
 from training.schema_guided.model import build_span_head
 from training.schema_guided.pieces import pad_rows, piece_rows
-from training.tagger.spans import SpanDecoder
+from training.schema_guided.saved import span_decoder
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def predict_spans(head: keras.Model, batches: SpanBatches) -> list[list[tuple[st
             z = logits[j, :len(turn.words), :len(tags)]
             p = np.exp(z - z.max(-1, keepdims=True))
             p /= p.sum(-1, keepdims=True)
-            predicted[i] = [(label, a, b) for label, a, b, _ in SpanDecoder(tags, "bio").decode(p)[2]]
+            predicted[i] = [(label, a, b) for label, a, b, _ in span_decoder(tags).decode(p)[2]]
     return predicted  # type: ignore[return-value]
 
 
