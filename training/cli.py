@@ -1,5 +1,5 @@
 """The ``seqtag`` command line: ``seqtag train pos|spans|dialog-act|dialog-action ...``, ``export``, ``evaluate``,
-``serve`` and ``cards``.
+``tag`` (annotate a corpus, ``training.annotate``), ``serve`` and ``cards``.
 
 The one entry point: it builds the parser and dispatches to each wing's commands (``training.tagger.cli``,
 ``training.dialog.cli``) by task, by checkpoint kind or by the model's metadata. ``seqtag serve`` starts the
@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "words, sentences and UPOS against the gold words (CoNLL 2018's way)")
     evaluate.add_argument("--tokenizer", choices=TOKENIZERS,
                           help="with --raw-text: the tokenizer to score (default: the model's)")
+    from training.annotate.cli import add_tag_parser
+
+    add_tag_parser(commands)
     add_serve_parser(commands)
     add_cards_parser(commands)
     return parser
@@ -258,6 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return dialog_cli.command_train(args, argv)
         if args.command == "export":
             return command_export(args, argv)
+        if args.command == "tag":
+            from training.annotate.cli import command_tag
+
+            return command_tag(args)
         return command_evaluate(args)
     except (DataFormatError, ConfigError, artifacts.ModelNotFoundError) as error:
         print(f"seqtag: error: {error}", file=sys.stderr)

@@ -79,6 +79,12 @@ _INFIX = re.compile(r"((?<=[^\W\d_])[-/,()\[\]{}](?=\w)|(?<=\w)[-/,()\[\]{}](?=[
 _TERMINAL = re.compile(r"^(?:[.!?…]+|[.!?…]*[!?][^\w\s]*)$")  # tokens that can end a sentence
 _CLOSERS = frozenset(("\"", "'", "”", "’", ")", "]", "}", "»", "''"))
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
+# English titles that keep their period, beyond those EWT train has often enough to learn (Capt. Smith, Prof. Lee).
+_TITLE_ABBREVIATIONS = ("adm", "capt", "cmdr", "col", "gen", "gov", "lt", "maj", "mt", "prof", "rep", "sen", "sgt", "supt")
+# Contractions written without the apostrophe, split as EWT splits them (do|nt, have|nt), beyond the lexicon's
+_NT_CONTRACTION = re.compile(r"(?i)^(do|does|did|have|has|had|is|are|was|were|could|would|should|must|need)nt$")
+# Web text's slash abbreviations, whole (b/c, w/o); "w/" before a word is a word of its own (w/ it, w/milk)
+_SLASH_WORD = re.compile(r"(?i)^(?:b/c|w/o|w/out|w/e|a/c)$")
 
 
 class UDEnglishTokenizer:
@@ -87,10 +93,13 @@ class UDEnglishTokenizer:
     name = DEFAULT_TOKENIZER
 
     def __init__(self, lexicon: dict):
-        self.abbreviations = frozenset(a.lower() for a in lexicon["abbreviations"])
+        self.abbreviations = frozenset(a.lower() for a in (*lexicon["abbreviations"], *_TITLE_ABBREVIATIONS))
         self.joined_prefixes = frozenset(p.lower() for p in lexicon["joined_prefixes"])
         # lower-cased chunk -> the lengths of its tokens
         self.exceptions = {chunk: tuple(lengths) for chunk, lengths in lexicon["exceptions"].items()}
+        # the exceptions that are words (gonna, cannot): they also apply inside quotes or before punctuation
+        self.word_exceptions = {chunk: lengths for chunk, lengths in self.exceptions.items()
+                                if re.fullmatch(r"[a-z'’]+", chunk)}
 
     def tokenize(self, text: str) -> list[Token]:
         tokens = []
@@ -149,8 +158,19 @@ class UDEnglishTokenizer:
         prefixes: list[int] = []
         suffixes: list[int] = []  # innermost last
         while chunk:
-            if _WHOLE.fullmatch(chunk) or _NUMBER.fullmatch(chunk) or self._is_abbreviation(chunk):
+            special = self.word_exceptions.get(chunk.lower()) if prefixes or suffixes else None
+            if special is not None:
+                return prefixes + list(special) + suffixes[::-1]
+            if (_WHOLE.fullmatch(chunk) or _NUMBER.fullmatch(chunk) or self._is_abbreviation(chunk)
+                    or _SLASH_WORD.fullmatch(chunk)):
                 return prefixes + [len(chunk)] + suffixes[::-1]
+            contraction = _NT_CONTRACTION.fullmatch(chunk)
+            if contraction:
+                return prefixes + [len(contraction.group(1)), 2] + suffixes[::-1]
+            if chunk[:2].lower() == "w/" and len(chunk) > 2 and chunk[2].isalpha():
+                prefixes.append(2)
+                chunk = chunk[2:]
+                continue
             if _PUNCTUATION_ONLY.fullmatch(chunk):
                 return prefixes + [len(m.group(0)) for m in _PUNCTUATION_PIECE.finditer(chunk)] + suffixes[::-1]
             if chunk[0] in _OPENING:  # an opening bracket, quote or currency sign (a run of one counts once)
@@ -177,6 +197,8 @@ class UDEnglishTokenizer:
         trailing = _TRAILING_PUNCTUATION.search(chunk)
         if trailing is None:
             return 0
+        if trailing.group(0) == ".." and (self._is_abbreviation(chunk[:-1]) or re.fullmatch(_INNER_PERIODS, chunk[:-1])):
+            return 1  # "Inc.." ends a sentence after an abbreviation: "Inc." then "."
         if trailing.group(0) == "." and re.fullmatch(_INNER_PERIODS, chunk):
             return 0
         return len(trailing.group(0))
