@@ -2,7 +2,7 @@
 evaluate --raw-text``'s figures for the same model and text.
 
     .venv/bin/python -m benchmarks.raw_text_scores --model models/pos \
-        --data ../shared/data/ud-english-ewt/en_ewt-ud-dev.conllu [--json] [--keep DIR]
+        --data ../shared/data/ud-english-ewt/en_ewt-ud-dev.conllu [--precision int8|float32] [--json] [--keep DIR]
 
 1. The gold file's raw text: each paragraph (``# newpar`` / ``# newdoc``) its sentences' ``# text`` joined by a
    space, paragraphs apart by a blank line (``training.tagger.evaluate.raw_texts``, what ``--raw-text`` reads).
@@ -80,13 +80,13 @@ def validate_level1(path: Path) -> tuple[int, str]:
     return result.returncode, (result.stdout + result.stderr).strip()
 
 
-def tag_file(model: Path, text_file: Path, processes: int = 1) -> str:
+def tag_file(model: Path, text_file: Path, processes: int = 1, precision: str = "int8") -> str:
     from training.annotate.annotator import AnnotatorSpec
     from training.annotate.inputs import Source
     from training.annotate.runner import run_local
 
     with tempfile.NamedTemporaryFile("w+", suffix=".conllu", encoding="utf-8") as out:
-        run_local(AnnotatorSpec((str(model),)), [Source(text_file, text_file.name, False)], out, None,
+        run_local(AnnotatorSpec((str(model),), precision=precision), [Source(text_file, text_file.name, False)], out, None,
                   processes=processes, quiet=True)
         out.seek(0)
         return out.read()
@@ -96,6 +96,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=Path("models/pos"))
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ud-english-ewt/en_ewt-ud-dev.conllu"))
+    parser.add_argument("--precision", choices=("int8", "float32"), default="int8", help="as seqtag tag --precision")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", type=Path, help="keep the raw text, the output and the scoring copy here")
     args = parser.parse_args(argv)
@@ -107,15 +108,15 @@ def main(argv=None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         text = folder / "raw.txt"
         write_raw_text(args.data, text)
-        output = tag_file(args.model, text)
+        output = tag_file(args.model, text, precision=args.precision)
         (folder / "tagged.conllu").write_text(output, encoding="utf-8")
         (folder / "scoring-copy.conllu").write_text(scoring_copy(output), encoding="utf-8")
         status, report = validate_level1(folder / "tagged.conllu")
         scores = conll18_scores(args.data, output)
     from training.common.artifacts import resolve_model_dir
 
-    ours = evaluate_raw_text(resolve_model_dir(args.model), args.data)["paragraphs"]
-    result = {"model": str(args.model), "data": str(args.data), "conll18": scores,
+    ours = evaluate_raw_text(resolve_model_dir(args.model), args.data, precision=args.precision)["paragraphs"]
+    result = {"model": str(args.model), "data": str(args.data), "precision": args.precision, "conll18": scores,
               "udvalidate_level1": {"status": status, "report": report.splitlines()[-1:] if report else []},
               "seqtag_evaluate_raw_text": {"words": ours["words"]["f1"], "sentences": ours["sentences"]["f1"],
                                            "upos": ours["upos"]["f1"]}}

@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "words, sentences and UPOS against the gold words (CoNLL 2018's way)")
     evaluate.add_argument("--tokenizer", choices=TOKENIZERS,
                           help="with --raw-text: the tokenizer to score (default: the model's)")
+    evaluate.add_argument("--precision", choices=("float32", "int8"), default="float32",
+                          help="with --raw-text: the tagger as the service runs it (float32, default) or with int8 LSTMs, "
+                               "as seqtag tag runs it by default")
     from training.annotate.cli import add_tag_parser
 
     add_tag_parser(commands)
@@ -213,6 +216,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
     model_dir = artifacts.resolve_model_dir(args.model)
     if args.tokenizer and not args.raw_text:
         raise ConfigError("--tokenizer goes with --raw-text")
+    if args.precision != "float32" and not args.raw_text:
+        raise ConfigError("--precision goes with --raw-text")
     if artifacts.read_metadata(model_dir).get("kind") == "dialog":
         if args.raw_text:
             raise ConfigError(f"{model_dir} is a dialog model: --raw-text scores taggers (dialog turns are raw text already)")

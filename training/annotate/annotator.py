@@ -33,6 +33,7 @@ class AnnotatorSpec:
     service: str | None = None  # span models: the service (condition) every sentence is about
     schema_files: tuple[str, ...] = ()  # schema-guided span models: schemas of services they were not shipped with
     runtime: str = "onnx"
+    precision: str = "int8"  # the fast path's LSTMs: int8 (the default here: 2x the tokens/s, same dev accuracy) or float32
     batch_size: int = 256
 
 
@@ -75,7 +76,7 @@ def load_models(spec: AnnotatorSpec) -> list[LoadedModel]:
 
             tagger = SavedSchemaTagger(directory, metadata)
         else:
-            tagger = SavedTagger(directory, metadata, runtime=spec.runtime)
+            tagger = SavedTagger(directory, metadata, runtime=spec.runtime, precision=spec.precision)
         model = LoadedModel(name, directory, tagger, spans=bool(tagger.spans),
                             is_pos=metadata.get("task") == "pos" and metadata.get("tag_column", "upos") == "upos")
         if model.spans:
@@ -132,11 +133,11 @@ class Annotator:
         for number, match in enumerate(_PARAGRAPH.finditer(text), paragraphs_before + 1):
             offset = match.start()
             parts = self.tokenizer.sentences(match.group(0))
-            tokens = [token for part in parts for token in part]
-            following = {id(token): nxt for token, nxt in zip(tokens, tokens[1:])}
+            base = char_start + offset
             for k, part in enumerate(parts, 1):
-                words = [Word(t.text, char_start + offset + t.start, char_start + offset + t.end,
-                              id(t) not in following or following[id(t)].start > t.end) for t in part]
+                # a sentence's last word is followed by the next sentence's first (or nothing: a space)
+                following = [t.start for t in part[1:]] + [parts[k][0].start if k < len(parts) else -1]
+                words = [Word(t.text, base + t.start, base + t.end, nxt != t.end) for t, nxt in zip(part, following)]
                 sentence = Sentence(document, f"{key}-p{number}-s{k}", words, paragraph=number,
                                     new_document=starts_document and not sentences, new_paragraph=k == 1,
                                     multiwords=multiword_tokens(words))

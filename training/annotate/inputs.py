@@ -78,7 +78,7 @@ def _is_gzip(path: Path) -> bool:
 
 
 def _source(path: Path, name: str) -> Source:
-    return Source(path, name, _is_gzip(path))
+    return Source(path.resolve(), name, _is_gzip(path))
 
 
 def spool_stdin(folder: Path) -> Source:

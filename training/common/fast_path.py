@@ -37,6 +37,12 @@ from training.common.saved_model import variable_role
 logger = logging.getLogger(__name__)
 
 TOLERANCE = 1e-5  # largest probability (or state) difference from the SavedModel a fast path may have
+# An int8 fast path (``quantized_lstm_model``) is checked against the float one: on the probe, no probability may
+# move more than this, and at least INT8_AGREEMENT of the tokens keep their most probable tag. Measured on EWT dev
+# with models/pos/4: probabilities move up to 0.09, and accuracy is unchanged (0.95980 both).
+INT8_TOLERANCE = 0.25
+INT8_AGREEMENT = 0.95
+PRECISIONS = ("float32", "int8")
 OPSET = 17  # ONNX opset of the graphs (LSTM has had sequence_lens and bidirectional since opset 7)
 RUNTIMES = ("onnx", "tensorflow")  # ``runtime`` of the readers: "onnx" builds the fast path, "tensorflow" does not
 
@@ -62,11 +68,11 @@ class Runner:
     0.45 ms more CPU on two (1.68 vs 1.23 ms a request, for the same latency), which a server busy with other
     requests cannot spare. Sessions are thread-safe: request threads may run the same one at once."""
 
-    def __init__(self, model, parallel_from: int = 512):
+    def __init__(self, model, parallel_from: int = 512, threads: int | None = None):
         self.model = model
         self.parallel_from = parallel_from
         self.single = inference_session(model, threads=1)
-        threads = onnx_threads()
+        threads = onnx_threads() if threads is None else threads
         self.parallel = inference_session(model, threads=threads) if threads > 1 else self.single
 
     def run(self, outputs: list[str], feeds: dict[str, np.ndarray], work: int) -> list[np.ndarray]:
@@ -247,6 +253,22 @@ def _elem_type(dtype) -> int:
     from onnx import helper
 
     return helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+def quantized_lstm_model(model):
+    """``model`` with every LSTM's weights in int8, as ONNX Runtime's ``DynamicQuantizeLSTM`` (activations are
+    quantized on the fly per call): the LSTM matrix products run on int8 kernels (VNNI where the CPU has it).
+    Measured on 2 cores with models/pos/4's sentence graph: 80k against 34k tokens/s on EWT dev, same accuracy."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="seqtag-int8-") as folder:
+        source, target = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
+        onnx.save(model, str(source))
+        quantize_dynamic(str(source), str(target), op_types_to_quantize=["LSTM"], weight_type=QuantType.QInt8)
+        return onnx.load(str(target))
 
 
 def inference_session(model, threads: int = 1):

@@ -79,6 +79,8 @@ _INFIX = re.compile(r"((?<=[^\W\d_])[-/,()\[\]{}](?=\w)|(?<=\w)[-/,()\[\]{}](?=[
 _TERMINAL = re.compile(r"^(?:[.!?…]+|[.!?…]*[!?][^\w\s]*)$")  # tokens that can end a sentence
 _CLOSERS = frozenset(("\"", "'", "”", "’", ")", "]", "}", "»", "''"))
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
+_CHUNK = re.compile(r"\S+")
+SPLIT_CACHE_SIZE = 200_000  # chunks whose cut is kept (emptied when full: a few tens of MB at most)
 # English titles that keep their period, beyond those EWT train has often enough to learn (Capt. Smith, Prof. Lee).
 _TITLE_ABBREVIATIONS = ("adm", "capt", "cmdr", "col", "gen", "gov", "lt", "maj", "mt", "prof", "rep", "sen", "sgt", "supt")
 # Contractions written without the apostrophe, split as EWT splits them (do|nt, have|nt), beyond the lexicon's
@@ -97,17 +99,25 @@ class UDEnglishTokenizer:
         self.joined_prefixes = frozenset(p.lower() for p in lexicon["joined_prefixes"])
         # lower-cased chunk -> the lengths of its tokens
         self.exceptions = {chunk: tuple(lengths) for chunk, lengths in lexicon["exceptions"].items()}
+        # chunk -> the lengths of its tokens: words repeat (Zipf), so most chunks of a text were cut before
+        self._split_cache: dict[str, list[int]] = {}
         # the exceptions that are words (gonna, cannot): they also apply inside quotes or before punctuation
         self.word_exceptions = {chunk: lengths for chunk, lengths in self.exceptions.items()
                                 if re.fullmatch(r"[a-z'’]+", chunk)}
 
     def tokenize(self, text: str) -> list[Token]:
         tokens = []
-        for match in re.finditer(r"\S+", text):
+        cache = self._split_cache
+        for match in _CHUNK.finditer(text):
             chunk, start = match.group(0), match.start()
-            lengths = self.split(chunk)
-            if sum(lengths) != len(chunk) or min(lengths, default=1) < 1:  # cannot happen; never lose a character
-                lengths = [len(chunk)]
+            lengths = cache.get(chunk)
+            if lengths is None:
+                lengths = self.split(chunk)
+                if sum(lengths) != len(chunk) or min(lengths, default=1) < 1:  # cannot happen; never lose a character
+                    lengths = [len(chunk)]
+                if len(cache) >= SPLIT_CACHE_SIZE:
+                    cache.clear()
+                cache[chunk] = lengths
             for length in lengths:
                 tokens.append(Token(text[start:start + length], start, start + length))
                 start += length

@@ -272,7 +272,8 @@ def evaluate_model(model_dir: Path, data: Path, tag_column: str | None = None, b
     return metrics
 
 
-def evaluate_raw_text(model_dir: Path, data: Path, tokenizer_name: str | None = None, batch_size: int = 256) -> dict:
+def evaluate_raw_text(model_dir: Path, data: Path, tokenizer_name: str | None = None, batch_size: int = 256,
+                      precision: str = "float32") -> dict:
     """A tagger on the raw text of a CoNLL-U file: its paragraphs (and, apart, its single sentences) tokenized, split
     into sentences and tagged, scored against the gold words."""
     from training.common.tokenizer import get_tokenizer, tokenizer_for
@@ -280,7 +281,8 @@ def evaluate_raw_text(model_dir: Path, data: Path, tokenizer_name: str | None = 
     from training.tagger.evaluate import evaluate_raw_text as score, raw_texts
     from training.tagger.saved_tagger import SavedTagger
 
-    tagger = SavedTagger(model_dir)
+    # int8: the fast path's int8 LSTMs, as seqtag tag runs them by default
+    tagger = SavedTagger(model_dir, runtime="onnx", precision="int8") if precision == "int8" else SavedTagger(model_dir)
     tokenizer = get_tokenizer(tokenizer_name) if tokenizer_name else tokenizer_for(tagger.metadata)
     sentences = read_conllu(data, tagger.metadata.get("tag_column", "upos"))
     paragraphs = raw_texts(sentences, paragraphs=True)
@@ -310,7 +312,7 @@ def command_evaluate(model_dir: Path, args: argparse.Namespace) -> int:
 
         return command_evaluate_schema_spans(model_dir, args)
     if args.raw_text:
-        metrics = evaluate_raw_text(model_dir, args.data, args.tokenizer, args.batch_size)
+        metrics = evaluate_raw_text(model_dir, args.data, args.tokenizer, args.batch_size, args.precision)
         print(json.dumps(metrics) if args.json else format_raw_text_report(metrics))
         return 0
     metrics = evaluate_model(model_dir, args.data, args.tag_column, args.batch_size, args.report, args.format)

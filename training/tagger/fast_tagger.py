@@ -25,7 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-from training.common.fast_path import FastPathUnsupported, GraphBuilder, Runner, graph_lowercase, saved_model_weights
+from training.common.fast_path import (FastPathUnsupported, GraphBuilder, Runner, graph_lowercase, quantized_lstm_model,
+                                       saved_model_weights)
 from training.common.vocab import DIGIT_PATTERN, UNK_ID
 from training.tagger.vocab import TaggerVocabs, condition_token
 
@@ -99,6 +100,12 @@ class FastTagger:
         self.cache_size = cache_size
         self._recent: dict[str, list] = {}  # token -> [word id, pretrained row, char ids, char vector or None]
         self._older: dict[str, list] = {}
+
+    def quantize(self) -> None:
+        """Run the sentence graph's LSTMs in int8 (``fast_path.quantized_lstm_model``). The character encoder stays
+        float: its vectors are kept per word, so it runs for a small share of the tokens."""
+        self.sentence_model = quantized_lstm_model(self.sentence_model)
+        self.sentence_runner = Runner(self.sentence_model, threads=1)  # see SavedTagger._quantize
 
     def _pretrained_id(self, word: str) -> int:
         """Mirrors ``KeptVectors.id`` with the graph's lower-casing."""
