@@ -32,7 +32,7 @@ def add_tag_parser(commands) -> argparse.ArgumentParser:
                           '{"text": ..., "id": ...} a line); default: from the inputs\' names, else text')
     tag.add_argument("--output-format", choices=OUTPUT_FORMATS,
                      help="conllu (default) or jsonl (one sentence a line, with character offsets)")
-    tag.add_argument("-o", "--output", type=Path, metavar="FILE|DIR",
+    tag.add_argument("-o", "--output", metavar="FILE|DIR",
                      help="a file, or a directory (existing, or ending in /): one output per input; with --ray, the "
                           "directory of the shards and their manifest (default: stdout)")
     tag.add_argument("--processes", type=int, default=1, metavar="N",
@@ -70,7 +70,8 @@ def command_tag(args: argparse.Namespace) -> int:
     if args.processes < 0:
         raise ConfigError("--processes must be 0 (one per core) or more")
     processes = args.processes or len(os.sched_getaffinity(0))
-    output_format = args.output_format or ("jsonl" if args.output and args.output.suffix == ".jsonl" else "conllu")
+    output = Path(args.output) if args.output else None
+    output_format = args.output_format or ("jsonl" if output and output.suffix == ".jsonl" else "conllu")
     from training.common import artifacts
 
     # Versions resolved here, as absolute paths: worker processes and Ray actors load exactly these
@@ -78,8 +79,8 @@ def command_tag(args: argparse.Namespace) -> int:
     spec = AnnotatorSpec(models, _input_format(args), output_format, args.service,
                          tuple(str(s.resolve()) for s in args.schemas), precision=args.precision, batch_size=args.batch_size)
     directory = None
-    if args.output is not None and (args.output.is_dir() or str(args.output).endswith(os.sep) or args.ray):
-        directory = args.output
+    if output is not None and (output.is_dir() or args.output.endswith(os.sep) or args.ray):
+        directory = output
         directory.mkdir(parents=True, exist_ok=True)
     with inputs.temporary_folder() as spool:
         if args.ray:
@@ -96,9 +97,15 @@ def command_tag(args: argparse.Namespace) -> int:
             from training.annotate.runner import run_local
 
             sources = inputs.expand_inputs(args.inputs, spec.input_format, Path(spool))
+            if directory is not None:
+                names = [s.relative for s in sources]
+                twice = sorted({n for n in names if names.count(n) > 1})
+                if twice:
+                    raise ConfigError(f"-o {args.output}: two inputs would write {twice[0]}.{output_format}; give their "
+                                      "directory instead, or -o FILE")
             stream = None
             if directory is None:
-                stream = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+                stream = open(output, "w", encoding="utf-8") if output else sys.stdout
             try:
                 totals = run_local(spec, sources, stream, directory, processes, args.skip_bad, args.quiet)
             finally:

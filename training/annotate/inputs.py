@@ -43,6 +43,7 @@ class Source:
     path: Path
     name: str
     compressed: bool
+    relative: str = ""  # its output's name under -o DIR: the path below a directory argument, else the file's name
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,8 @@ def _is_gzip(path: Path) -> bool:
         return False
 
 
-def _source(path: Path, name: str) -> Source:
-    return Source(path.resolve(), name, _is_gzip(path))
+def _source(path: Path, name: str, relative: str | None = None) -> Source:
+    return Source(path.resolve(), name, _is_gzip(path), relative or path.name)
 
 
 def spool_stdin(folder: Path) -> Source:
@@ -86,7 +87,7 @@ def spool_stdin(folder: Path) -> Source:
     target = folder / "stdin"
     with open(target, "wb") as out:
         shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
-    return _source(target, "stdin")
+    return _source(target, "stdin", "stdin")
 
 
 def _wanted(path: Path, input_format: str) -> bool:
@@ -109,7 +110,7 @@ def expand_inputs(arguments: list[str], input_format: str, spool_folder: Path) -
             found = sorted(p for p in path.rglob("*") if p.is_file() and _wanted(p.relative_to(path), input_format))
             if not found:
                 raise ConfigError(f"{argument}: a directory with no {input_format} files")
-            sources += [_source(p, str(p)) for p in found]
+            sources += [_source(p, str(p), p.relative_to(path).as_posix()) for p in found]
         elif path.is_file():
             sources.append(_source(path, argument))
         else:
@@ -126,7 +127,7 @@ def open_binary(source_path: str | Path, compressed: bool) -> BinaryIO:
 
 def _decode(line: bytes, source: Source, number: int) -> str:
     if b"\0" in line:
-        raise DataFormatError(source.name, number, "a NUL byte: this looks like a binary file, not text")
+        raise DataFormatError(source.name, number, "a NUL byte: a binary file, not text")
     try:
         return line.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -188,6 +189,11 @@ def plan_shards(source: Source, input_format: str, first_index: int = 0) -> list
     number = 0
     with open_binary(source.path, source.compressed) as handle:
         try:
+            head = handle.read(8192)
+            if b"\0" in head:  # what file(1) and git call binary: a NUL byte near the start
+                line = head[:head.index(b"\0")].count(b"\n") + 1
+                raise DataFormatError(source.name, line, "a NUL byte: a binary file, not text")
+            handle.seek(0)
             for number, raw in enumerate(handle, 1):
                 line = _decode(raw, source, number)
                 if conllu is not None:

@@ -6,7 +6,7 @@ loads the models once and gets ``cores / processes`` ONNX Runtime threads. A bad
 name and line, or, with ``skip_bad``, is left out with a warning; what was written before stays written.
 
 Outputs: a stream (stdout, or one file), or a directory with one output file per source, named after it
-(``a/b.txt`` -> ``DIR/a/b.txt.conllu``).
+(``corpus/a/b.txt`` given as ``corpus`` -> ``DIR/a/b.txt.conllu``; a file given by name -> ``DIR/b.txt.conllu``).
 """
 
 from __future__ import annotations
@@ -92,8 +92,7 @@ class _Outputs:
             return
         if self.current is None or self.current[0] != source.name:
             self.close()
-            relative = Path(source.name.lstrip("/")) if source.name != "stdin" else Path("stdin")
-            target = self.directory / f"{relative}.{self.suffix}"
+            target = self.directory / f"{source.relative}.{self.suffix}"
             target.parent.mkdir(parents=True, exist_ok=True)
             self.current = (source.name, open(target, "w", encoding="utf-8"))
         self.current[1].write(text)
