@@ -1,7 +1,7 @@
 # One command each on a fresh machine: `make serve` and `make test` create .venv and install what they need.
 #   make serve           the service's runtime only (pip install -e .), then seqtag serve
 #   make install-train   + the train extra (seqtag train, export, evaluate)
-#   make test            + the train, test, backends, encoder and docs extras, then the suite
+#   make test            + the train, test, backends, encoder, docs and ray extras, then the suite
 #   make docs            the documentation site (MkDocs Material) into site/, strictly; make docs-serve to edit it
 # Each install has its own stamp in .venv, so `make serve` after `make test` installs nothing and `make test`
 # after `make serve` adds only the extras; a change to pyproject.toml installs again.
@@ -39,7 +39,7 @@ $(TRAIN_STAMP): pyproject.toml | $(BIN)/python
 # the installed modules on one core; compileall does it on every core (78 -> 61 s here); a file it cannot compile
 # (a template, another Python's syntax) is left out, as pip leaves it out.
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --no-compile -e '$(ROOT)[train,test,backends,encoder,docs]'
+	$(BIN)/python -m pip install --quiet --no-compile -e '$(ROOT)[train,test,backends,encoder,docs,ray]'
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $(SERVE_STAMP) $(TRAIN_STAMP) $@
 

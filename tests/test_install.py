@@ -127,12 +127,12 @@ def test_each_command_installs_what_it_needs_once(make_dir):
     assert any("-m venv" in line for line in fresh)
     assert [line for line in fresh if "pip install" in line and "upgrade" not in line] == [
         f".venv/bin/python -m pip install --quiet -e '{root}'"]
-    assert any(f"--no-compile -e '{root}[train,test,backends,encoder,docs]'" in line for line in plan(make_dir, "test"))
+    assert any(f"--no-compile -e '{root}[train,test,backends,encoder,docs,ray]'" in line for line in plan(make_dir, "test"))
     # After make serve, make test adds the extras (one pip run), without a new venv.
     installed(make_dir, "serve")
     assert plan(make_dir, "serve") == []
     assert plan(make_dir, "test") == [
-        f".venv/bin/python -m pip install --quiet --no-compile -e '{root}[train,test,backends,encoder,docs]'"]
+        f".venv/bin/python -m pip install --quiet --no-compile -e '{root}[train,test,backends,encoder,docs,ray]'"]
     assert plan(make_dir, "install-train") == [f".venv/bin/python -m pip install --quiet -e '{root}[train]'"]
     # After make test, make serve and make install-train install nothing.
     installed(make_dir, "serve", "train", "test")

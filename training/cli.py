@@ -131,8 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--precision", choices=("float32", "int8"), default="float32",
                           help="with --raw-text: the tagger as the service runs it (float32, default) or with int8 LSTMs, "
                                "as seqtag tag runs it by default")
-    from training.annotate.cli import add_tag_parser
-
     add_tag_parser(commands)
     add_serve_parser(commands)
     add_cards_parser(commands)
@@ -160,8 +158,15 @@ def command_serve(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-# Commands that need neither wing: parsed by their own parser, so that they do not import Keras and TensorFlow.
-LIGHT_COMMANDS = {"serve": add_serve_parser, "cards": add_cards_parser}
+def add_tag_parser(commands) -> argparse.ArgumentParser:
+    from training.annotate.cli import add_tag_parser as add
+
+    return add(commands)
+
+
+# Commands that need neither wing: parsed by their own parser, so that they do not import Keras and TensorFlow
+# (seqtag tag imports TensorFlow only where it loads a model: a Ray driver never does).
+LIGHT_COMMANDS = {"serve": add_serve_parser, "cards": add_cards_parser, "tag": add_tag_parser}
 
 
 def _light_command(argv: Sequence[str]) -> str | None:
@@ -251,10 +256,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_serve(args)
         if args.command == "cards":
             return command_cards(args)
+        if args.command == "tag":
+            from training.annotate.cli import command_tag
+
+            return command_tag(args)
         from training.common.checkpoint import ExportMismatchError
         from training.dialog import cli as dialog_cli
         from training.tagger import cli as tagger_cli
-    except (DataFormatError, ConfigError) as error:
+    except (DataFormatError, ConfigError, artifacts.ModelNotFoundError) as error:
         print(f"seqtag: error: {error}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as error:
@@ -266,10 +275,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return dialog_cli.command_train(args, argv)
         if args.command == "export":
             return command_export(args, argv)
-        if args.command == "tag":
-            from training.annotate.cli import command_tag
-
-            return command_tag(args)
         return command_evaluate(args)
     except (DataFormatError, ConfigError, artifacts.ModelNotFoundError) as error:
         print(f"seqtag: error: {error}", file=sys.stderr)

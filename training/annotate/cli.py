@@ -48,6 +48,8 @@ def add_tag_parser(commands) -> argparse.ArgumentParser:
     tag.add_argument("--ray", metavar="ADDRESS",
                      help="run on a Ray cluster: 'auto' (the one this machine belongs to) or ray://HOST:PORT; needs "
                           "'pip install seqtag[ray]', -o DIR, and inputs every node can read")
+    tag.add_argument("--part-size", type=int, default=1 << 20, metavar="CHARS",
+                     help="with --ray: characters of input per part, the unit of work and of output (default 1 Mi)")
     tag.add_argument("--actors", type=int, metavar="N",
                      help="with --ray: actors in the pool, one model copy each (default: the cluster's CPUs)")
     return tag
@@ -92,7 +94,7 @@ def command_tag(args: argparse.Namespace) -> int:
 
             sources = inputs.expand_inputs(args.inputs, spec.input_format, Path(spool))
             totals = run_on_ray(spec, sources, directory, args.ray, actors=args.actors, skip_bad=args.skip_bad,
-                                quiet=args.quiet)
+                                quiet=args.quiet, part_chars=args.part_size)
         else:
             from training.annotate.runner import run_local
 

@@ -46,9 +46,12 @@ class ShardGroupAnnotator:
         from training.annotate.annotator import Annotator
 
         self.annotator = Annotator(spec)
+        import ray
+
+        self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict) -> dict:
-        out = {"part": [], "output": [], "documents": [], "sentences": [], "words": [], "sources": []}
+        out = {"part": [], "output": [], "documents": [], "sentences": [], "words": [], "sources": [], "node": []}
         for part, shards in zip(batch["part"], batch["shards"]):
             results = [self.annotator.annotate(Shard(**fields)) for fields in json.loads(shards)]
             out["part"].append(int(part))
@@ -57,6 +60,7 @@ class ShardGroupAnnotator:
             out["sentences"].append(sum(r.sentences for r in results))
             out["words"].append(sum(r.words for r in results))
             out["sources"].append(json.dumps(sorted({r.source for r in results})))
+            out["node"].append(self.node)
         return out
 
 
@@ -132,7 +136,7 @@ def run_on_ray(spec: AnnotatorSpec, sources: list[Source], directory: Path, addr
             (directory / name).write_bytes(data)
             written.append({"file": name, "sources": json.loads(row["sources"]), "documents": int(row["documents"]),
                             "sentences": int(row["sentences"]), "words": int(row["words"]), "bytes": len(data),
-                            "sha256": hashlib.sha256(data).hexdigest()})
+                            "sha256": hashlib.sha256(data).hexdigest(), "node": row["node"]})
             totals.documents += int(row["documents"])
             totals.sentences += int(row["sentences"])
             totals.words += int(row["words"])
