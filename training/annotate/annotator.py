@@ -76,7 +76,7 @@ def load_models(spec: AnnotatorSpec) -> list[LoadedModel]:
 
             tagger = SavedSchemaTagger(directory, metadata)
         else:
-            tagger = SavedTagger(directory, metadata, runtime=spec.runtime, precision=spec.precision)
+            tagger = SavedTagger(directory, metadata, runtime=spec.runtime, precision=spec.precision, fast_cache=True)
         model = LoadedModel(name, directory, tagger, spans=bool(tagger.spans),
                             is_pos=metadata.get("task") == "pos" and metadata.get("tag_column", "upos") == "upos")
         if model.spans:

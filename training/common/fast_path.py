@@ -110,6 +110,19 @@ def saved_model_weights(saved_model) -> dict[tuple[str, str, str], np.ndarray]:
 # --- string rules, as the exported graphs apply them ---
 
 
+_KNOWN_KEEPS: frozenset[str] | None = None  # _graph_keeps as a cached fast path recorded it (use_graph_keeps)
+
+
+def use_graph_keeps(keeps: Iterable[str]) -> None:
+    """Take ``_graph_keeps``'s answer from a record (``training.tagger.fast_cache``) instead of asking TensorFlow."""
+    global _KNOWN_KEEPS
+    _KNOWN_KEEPS = frozenset(keeps)
+
+
+def graph_keeps() -> frozenset[str]:
+    return _KNOWN_KEEPS if _KNOWN_KEEPS is not None else _graph_keeps()
+
+
 @lru_cache(maxsize=1)
 def _graph_keeps() -> frozenset[str]:
     """Characters that Python lower-cases and the exported graphs' ``tf.strings.lower`` (ICU, an older Unicode)
@@ -128,7 +141,7 @@ def graph_lowercase(word: str) -> str:
     full case mapping (final sigma, dotted I), except for the few letters ICU's tables do not know yet."""
     if word.isascii():
         return word.lower()
-    keeps = _graph_keeps()
+    keeps = graph_keeps()
     if not keeps.intersection(word):
         return word.lower()
     pieces, current = [], []
@@ -264,11 +277,26 @@ def quantized_lstm_model(model):
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(prefix="seqtag-int8-") as folder:
-        source, target = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
-        onnx.save(model, str(source))
-        quantize_dynamic(str(source), str(target), op_types_to_quantize=["LSTM"], weight_type=QuantType.QInt8)
-        return onnx.load(str(target))
+    root = logging.getLogger()
+    advice = _DropMessage("pre-processing before quantization")  # meant for image models' shape inference
+    root.addFilter(advice)
+    try:
+        with tempfile.TemporaryDirectory(prefix="seqtag-int8-") as folder:
+            source, target = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
+            onnx.save(model, str(source))
+            quantize_dynamic(str(source), str(target), op_types_to_quantize=["LSTM"], weight_type=QuantType.QInt8)
+            return onnx.load(str(target))
+    finally:
+        root.removeFilter(advice)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def inference_session(model, threads: int = 1):

@@ -11,7 +11,6 @@ import os
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from training.common.vocab import PAD_TOKEN
 
@@ -31,6 +30,8 @@ def set_tensorflow_threads(inter_op: int = 2, intra_op: int = 0) -> bool:
     (``benchmarks/inprocess_tagging.py``). Only possible before TensorFlow first runs an op: returns
     False (and logs) when too late, leaving the pools as they are.
     """
+    import tensorflow as tf  # here, not at the top: readers of a cached fast path never load it
+
     intra_op = intra_op or default_intra_op_threads()
     if (tf.config.threading.get_inter_op_parallelism_threads(),
             tf.config.threading.get_intra_op_parallelism_threads()) == (inter_op, intra_op):

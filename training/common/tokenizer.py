@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from nltk.tokenize import NLTKWordTokenizer
-
 DEFAULT_TOKENIZER = "ud-english"
 LEGACY_TOKENIZER = "nltk-treebank"  # what models exported without a "tokenizer" in their metadata read
 LEXICON_FILE = Path(__file__).with_name("ud_english_lexicon.json")
@@ -232,7 +230,15 @@ class UDEnglishTokenizer:
 
 # --- nltk-treebank (legacy) ---
 
-_WORD_TOKENIZER = NLTKWordTokenizer()
+
+
+@functools.cache
+def _word_tokenizer():
+    """NLTK's tokenizer, imported when first used: ``import nltk`` takes 2 s (it imports SciPy's statistics)."""
+    from nltk.tokenize import NLTKWordTokenizer
+
+    return NLTKWordTokenizer()
+
 _PROTECTED = re.compile(r"(?:https?://|www\.)\S+|[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PROTECTED_TRAILING = ".,;:!?)]}'\""
 _FALLBACK = re.compile(r"\w+|[^\w\s]")
@@ -247,7 +253,7 @@ class TreebankTokenizer:
     @staticmethod
     def _word_spans(text: str, offset: int) -> list[tuple[int, int]]:
         try:
-            spans = list(_WORD_TOKENIZER.span_tokenize(text))
+            spans = list(_word_tokenizer().span_tokenize(text))
         except ValueError:  # NLTK could not align its tokens with the text (rewritten quotes and the like)
             spans = [m.span() for m in _FALLBACK.finditer(text)]
         return [(offset + start, offset + end) for start, end in spans if end > start]

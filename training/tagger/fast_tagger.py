@@ -73,7 +73,19 @@ class FastTagger:
     would otherwise set every word's number of steps.
     """
 
-    def __init__(self, saved_model, metadata: dict, vocab: dict, cache_size: int = 50_000):
+    @classmethod
+    def from_saved_model(cls, saved_model, metadata: dict, vocab: dict) -> "FastTagger":
+        """The graphs written from a SavedModel's weights (what ``build_fast_model`` calls)."""
+        config = metadata.get("config")
+        if not isinstance(config, dict):
+            raise FastPathUnsupported("not a single model's config")
+        weights = saved_model_weights(saved_model)
+        pretrained = bool(vocab.get("pretrained"))
+        condition = config.get("condition", "none") if config.get("task") == "spans" else "none"
+        return cls(metadata, vocab, char_encoder_graph(weights, config.get("char_encoder", "bilstm")),
+                   sentence_graph(weights, pretrained, condition == "embedding"))
+
+    def __init__(self, metadata: dict, vocab: dict, char_model, sentence_model, cache_size: int = 50_000):
         config = metadata.get("config")
         if not isinstance(config, dict):
             raise FastPathUnsupported("not a single model's config")
@@ -85,14 +97,12 @@ class FastTagger:
             raise FastPathUnsupported("a condition embedding without its vocabulary")
         self.max_word_length = int(config["max_word_length"])
         self.n_tags = len(self.vocabs.tags)
-        weights = saved_model_weights(saved_model)
         self.char_encoder = config.get("char_encoder", "bilstm")
         self.pretrained = self.vocabs.pretrained is not None
         if self.pretrained:
             self._pretrained_index = dict(zip(self.vocabs.pretrained.keys, self.vocabs.pretrained.ids))
             self._pretrained_cased = self.vocabs.pretrained.casing == "cased"
-        self.char_model = char_encoder_graph(weights, self.char_encoder)
-        self.sentence_model = sentence_graph(weights, self.pretrained, self.condition == "embedding")
+        self.char_model, self.sentence_model = char_model, sentence_model
         self.char_runner = Runner(self.char_model, parallel_from=2048)  # characters in a call
         self.sentence_runner = Runner(self.sentence_model, parallel_from=512)  # token positions in a call
         self._words = self.vocabs.words._index  # type: ignore[attr-defined]

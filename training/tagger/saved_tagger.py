@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from training.common import artifacts
 from training.common.fast_path import (INT8_AGREEMENT, INT8_TOLERANCE, PRECISIONS, RUNTIMES, TOLERANCE,
                                        FastPathMismatch, build_fast_model, max_difference, onnx_threads)
-from training.common.saved_model import only_concrete_function, pad_tokens
+from training.common.saved_model import pad_tokens
 from training.common.tokenizer import tokenizer_for
 from training.common.vocab import PAD_TOKEN, UNK_ID
 
@@ -57,7 +56,7 @@ class TaggedTokens:
 
 class SavedTagger:
     def __init__(self, model_dir: str | Path, metadata: dict | None = None, runtime: str = "tensorflow",
-                 precision: str = "float32"):
+                 precision: str = "float32", fast_cache: bool = False):
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
         if precision not in PRECISIONS or (precision == "int8" and runtime != "onnx"):
@@ -69,15 +68,49 @@ class SavedTagger:
             metadata = artifacts.read_metadata(self.directory)
         self.metadata = metadata or {}
         self.spans = self.metadata.get("task") == "spans"  # a span model: tag() takes conditions, gives spans
-        self.saved_model = tf.saved_model.load(str(self.directory))
         self.tokenizer = tokenizer_for({"kind": "tagger", **self.metadata})  # what reads raw text for this model
-        self._serve = only_concrete_function(self.saved_model.serve)
-        self._encode = only_concrete_function(self.saved_model.encode)
+        self._saved_model = None  # loaded now, or (a fast path from the cache) when first needed
         self.fast = None  # training.tagger.fast_tagger.FastTagger, once checked
         self._span_decoder = None  # span models on the fast path: training.tagger.spans.SpanDecoder
         self.fast_check: dict | None = None  # what the check measured, or why there is no fast path
-        if runtime == "onnx":
+        if runtime != "onnx":
+            self._load_saved_model()
+            return
+        from training.tagger import fast_cache as cache
+
+        cached = cache.load(self.directory, self.metadata) if fast_cache else None
+        if cached is not None:  # checked when it was written: no TensorFlow, no SavedModel
+            self.fast, self.fast_check = cached
+        else:
+            self._load_saved_model()
             self._build_fast_path()
+            if fast_cache and self.fast is not None:
+                cache.save(self.directory, self.metadata, self.fast, self.fast_check)
+        if self.fast is not None and self.precision == "int8":
+            self._quantize(self.fast)
+
+    def _load_saved_model(self) -> None:
+        import tensorflow as tf
+
+        from training.common.saved_model import only_concrete_function
+
+        self._saved_model = tf.saved_model.load(str(self.directory))
+        self._serve = only_concrete_function(self._saved_model.serve)
+        self._encode = only_concrete_function(self._saved_model.encode)
+
+    @property
+    def saved_model(self):
+        """The SavedModel (loaded on first use when the fast path came from the cache)."""
+        if self._saved_model is None:
+            self._load_saved_model()
+        return self._saved_model
+
+    def _probe_conditions(self) -> list[str] | None:
+        """Span models: every other probe sentence with the first condition the model knows, the rest with none."""
+        from training.tagger.fast_tagger import PROBE_SENTENCES
+
+        known = list(self.metadata.get("conditions") or []) or [""]
+        return [known[0] if row % 2 else "" for row in range(len(PROBE_SENTENCES))] if self.spans else None
 
     @property
     def runtime(self) -> str:
@@ -86,7 +119,7 @@ class SavedTagger:
     def _build_fast_path(self) -> None:
         from training.tagger.fast_tagger import PROBE_SENTENCES, FastTagger  # ONNX is imported only when asked for
 
-        fast, reason = build_fast_model(self.directory, FastTagger, self.saved_model, self.metadata)
+        fast, reason = build_fast_model(self.directory, FastTagger.from_saved_model, self.saved_model, self.metadata)
         if fast is None:
             logger.info("%s: no fast path (%s); tagging through TensorFlow", self.directory, reason)
             self.fast_check = {"runtime": "tensorflow", "reason": reason}
@@ -101,9 +134,7 @@ class SavedTagger:
                 if (word_id != ids["word_ids"][row, t] or list(chars) != expected[:len(chars)].tolist() or expected[len(chars):].any()
                         or ("pretrained_ids" in ids and pretrained_id != ids["pretrained_ids"][row, t])):
                     raise FastPathMismatch(f"the fast path's ids for {token!r} differ from the SavedModel's encode")
-        # Span models: every other sentence with the first condition the model knows, the rest with none.
-        known = list(self.metadata.get("conditions") or []) or [""]
-        conditions = [known[0] if row % 2 else "" for row in range(len(PROBE_SENTENCES))] if self.spans else None
+        conditions = self._probe_conditions()
         reference = [r.probabilities for r in self._tag_tensorflow(PROBE_SENTENCES, len(PROBE_SENTENCES), conditions)]
         batched = fast.probabilities(PROBE_SENTENCES, conditions)
         fast_rows = [batched[row, :len(s)] for row, s in enumerate(PROBE_SENTENCES)]
@@ -115,10 +146,8 @@ class SavedTagger:
                                    f"(more than {TOLERANCE:g}) on the probe sentences")
         self.fast = fast
         self.fast_check = {"runtime": "onnx", "max_difference": worst, "probe_sentences": len(PROBE_SENTENCES)}
-        if self.precision == "int8":
-            self._quantize(fast, conditions, batched)
 
-    def _quantize(self, fast, conditions, reference: np.ndarray) -> None:
+    def _quantize(self, fast) -> None:
         """The int8 sentence graph, checked against the float fast path on the probe (``INT8_TOLERANCE``); a model
         that int8 changes more than that (an untrained one, say) stays float32, with a warning.
 
@@ -127,6 +156,8 @@ class SavedTagger:
         any number of processes; a pool of threads runs several calls at once instead."""
         from training.tagger.fast_tagger import PROBE_SENTENCES
 
+        conditions = self._probe_conditions()
+        reference = fast.probabilities(PROBE_SENTENCES, conditions)
         float_model, float_runner = fast.sentence_model, fast.sentence_runner
         fast.quantize()
         quantized = fast.probabilities(PROBE_SENTENCES, conditions)
@@ -209,6 +240,9 @@ class SavedTagger:
 
     def _tag_tensorflow(self, sentences: Sequence[Sequence[str]], batch_size: int,
                         conditions: Sequence[str | None] | None = None) -> list[TaggedTokens]:
+        import tensorflow as tf
+
+        self.saved_model  # noqa: B018  (loads it if the fast path came from the cache)
         results: list[TaggedTokens | None] = [None] * len(sentences)
         for rows, tokens in self._batches(sentences, batch_size):
             args = [tf.constant(tokens, dtype=tf.string)]
@@ -233,12 +267,18 @@ class SavedTagger:
 
     def encode(self, sentences: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
         """The model's input ids for one padded batch: word_ids ``[B, T]``, char_ids ``[B, T, C]``."""
+        import tensorflow as tf
+
+        self.saved_model  # noqa: B018
         output = self._encode(tf.constant(pad_tokens(sentences), dtype=tf.string))
         return output["word_ids"].numpy(), output["char_ids"].numpy()
 
     def input_ids(self, sentences: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
         """Every input id the model computes for one padded batch: word_ids, char_ids (and, with a vector table,
         pretrained_ids ``[B, T]``, the table's rows)."""
+        import tensorflow as tf
+
+        self.saved_model  # noqa: B018
         return {name: value.numpy() for name, value in self._encode(tf.constant(pad_tokens(sentences), dtype=tf.string)).items()}
 
     def unknown_word_mask(self, sentences: Sequence[Sequence[str]], batch_size: int = 256) -> list[np.ndarray]:
