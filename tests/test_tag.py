@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -198,3 +199,32 @@ def test_conll18_scorer_agrees_with_evaluate_raw_text(ewt_files, tmp_path, capsy
 def test_ray_needs_a_directory_and_files(pos_model, tmp_path, capsys):
     status, _, err = tag(["--model", str(pos_model), "--ray", "auto", str(tmp_path)], capsys)
     assert status == 2 and "-o DIR" in err
+
+
+def test_a_checked_fast_path_is_kept_and_the_next_process_tags_without_tensorflow(pos_model, tmp_path, monkeypatch):
+    import subprocess
+
+    from training.tagger import fast_cache
+    from training.tagger.saved_tagger import SavedTagger
+
+    monkeypatch.setenv("SEQTAG_CACHE_DIR", str(tmp_path / "cache"))
+    first = SavedTagger(pos_model, runtime="onnx", fast_cache=True)
+    assert "cache" not in first.fast_check and first.fast_check["max_difference"] <= 1e-5
+    second = SavedTagger(pos_model, runtime="onnx", fast_cache=True)
+    assert second.fast_check["cache"].startswith(str(tmp_path / "cache"))
+    assert second.fast_check["max_difference"] == first.fast_check["max_difference"]  # the check it was written after
+    sentences = [["The", "dog", "barks", "."], ["A", "cat", "sleeps", "at", "12:30", "!"]]
+    assert [t.tags for t in second.tag(sentences)] == [t.tags for t in first.tag(sentences)]
+    probe = ("import sys; from training.annotate.annotator import Annotator, AnnotatorSpec; "
+             f"a = Annotator(AnnotatorSpec(({str(pos_model)!r},), precision='float32')); "
+             "print('tensorflow' in sys.modules, a.models[0].tagger.fast_check.get('cache') is not None)")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "SEQTAG_CACHE_DIR": str(tmp_path / "cache")})
+    assert run.stdout.split() == ["False", "True"], run.stderr[-2000:]
+    # a changed version is another key: checked against its SavedModel again
+    copy = tmp_path / "pos" / "1"
+    shutil.copytree(pos_model, copy)
+    metadata = json.loads((copy / "metadata.json").read_text())
+    (copy / "metadata.json").write_text(json.dumps({**metadata, "note": "changed"}))
+    assert fast_cache.cache_key(copy) != fast_cache.cache_key(pos_model)
+    assert "cache" not in SavedTagger(copy, runtime="onnx", fast_cache=True).fast_check
