@@ -7,7 +7,7 @@ and reads the graphs (``fast_tagger.py``, ``fast_path.py``) and of the NumPy, ON
 versions, so a changed model, code or library is a new key. An entry is written only after the fast path agreed
 with the SavedModel on the probe (``SavedTagger._build_fast_path``), and keeps that check's figures: a cached
 graph is a checked one. What it saves, measured on 2 cores with ``models/pos``: TensorFlow's import and the
-SavedModel's load (about 5 of a process's 7 s of start-up) and some 700 MB of resident memory.
+SavedModel's load: a process starts in 1.4 s instead of 7.5 s and holds 336 MiB instead of 1.15 GB.
 
 An entry: ``char.onnx``, ``sentence.onnx`` (float32; int8 is derived and checked anew at load), ``check.json``
 (the check's figures and the characters TensorFlow lower-cases otherwise than Python, ``fast_path.graph_keeps``).
