@@ -13,7 +13,7 @@ Two tokenizers, named so that a model records the one it was trained with (``met
   rules (``cannot``, ``alot``, ``im``) are a lexicon learnt from EWT train (``ud_english_lexicon.json``,
   written by ``python -m training.tagger.tokenizer_lexicon``). A sentence ends at terminal punctuation
   (``.``, ``?!``, ``...``, closing quotes and brackets after it) followed by a word, and at a blank line.
-  Measured on EWT dev (``benchmarks/tokenization.py``): word F1 0.989 on paragraphs and on single sentences.
+  Measured on EWT dev (``benchmarks/tokenization.py``): word F1 0.9905 on paragraphs and on single sentences.
 - ``nltk-treebank``: NLTK's Treebank word tokenizer, which the models trained before ``ud-english`` existed
   read; it splits only the period at the very end of its input (``Jose. Can`` stays ``Jose.``) and does not
   split sentences. Word F1 0.919 on EWT dev paragraphs, 0.971 on single sentences.
