@@ -134,6 +134,24 @@ def export_random_tagger(model_root: Path, sentences=TINY_SENTENCES, **config_ch
 
 
 @pytest.fixture(scope="session")
+def shipped_pos_fast_path(tmp_path_factory) -> Path:
+    """The shipped POS model's checked fast path in the run's ``SEQTAG_CACHE_DIR`` (shared by the workers), written
+    once: ``seqtag tag``'s first load of a model checks it under TensorFlow (7 s); every later load (the README's
+    example, the Ray test's actors and local run, the scorer test) reads it without TensorFlow."""
+    from training.common.artifacts import resolve_model_dir
+
+    model = resolve_model_dir(Path(__file__).resolve().parents[1] / "models" / "pos")
+
+    def check(folder: Path) -> None:
+        from training.tagger.saved_tagger import SavedTagger
+
+        SavedTagger(model, runtime="onnx", fast_cache=True)
+
+    built_once(tmp_path_factory, "pos-fast-path", check)
+    return model
+
+
+@pytest.fixture(scope="session")
 def random_tagger_dir(tmp_path_factory):
     """A version directory holding a tiny untrained tagger, to copy into test model trees (exported once)."""
     return built_once(tmp_path_factory, "random-tagger", lambda folder: export_random_tagger(folder / "pos")) / "pos" / "1"

@@ -113,7 +113,7 @@ def test_the_pages_have_examples_that_start_and_use_a_server():
 
 
 @pytest.mark.skipif(shutil.which("jq") is None, reason="jq is not installed (.ci/ensure-tools installs it)")
-def test_the_readme_and_getting_started_examples_run_and_answer_as_shown(tmp_path):
+def test_the_readme_and_getting_started_examples_run_and_answer_as_shown(tmp_path, shipped_pos_fast_path):
     """Getting started runs first, whole, and starts the server. The README repeats some of its steps word for
     word (the same request, the same training command) in the same order: each of those is checked against what
     that very command printed in getting started's run, instead of a second training and a second session. The
@@ -123,6 +123,7 @@ def test_the_readme_and_getting_started_examples_run_and_answer_as_shown(tmp_pat
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith(("SEQTAG_", "PYTEST_"))}
     env["PORT"] = str(port)
+    env["SEQTAG_CACHE_DIR"] = os.environ["SEQTAG_CACHE_DIR"]  # the run's checked fast paths, not ~/.cache
     log = tmp_path / "shell.log"
     shell = ShellSession(tmp_path, env, log)
     failures: list[str] = []

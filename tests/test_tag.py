@@ -172,7 +172,7 @@ def test_bad_input_names_the_file_and_line_and_keeps_what_was_written(pos_model,
     assert status == 2 and "no such file" in err
 
 
-def test_conll18_scorer_agrees_with_evaluate_raw_text(ewt_files, tmp_path, capsys):
+def test_conll18_scorer_agrees_with_evaluate_raw_text(shipped_pos_fast_path, ewt_files, tmp_path, capsys):
     """The shipped POS model on the raw text of 400 EWT dev sentences: UD's validator passes the output at level 1,
     and the CoNLL 2018 scorer's Words, Sentences and UPOS F1 are ``seqtag evaluate --raw-text``'s."""
     from benchmarks.raw_text_scores import conll18_scores, gold_slice, validate_level1, write_raw_text

@@ -83,7 +83,7 @@ def write_corpus(folder: Path) -> list[Path]:
     return files
 
 
-def test_parts_are_the_local_bytes_even_when_a_node_dies_mid_job(ray_cluster, tmp_path):
+def test_parts_are_the_local_bytes_even_when_a_node_dies_mid_job(shipped_pos_fast_path, ray_cluster, tmp_path):
     address, node, env = ray_cluster
     files = write_corpus(tmp_path)
     model = ["--model", str(REPO / "models" / "pos"), "-q"]
