@@ -146,6 +146,7 @@ class SavedTagger:
                                    f"(more than {TOLERANCE:g}) on the probe sentences")
         self.fast = fast
         self.fast_check = {"runtime": "onnx", "max_difference": worst, "probe_sentences": len(PROBE_SENTENCES)}
+        logger.info("%s: fast path (ONNX Runtime) agrees with the SavedModel to %.2g", self.directory, worst)
 
     def _quantize(self, fast) -> None:
         """The int8 sentence graph, checked against the float fast path on the probe (``INT8_TOLERANCE``); a model
@@ -179,7 +180,6 @@ class SavedTagger:
         self.fast_check.update({"precision": "int8", "int8_max_difference": worst, "int8_tag_agreement": agreement})
         logger.info("%s: int8 fast path keeps %.1f%% of the probe's tags (probabilities within %.2g)", self.directory,
                     100 * agreement, worst)
-        logger.info("%s: fast path (ONNX Runtime) agrees with the SavedModel to %.2g", self.directory, worst)
 
     @property
     def labels(self) -> list[str]:
