@@ -36,6 +36,8 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks.http_matrix import rss_mib
+
 REPO = Path(__file__).resolve().parents[1]
 EWT_DEV = REPO.parent / "shared" / "data" / "ud-english-ewt" / "en_ewt-ud-dev.conllu"
 DEV_WORDS = 25_147
@@ -56,28 +58,6 @@ def make_corpus(folder: Path, words: int) -> Path:
     return target
 
 
-def tree_rss(root: int) -> int:
-    """Resident bytes of ``root`` and all its descendants (read from /proc)."""
-    parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            parents[int(entry.name)] = int(fields[1])
-            rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, IndexError, ValueError):
-            continue
-    tree, frontier = {root}, [root]
-    while frontier:
-        children = [pid for pid, parent in parents.items() if parent in frontier and pid not in tree]
-        tree.update(children)
-        frontier = children
-    return sum(rss.get(pid, 0) for pid in tree)
-
-
 def run_measured(command: list[str], env: dict | None = None) -> tuple[float, int]:
     """Wall seconds and the peak RSS (bytes) of the command's whole process tree."""
     started = time.perf_counter()
@@ -88,7 +68,10 @@ def run_measured(command: list[str], env: dict | None = None) -> tuple[float, in
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, tree_rss(process.pid))
+            try:  # the process and its children (a pool's workers, spaCy's n_process ones)
+                peak = max(peak, int(rss_mib(process.pid) * 2**20))
+            except OSError:  # one of them ended between the listing and the reading
+                pass
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)

@@ -40,12 +40,6 @@ def write_raw_text(gold: Path, target: Path, limit: int | None = None) -> int:
     return len(texts)
 
 
-def gold_slice(gold: Path, target: Path, limit: int) -> None:
-    """The first ``limit`` sentences of a CoNLL-U file."""
-    blocks = gold.read_text(encoding="utf-8").split("\n\n")
-    target.write_text("\n\n".join(blocks[:limit]) + "\n\n", encoding="utf-8")
-
-
 def scoring_copy(conllu: str) -> str:
     """Placeholder heads for the scorer alone: in each sentence word 1 is the root and the others depend on it."""
     out = []

@@ -175,11 +175,12 @@ def test_bad_input_names_the_file_and_line_and_keeps_what_was_written(pos_model,
 def test_conll18_scorer_agrees_with_evaluate_raw_text(shipped_pos_fast_path, ewt_files, tmp_path, capsys):
     """The shipped POS model on the raw text of 400 EWT dev sentences: UD's validator passes the output at level 1,
     and the CoNLL 2018 scorer's Words, Sentences and UPOS F1 are ``seqtag evaluate --raw-text``'s."""
-    from benchmarks.raw_text_scores import conll18_scores, gold_slice, validate_level1, write_raw_text
+    from benchmarks.raw_text_scores import conll18_scores, validate_level1, write_raw_text
+    from tests.conftest import first_sentences
     from training.tagger.cli import evaluate_raw_text
 
     gold, text, out = tmp_path / "gold.conllu", tmp_path / "raw.txt", tmp_path / "tagged.conllu"
-    gold_slice(ewt_files[1], gold, 400)
+    gold.write_text(first_sentences(ewt_files[1], 400), encoding="utf-8")
     write_raw_text(gold, text)
     model = REPO / "models" / "pos"
     status, _, _ = tag(["--model", str(model), "--precision", "float32", str(text), "-o", str(out)], capsys)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from training.annotate import inputs
@@ -51,11 +51,10 @@ class ShardResult:
 @dataclass
 class LoadedModel:
     name: str
-    directory: Path
     tagger: object  # SavedTagger or SavedSchemaTagger
     condition: object = None  # what every sentence is tagged with (span models)
     is_pos: bool = False
-    spans: bool = field(default=False)
+    spans: bool = False
 
 
 def load_models(spec: AnnotatorSpec) -> list[LoadedModel]:
@@ -77,7 +76,7 @@ def load_models(spec: AnnotatorSpec) -> list[LoadedModel]:
             tagger = SavedSchemaTagger(directory, metadata)
         else:
             tagger = SavedTagger(directory, metadata, runtime=spec.runtime, precision=spec.precision, fast_cache=True)
-        model = LoadedModel(name, directory, tagger, spans=bool(tagger.spans),
+        model = LoadedModel(name, tagger, spans=bool(tagger.spans),
                             is_pos=metadata.get("task") == "pos" and metadata.get("tag_column", "upos") == "upos")
         if model.spans:
             model.condition = _condition(model, metadata, spec)

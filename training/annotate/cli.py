@@ -6,6 +6,8 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
+from collections import Counter
 from pathlib import Path
 
 from training.annotate.inputs import INPUT_FORMATS, SUFFIXES
@@ -84,24 +86,22 @@ def command_tag(args: argparse.Namespace) -> int:
     if output is not None and (output.is_dir() or args.output.endswith(os.sep) or args.ray):
         directory = output
         directory.mkdir(parents=True, exist_ok=True)
-    with inputs.temporary_folder() as spool:
+    if args.ray and directory is None:
+        raise ConfigError("--ray writes shards and a manifest: give -o DIR")
+    if args.ray and (not args.inputs or "-" in args.inputs):
+        raise ConfigError("--ray reads files every node can read, not stdin")
+    with tempfile.TemporaryDirectory(prefix="seqtag-tag-") as spool:
+        sources = inputs.expand_inputs(args.inputs, spec.input_format, Path(spool))
         if args.ray:
-            if directory is None:
-                raise ConfigError("--ray writes shards and a manifest: give -o DIR")
-            if not args.inputs or "-" in args.inputs:
-                raise ConfigError("--ray reads files every node can read, not stdin")
             from training.annotate.ray_runner import run_on_ray
 
-            sources = inputs.expand_inputs(args.inputs, spec.input_format, Path(spool))
             totals = run_on_ray(spec, sources, directory, args.ray, actors=args.actors, skip_bad=args.skip_bad,
                                 quiet=args.quiet, part_chars=args.part_size)
         else:
             from training.annotate.runner import run_local
 
-            sources = inputs.expand_inputs(args.inputs, spec.input_format, Path(spool))
             if directory is not None:
-                names = [s.relative for s in sources]
-                twice = sorted({n for n in names if names.count(n) > 1})
+                twice = sorted(name for name, count in Counter(s.relative for s in sources).items() if count > 1)
                 if twice:
                     raise ConfigError(f"-o {args.output}: two inputs would write {twice[0]}.{output_format}; give their "
                                       "directory instead, or -o FILE")

@@ -15,6 +15,7 @@ its output depends on nothing else: one process, a pool or a Ray cluster write t
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import gzip
 import json
@@ -22,7 +23,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -232,7 +232,7 @@ def read_shards(shards: list[Shard]) -> Iterator[Shard]:
     with open_binary(first.path, first.compressed) as handle:
         for shard in shards:
             data = handle.read(shard.byte_end - shard.byte_start)
-            yield Shard(**{**shard.__dict__, "text": data.decode("utf-8")})
+            yield dataclasses.replace(shard, text=data.decode("utf-8"))
 
 
 def read_range(shard: Shard) -> str:
@@ -249,6 +249,3 @@ def iter_documents_json(text: str, first_line: int) -> Iterator[tuple[int, dict]
         if line.strip():
             yield first_line + offset, json.loads(line)
 
-
-def temporary_folder() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="seqtag-tag-")

@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, TextIO
+from typing import Iterator, TextIO
 
 from training.annotate import inputs
 from training.annotate.annotator import Annotator, AnnotatorSpec, ShardResult
@@ -105,8 +105,7 @@ class _Outputs:
 
 
 def run_local(spec: AnnotatorSpec, sources: list[Source], stream: TextIO | None, directory: Path | None,
-              processes: int = 1, skip_bad: bool = False, quiet: bool = False,
-              on_result: Callable[[ShardResult], None] | None = None) -> Totals:
+              processes: int = 1, skip_bad: bool = False, quiet: bool = False) -> Totals:
     totals = Totals()
     started = time.perf_counter()
     sizes = [_size(s) for s in sources]
@@ -121,8 +120,6 @@ def run_local(spec: AnnotatorSpec, sources: list[Source], stream: TextIO | None,
         bar.update(result.bytes_read)
         bar.set_postfix(docs=totals.documents, words_per_s=int(totals.words / max(time.perf_counter() - started, 1e-9)),
                         refresh=False)
-        if on_result is not None:
-            on_result(result)
 
     shards = planned_shards(sources, spec.input_format, skip_bad, totals)
     try:

@@ -88,7 +88,7 @@ def conllu_sentence(sentence: Sentence, upos_model: str | None) -> str:
     if sentence.new_paragraph:
         lines.append("# newpar")
     lines.append(f"# sent_id = {sentence.sent_id}")
-    lines.append(f"# text = {sentence_text(sentence.words)}")
+    lines.append(f"# text = {sentence.text if sentence.text is not None else sentence_text(sentence.words)}")
     starts = {first: last for first, last in sentence.multiwords}
     inside: set[int] = {i for first, last in sentence.multiwords for i in range(first, last + 1)}
     for i, word in enumerate(sentence.words):

@@ -57,13 +57,17 @@ def cache_key(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def load(directory: Path, metadata: dict):
-    """(FastTagger, its check's record) from the cache, or None when the version has no entry there."""
+def entry_for(directory: Path) -> Path:
+    """Where the version's checked fast path is (or goes) in the cache."""
+    return cache_root() / cache_key(directory)
+
+
+def load(entry: Path, directory: Path, metadata: dict):
+    """(FastTagger, its check's record) from the cache ``entry``, or None when there is none."""
     import onnx
 
     from training.tagger.fast_tagger import FastTagger
 
-    entry = cache_root() / cache_key(directory)
     try:
         record = json.loads((entry / "check.json").read_text(encoding="utf-8"))
         char_model, sentence_model = onnx.load(str(entry / "char.onnx")), onnx.load(str(entry / "sentence.onnx"))
@@ -77,15 +81,14 @@ def load(directory: Path, metadata: dict):
     return FastTagger(metadata, vocab, char_model, sentence_model), {**record["fast_check"], "cache": str(entry)}
 
 
-def save(directory: Path, metadata: dict, fast, check: dict) -> None:
+def save(entry: Path, directory: Path, fast, check: dict) -> None:
     """Keep a checked fast path (``fast.char_model``, ``fast.sentence_model`` in float32); a cache that cannot be
     written is only a slower next start."""
     import time
 
     import onnx
 
-    root = cache_root()
-    entry = root / cache_key(directory)
+    root = entry.parent
     try:
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".writing-", dir=root))

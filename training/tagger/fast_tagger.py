@@ -19,6 +19,7 @@ embedding beside every token); their constrained decoding and spans run on these
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 from typing import Sequence
@@ -111,11 +112,14 @@ class FastTagger:
         self._recent: dict[str, list] = {}  # token -> [word id, pretrained row, char ids, char vector or None]
         self._older: dict[str, list] = {}
 
-    def quantize(self) -> None:
-        """Run the sentence graph's LSTMs in int8 (``fast_path.quantized_lstm_model``). The character encoder stays
-        float: its vectors are kept per word, so it runs for a small share of the tokens."""
-        self.sentence_model = quantized_lstm_model(self.sentence_model)
-        self.sentence_runner = Runner(self.sentence_model, threads=1)  # see SavedTagger._quantize
+    def quantized(self) -> "FastTagger":
+        """A twin whose sentence graph runs its LSTMs in int8 (``fast_path.quantized_lstm_model``), on one thread a
+        call (see ``SavedTagger._quantize``); this one is left as it is. The character encoder stays float: its
+        vectors are kept per word, so it runs for a small share of the tokens."""
+        twin = copy.copy(self)
+        twin.sentence_model = quantized_lstm_model(self.sentence_model)
+        twin.sentence_runner = Runner(twin.sentence_model, threads=1)
+        return twin
 
     def _pretrained_id(self, word: str) -> int:
         """Mirrors ``KeptVectors.id`` with the graph's lower-casing."""

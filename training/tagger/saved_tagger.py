@@ -78,14 +78,15 @@ class SavedTagger:
             return
         from training.tagger import fast_cache as cache
 
-        cached = cache.load(self.directory, self.metadata) if fast_cache else None
+        entry = cache.entry_for(self.directory) if fast_cache else None
+        cached = cache.load(entry, self.directory, self.metadata) if entry is not None else None
         if cached is not None:  # checked when it was written: no TensorFlow, no SavedModel
             self.fast, self.fast_check = cached
         else:
             self._load_saved_model()
             self._build_fast_path()
-            if fast_cache and self.fast is not None:
-                cache.save(self.directory, self.metadata, self.fast, self.fast_check)
+            if entry is not None and self.fast is not None:
+                cache.save(entry, self.directory, self.fast, self.fast_check)
         if self.fast is not None and self.precision == "int8":
             self._quantize(self.fast)
 
@@ -101,9 +102,12 @@ class SavedTagger:
     @property
     def saved_model(self):
         """The SavedModel (loaded on first use when the fast path came from the cache)."""
+        self._require_saved_model()
+        return self._saved_model
+
+    def _require_saved_model(self) -> None:
         if self._saved_model is None:
             self._load_saved_model()
-        return self._saved_model
 
     def _probe_conditions(self) -> list[str] | None:
         """Span models: every other probe sentence with the first condition the model knows, the rest with none."""
@@ -159,9 +163,8 @@ class SavedTagger:
 
         conditions = self._probe_conditions()
         reference = fast.probabilities(PROBE_SENTENCES, conditions)
-        float_model, float_runner = fast.sentence_model, fast.sentence_runner
-        fast.quantize()
-        quantized = fast.probabilities(PROBE_SENTENCES, conditions)
+        int8 = fast.quantized()
+        quantized = int8.probabilities(PROBE_SENTENCES, conditions)
         rows = [slice(0, len(s)) for s in PROBE_SENTENCES]
         worst = max(float(np.abs(quantized[i, r] - reference[i, r]).max()) for i, r in enumerate(rows))
         same = sum(int((quantized[i, r].argmax(-1) == reference[i, r].argmax(-1)).sum()) for i, r in enumerate(rows))
@@ -170,10 +173,10 @@ class SavedTagger:
             reason = (f"int8 moves probabilities by {worst:.3g} and keeps {agreement:.1%} of the probe's tags (limits "
                       f"{INT8_TOLERANCE:g}, {INT8_AGREEMENT:.0%})")
             logger.warning("%s: %s: tagging in float32", self.directory, reason)
-            fast.sentence_model, fast.sentence_runner = float_model, float_runner
             self.precision = "float32"
             self.fast_check["int8_rejected"] = reason
             return
+        self.fast = int8
         threads = onnx_threads()
         if threads > 1:  # calls side by side, each on one thread: the cores without a thread count in the answers
             self._pool = ThreadPoolExecutor(threads, thread_name_prefix="int8-calls")
@@ -242,7 +245,7 @@ class SavedTagger:
                         conditions: Sequence[str | None] | None = None) -> list[TaggedTokens]:
         import tensorflow as tf
 
-        self.saved_model  # noqa: B018  (loads it if the fast path came from the cache)
+        self._require_saved_model()  # the fast path may have come from the cache
         results: list[TaggedTokens | None] = [None] * len(sentences)
         for rows, tokens in self._batches(sentences, batch_size):
             args = [tf.constant(tokens, dtype=tf.string)]
@@ -269,7 +272,7 @@ class SavedTagger:
         """The model's input ids for one padded batch: word_ids ``[B, T]``, char_ids ``[B, T, C]``."""
         import tensorflow as tf
 
-        self.saved_model  # noqa: B018
+        self._require_saved_model()
         output = self._encode(tf.constant(pad_tokens(sentences), dtype=tf.string))
         return output["word_ids"].numpy(), output["char_ids"].numpy()
 
@@ -278,7 +281,7 @@ class SavedTagger:
         pretrained_ids ``[B, T]``, the table's rows)."""
         import tensorflow as tf
 
-        self.saved_model  # noqa: B018
+        self._require_saved_model()
         return {name: value.numpy() for name, value in self._encode(tf.constant(pad_tokens(sentences), dtype=tf.string)).items()}
 
     def unknown_word_mask(self, sentences: Sequence[Sequence[str]], batch_size: int = 256) -> list[np.ndarray]:
