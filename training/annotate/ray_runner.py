@@ -6,14 +6,17 @@ groups consecutive shards into parts of about ``PART_CHARS`` characters. The par
 each, holding where its shards are, not their text); ``map_batches`` hands them to a pool of actors, each of which
 loads the models once and reads its shards' bytes itself, so inputs must be readable at the same path from every
 node (a shared filesystem, or the same files on each). Results come back in input order (``preserve_order``) and
-the driver writes ``part-00000.conllu``, ... and, once all are written, ``manifest.json``: the parts in order with
-their sources, counts and sha256. Concatenated in manifest order, the parts are byte for byte what the local run
-writes, since a shard's output depends on the shard alone.
+the driver writes ``part-00000.conllu``, ... and ``manifest.json``: the parts in order with their sources, counts,
+sha256 and the node that tagged each. The manifest says ``"complete": false`` while the job runs (rewritten as parts
+arrive, at least every ``MANIFEST_SECONDS``, so one can watch a long job) and ``true`` once every part is written.
+Concatenated in manifest order, the parts are byte for byte what the local run writes, since a shard's output
+depends on the shard alone.
 
 A node that dies mid-job loses its actors and whatever it was computing; Ray Data restarts the actors elsewhere and
 runs their parts again (``max_restarts``/``max_task_retries``, which it sets for actor pools), and the driver
 writes each part once, when it arrives: no part is lost or written twice. A run that stops before the end leaves
-no manifest, so a part directory without one is incomplete.
+a manifest that says ``"complete": false`` (or none, if it stopped before its first part), so a part directory is
+whole only when its manifest says ``true``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ logger = logging.getLogger(__name__)
 
 PART_CHARS = 1 << 20  # characters of input per part (a Ray task): some 200k words
 MANIFEST_FILE = "manifest.json"
+# The in-progress manifest lists every part so far, so rewriting it after each part costs O(parts^2) on a long job:
+# it is rewritten once MANIFEST_COST times its last write's duration has passed (small manifests after every part),
+# and at least every MANIFEST_SECONDS
+MANIFEST_COST = 20
+MANIFEST_SECONDS = 1.0
 
 
 class ShardGroupAnnotator:
@@ -125,6 +133,7 @@ def run_on_ray(spec: AnnotatorSpec, sources: list[Source], directory: Path, addr
         num_cpus=1, scheduling_strategy="SPREAD")
     suffix = spec.output_format
     written: list[dict] = []
+    manifest_written, manifest_cost = 0.0, 0.0
     bar = tqdm(total=len(parts), unit="part", disable=quiet, file=sys.stderr, desc="tagging on Ray", mininterval=0.5)
     try:
         for row in dataset.iter_rows():
@@ -140,6 +149,10 @@ def run_on_ray(spec: AnnotatorSpec, sources: list[Source], directory: Path, addr
             totals.documents += int(row["documents"])
             totals.sentences += int(row["sentences"])
             totals.words += int(row["words"])
+            if time.monotonic() - manifest_written >= min(MANIFEST_SECONDS, MANIFEST_COST * manifest_cost):
+                manifest_written = time.monotonic()
+                _write_manifest(directory, spec, written, totals, actors=pool, complete=False)
+                manifest_cost = time.monotonic() - manifest_written
             bar.update(1)
             bar.set_postfix(words_per_s=int(totals.words / max(time.perf_counter() - started, 1e-9)), refresh=False)
     finally:
@@ -149,8 +162,9 @@ def run_on_ray(spec: AnnotatorSpec, sources: list[Source], directory: Path, addr
     return totals
 
 
-def _write_manifest(directory: Path, spec: AnnotatorSpec, parts: list[dict], totals: Totals, actors: int = 0) -> None:
-    manifest = {"complete": True, "output_format": spec.output_format, "input_format": spec.input_format,
+def _write_manifest(directory: Path, spec: AnnotatorSpec, parts: list[dict], totals: Totals, actors: int = 0,
+                    complete: bool = True) -> None:
+    manifest = {"complete": complete, "output_format": spec.output_format, "input_format": spec.input_format,
                 "models": list(spec.models), "service": spec.service, "precision": spec.precision, "actors": actors,
                 "documents": totals.documents, "sentences": totals.sentences, "words": totals.words,
                 "skipped": totals.skipped, "parts": parts}
