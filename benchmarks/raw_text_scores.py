@@ -4,6 +4,9 @@ evaluate --raw-text``'s figures for the same model and text.
     .venv/bin/python -m benchmarks.raw_text_scores --model models/pos \
         --data ../shared/data/ud-english-ewt/en_ewt-ud-dev.conllu [--precision int8|float32] [--json] [--keep DIR]
 
+Another tagger, for comparison: ``--write-raw-text FILE`` writes step 1's text, and ``--system OUT.conllu`` scores
+what it wrote for that text (spaCy: ``benchmarks/spacy_corpus.py --conllu``).
+
 1. The gold file's raw text: each paragraph (``# newpar`` / ``# newdoc``) its sentences' ``# text`` joined by a
    space, paragraphs apart by a blank line (``training.tagger.evaluate.raw_texts``, what ``--raw-text`` reads).
 2. ``seqtag tag`` writes CoNLL-U from it; ``udvalidate --level 1`` (UD's validator, PyPI ``udtools``) checks it.
@@ -93,8 +96,19 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", choices=("int8", "float32"), default="int8", help="as seqtag tag --precision")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", type=Path, help="keep the raw text, the output and the scoring copy here")
+    parser.add_argument("--write-raw-text", type=Path, metavar="FILE", help="only write the raw text to FILE")
+    parser.add_argument("--system", type=Path, metavar="CONLLU",
+                        help="score this file (another tagger's output for the raw text) instead of tagging")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.write_raw_text:
+        write_raw_text(args.data, args.write_raw_text)
+        return 0
+    if args.system:
+        scores = conll18_scores(args.data, args.system.read_text(encoding="utf-8"))
+        print(json.dumps(scores, indent=1) if args.json else "\n".join(
+            f"  {name:<10} {scores[name]['f1'] * 100:6.2f}" for name in SCORED))
+        return 0
     from training.tagger.cli import evaluate_raw_text
 
     with tempfile.TemporaryDirectory() as scratch:
