@@ -2,6 +2,11 @@
 
     .venv/bin/python -m benchmarks.dialog_step --versions models/dialog-action/3,models/dialog-action/4 \
         --data ../shared/data/sgd/sgd-dev.jsonl --format sgd --dialogs 40 --rounds 5
+    .venv/bin/python -m benchmarks.dialog_step --versions models/dialog-act/2,models/dialog-act/3@float32,models/dialog-act/3@int8
+
+A version may name its encoder's precision (``@int8``, ``@float32``: ``SEQTAG_ENCODER_PRECISION``; default float32).
+The turn vector cache is off (``--cached-turns 0``, the default) since the rounds replay the same turns: the figures
+are the model's, as for turns never seen before.
 
 Each version is loaded as the service loads it (``SavedDialogModel(runtime="onnx")``: the fast path where the
 version has one, else TensorFlow). The same conversations are streamed turn by turn through each version, one
@@ -49,12 +54,18 @@ def add_stream_options(parser: argparse.ArgumentParser, dialogs: int, rounds: in
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--versions", required=True, help="comma-separated version directories (models/<name>/<n>)")
+    parser.add_argument("--versions", required=True,
+                        help="comma-separated version directories (models/<name>/<n>), each with @int8 or @float32")
+    parser.add_argument("--cached-turns", type=int, default=0, help="the turn vector cache's size (default 0: off)")
     add_stream_options(parser, dialogs=40)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    models = {path: SavedDialogModel(path, runtime="onnx") for path in args.versions.split(",")}
+    models = {}
+    for spec in args.versions.split(","):
+        path, _, precision = spec.partition("@")
+        models[spec] = SavedDialogModel(path, runtime="onnx", precision=precision or "float32",
+                                        cached_turns=args.cached_turns)
     dialogs = read_dialogs(args.data, args.format)[:args.dialogs]
     conversations = {path: [dialog_inputs(d, m.multi_label, m.tokenizer) for d in dialogs] for path, m in models.items()}
     for path, model in models.items():  # warm up: first calls build and cache
@@ -70,13 +81,13 @@ def main(argv=None) -> int:
 
     first = next(iter(models))
     print(f"one session's turn, in process, {len(dialogs)} conversations x {args.rounds} rounds, versions alternating")
-    print(f"{'version':<32} {'runtime':<11} {'turns':>6} {'p50 ms':>8} {'p99 ms':>8} {'median of round p50':>20} "
+    print(f"{'version':<32} {'runtime':<16} {'turns':>6} {'p50 ms':>8} {'p99 ms':>8} {'median of round p50':>20} "
           f"{'x first':>8}")
     for path, model in models.items():
         p50, p99 = (float(np.percentile(times[path], q)) * 1e3 for q in (50, 99))
         median = statistics.median(round_p50[path]) * 1e3
         ratio = median / (statistics.median(round_p50[first]) * 1e3)
-        print(f"{path:<32} {model.runtime:<11} {len(times[path]):>6} {p50:>8.3f} {p99:>8.3f} {median:>20.3f} "
+        print(f"{path:<32} {model.runtime + ' ' + model.precision:<16} {len(times[path]):>6} {p50:>8.3f} {p99:>8.3f} {median:>20.3f} "
               f"{ratio:>8.2f}")
     return 0
 

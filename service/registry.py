@@ -110,6 +110,16 @@ class ModelVersion:
     def kind(self) -> str:
         return self.metadata.get("kind", "tagger")
 
+    def runtime_status(self) -> dict[str, Any]:
+        """What runs this version (``/v1/models/<name>``): the runtime, the precision, an encoder's turn cache."""
+        reader = self.tagger if self.tagger is not None else self.dialog
+        status: dict[str, Any] = {"runtime": reader.runtime,
+                                  "precision": "int8" if getattr(reader, "precision", "float32") == "int8" else "float32"}
+        cache = getattr(getattr(self.dialog, "fast", None), "vectors", None)
+        if cache is not None:
+            status["turn_vector_cache"] = cache.stats()
+        return status
+
     @property
     def labels(self) -> list[str]:
         return list(self.metadata.get("labels", []))
@@ -234,6 +244,7 @@ class ModelRegistry:
             "state": "AVAILABLE" if serving else "UNAVAILABLE",
             "serving_version": serving.version if serving else None,
             "pinned_version": self.settings.model_versions.get(name),
+            **(serving.runtime_status() if serving else {}),
             "versions": sorted(versions, key=lambda v: v["version"], reverse=True),
             "labels": serving.labels if serving else [],
             "metrics": {k: metrics[k] for k in ("accuracy", "tokens", "macro_f1", "oov", "in_vocabulary", "micro_f1",
@@ -365,7 +376,9 @@ class ModelRegistry:
         return model
 
     def _load_dialog(self, name: str, version: int, directory: Path, metadata: dict[str, Any]) -> ModelVersion:
-        dialog = SavedDialogModel(directory, metadata, runtime=self.settings.runtime)  # a fast step that disagrees raises
+        # A fast step that disagrees with the SavedModel raises; an int8 encoder that disagrees steps in float32
+        dialog = SavedDialogModel(directory, metadata, runtime=self.settings.runtime,
+                                  precision=self.settings.encoder_precision, cached_turns=self.settings.cached_turns)
         batcher = None
         if self.settings.batching:
             batcher = MicroBatcher(lambda requests: step_batch(dialog, requests), self.settings.max_batch_size,

@@ -228,6 +228,13 @@ class ModelStatus(BaseModel):
     state: Literal["AVAILABLE", "UNAVAILABLE"]
     serving_version: int | None
     pinned_version: int | None
+    runtime: Literal["onnx", "tensorflow"] | None = Field(None, description="what runs the serving version: ONNX "
+                                                                            "Runtime's fast path, or its SavedModel")
+    precision: Literal["float32", "int8"] | None = Field(None, description="int8: a dialog model's pretrained "
+                                                                          "encoder runs in int8 (SEQTAG_ENCODER_PRECISION)")
+    turn_vector_cache: dict[str, Any] | None = Field(None, description="an encoder dialog model's cache of turn "
+                                                                       "vectors in this worker: turns, capacity, "
+                                                                       "hits, misses, hit_rate")
     versions: list[VersionStatus]
     labels: list[str]
     metrics: dict[str, Any] = Field(description="dev figures from the serving version's metadata (numbers, and "

@@ -197,6 +197,13 @@ def test_runtime_setting_is_checked():
     assert ServiceSettings.load({}, environ={}).runtime == "onnx"
     with pytest.raises(ValueError, match="SEQTAG_RUNTIME"):
         ServiceSettings.load({}, environ={"SEQTAG_RUNTIME": "tensorrt"})
+    defaults = ServiceSettings.load({}, environ={})
+    assert (defaults.encoder_precision, defaults.cached_turns) == ("int8", 4096)
+    assert ServiceSettings.load({}, environ={"SEQTAG_ENCODER_PRECISION": "float32"}).encoder_precision == "float32"
+    with pytest.raises(ValueError, match="SEQTAG_ENCODER_PRECISION"):
+        ServiceSettings.load({}, environ={"SEQTAG_ENCODER_PRECISION": "int4"})
+    with pytest.raises(ValueError, match="SEQTAG_CACHED_TURNS"):
+        ServiceSettings.load({"cached_turns": -1}, environ={})
 
 
 def test_the_service_imports_no_trainer_model_builder_or_scorer(tmp_path, random_tagger_dir, random_dialog_dirs):

@@ -3,6 +3,7 @@ reproduced by ``seqtag evaluate`` on the corpora beside the repository."""
 
 import json
 
+import numpy as np
 import pytest
 
 from training.cli import main
@@ -82,8 +83,66 @@ def test_the_act_model_names_its_acts(tmp_path):
     try:
         client = app.test_client()
         session = client.post("/v1/dialogs", json={"model": "dialog-act"}).get_json()["session_id"]
-        for text in ("Do you have any pets?", "Yes, two cats.", "Uh-huh."):
+        for text in ("Do you have any pets?", "Uh-huh.", "Yes, two cats.", "Uh-huh."):
             answer = client.post(f"/v1/dialogs/{session}/turns", json={"text": text, "speaker": "A"}).get_json()
             assert answer["label_name"] == metadata["label_names"][answer["label"]], answer
+        status = client.get("/v1/models/dialog-act").get_json()  # what runs it: the defaults, int8 and the cache
+        cache = status["turn_vector_cache"]
+        assert (status["runtime"], status["precision"]) == ("onnx", "int8"), status
+        assert cache["hits"] >= 1 and cache["misses"] >= 3 and cache["turns"] == cache["misses"], cache
     finally:
         app.extensions["seqtag.registry"].close()
+
+
+def test_the_int8_encoder_answers_each_turn_alone_and_as_the_float_one_does():
+    """The service's default for the encoder act model (SEQTAG_ENCODER_PRECISION=int8): within the int8 check's
+    tolerance of the float step over streamed SwDA val conversations; a turn's answer does not depend on the other
+    sessions' turns in its call (each takes its own int8 call), nor on the cache."""
+    from training.common.fast_path import INT8_AGREEMENT, INT8_TOLERANCE
+    from training.dialog.data import read_dialogs
+    from training.dialog.evaluate import dialog_inputs, streamed_probabilities
+
+    directory = artifacts.resolve_model_dir(REPO / "models" / "dialog-act")
+    float_model = SavedDialogModel(directory, runtime="onnx", precision="float32")
+    int8_model = SavedDialogModel(directory, runtime="onnx", precision="int8", cached_turns=0)
+    assert (float_model.precision, int8_model.precision) == ("float32", "int8"), int8_model.fast_check
+    assert int8_model.fast_check["int8_agreement"] >= INT8_AGREEMENT
+    inputs = [dialog_inputs(d, False, int8_model.tokenizer) for d in read_dialogs(DATA / "swda" / "val", "swda")[:3]]
+    reference = np.concatenate(streamed_probabilities(float_model, inputs, sessions=3))
+    quantized = np.concatenate(streamed_probabilities(int8_model, inputs, sessions=3))
+    assert len(reference) > 300 and np.abs(quantized - reference).max() <= INT8_TOLERANCE
+    assert (quantized.argmax(-1) == reference.argmax(-1)).mean() >= INT8_AGREEMENT
+
+    turns = [DialogTurnInput(t.tokens, t.speaker) for t in inputs[0][:3]]
+    h, c = int8_model.zero_state(3)
+    alone = int8_model.step(turns[:1], h[:1], c[:1])["probabilities"][0]
+    beside = int8_model.step(turns, h, c)["probabilities"][0]
+    assert np.array_equal(alone, beside)
+    cached = int8_model.fast.with_cache(16)
+    first, again = (int8_model.step(turns[:1], h[:1], c[:1])["probabilities"][0] for _ in range(2))
+    assert np.array_equal(first, alone) and np.array_equal(again, alone)
+    assert cached.vectors.stats()["hits"] == 1
+
+
+def test_evaluate_streamed_reports_the_served_path(tmp_path, capsys):
+    """``seqtag evaluate --streamed`` scores what the service answers (its step, at a precision) and says what ran
+    it; the flags that do not go together are refused with a message."""
+    conversations = DATA / "swda" / "val"
+    sample = tmp_path / "val"
+    sample.mkdir()
+    first = sorted(conversations.glob("*.txt"))[:1]
+    if not first:
+        pytest.skip("no SwDA val files")
+    for path in first:
+        (sample / path.name).symlink_to(path)
+    act = str(REPO / "models" / "dialog-act")
+    assert main(["evaluate", "--model", act, "--data", str(sample), "--format", "swda", "--streamed", "--precision",
+                 "int8", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["served_path"]["precision"] == "int8" and metrics["served_path"]["runtime"] == "onnx"
+    cache = metrics["served_path"]["turn_vector_cache"]
+    assert cache["hits"] + cache["misses"] == metrics["utterances"] > 50
+    assert main(["evaluate", "--model", act, "--data", str(sample), "--precision", "int8"]) == 2
+    assert "--precision goes with --raw-text (taggers) or --streamed (dialog models)" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(REPO / "models" / "pos"), "--data", str(sample), "--streamed"]) == 2
+    assert "--streamed streams dialog turns" in capsys.readouterr().err

@@ -130,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --raw-text: the tokenizer to score (default: the model's)")
     evaluate.add_argument("--precision", choices=("float32", "int8"), default="float32",
                           help="with --raw-text: the tagger as the service runs it (float32, default) or with int8 LSTMs, "
-                               "as seqtag tag runs it by default")
+                               "as seqtag tag runs it by default; with --streamed: the encoder's precision")
+    evaluate.add_argument("--streamed", action="store_true",
+                          help="dialog models: stream each conversation turn by turn through the step the service runs "
+                               "(ONNX Runtime, 64 sessions at once), not the SavedModel's whole dialogs")
     add_tag_parser(commands)
     add_serve_parser(commands)
     add_cards_parser(commands)
@@ -221,16 +224,21 @@ def command_evaluate(args: argparse.Namespace) -> int:
     model_dir = artifacts.resolve_model_dir(args.model)
     if args.tokenizer and not args.raw_text:
         raise ConfigError("--tokenizer goes with --raw-text")
-    if args.precision != "float32" and not args.raw_text:
-        raise ConfigError("--precision goes with --raw-text")
+    if args.precision != "float32" and not (args.raw_text or args.streamed):
+        raise ConfigError("--precision goes with --raw-text (taggers) or --streamed (dialog models)")
     if artifacts.read_metadata(model_dir).get("kind") == "dialog":
         if args.raw_text:
             raise ConfigError(f"{model_dir} is a dialog model: --raw-text scores taggers (dialog turns are raw text already)")
         if args.schemas:
+            if args.streamed:
+                raise ConfigError("--streamed goes without --schemas")
             from training.schema_guided.cli import command_evaluate_actions
 
             return command_evaluate_actions(model_dir, args)
-        return dialog_cli.command_evaluate(model_dir, args.data, args.format, args.json, args.report)
+        return dialog_cli.command_evaluate(model_dir, args.data, args.format, args.json, args.report,
+                                           streamed=args.streamed, precision=args.precision)
+    if args.streamed:
+        raise ConfigError(f"{model_dir} is a tagger: --streamed streams dialog turns")
     return tagger_cli.command_evaluate(model_dir, args)
 
 

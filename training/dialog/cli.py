@@ -267,13 +267,18 @@ def add_label_names(version_dir: str | Path, label_map: str | Path) -> dict[str,
 
 
 def evaluate_dialog(model_dir: Path, dialogs, data: Path | None = None, data_format: str | None = None,
-                    report: Path | None = None) -> dict:
-    """A dialog model's figures on ``dialogs``; with ``report``, the report files written there too."""
+                    report: Path | None = None, streamed: bool = False, precision: str = "float32") -> dict:
+    """A dialog model's figures on ``dialogs``; with ``report``, the report files written there too. ``streamed``:
+    turn by turn through the service's fast step, at ``precision``, with what ran it and its cache's hit rate."""
     from training.dialog.evaluate import evaluate_dialog_model
     from training.dialog.saved_dialog import SavedDialogModel
 
-    model = SavedDialogModel(model_dir)
-    metrics = evaluate_dialog_model(model, dialogs, with_predictions=report is not None)
+    model = SavedDialogModel(model_dir, runtime="onnx", precision=precision) if streamed else SavedDialogModel(model_dir)
+    metrics = evaluate_dialog_model(model, dialogs, with_predictions=report is not None, streamed=streamed)
+    if streamed:
+        cache = getattr(model.fast, "vectors", None)
+        metrics["served_path"] = {"runtime": model.runtime, "precision": model.precision,
+                                  **({"turn_vector_cache": cache.stats()} if cache is not None else {})}
     metrics = {"model": str(model_dir), **({"data": str(data), "format": data_format} if data else {}), **metrics}
     if report is not None:
         from training.common.report import write_report
@@ -287,13 +292,13 @@ def evaluate_dialog(model_dir: Path, dialogs, data: Path | None = None, data_for
 
 
 def command_evaluate(model_dir: Path, data: Path, data_format: str | None, as_json: bool,
-                            report: Path | None = None) -> int:
+                     report: Path | None = None, streamed: bool = False, precision: str = "float32") -> int:
     from training.dialog.evaluate import format_dialog_report
 
     metadata = artifacts.read_metadata(model_dir)
     data_format = data_format or metadata.get("data_format", DEFAULT_FORMATS[metadata.get("task", "dialog-act")])
     if data_format not in FORMATS:
         raise ConfigError(f"--format for a dialog model must be one of {', '.join(FORMATS)}, not {data_format!r}")
-    metrics = evaluate_dialog(model_dir, read_dialogs(data, data_format), data, data_format, report)
+    metrics = evaluate_dialog(model_dir, read_dialogs(data, data_format), data, data_format, report, streamed, precision)
     print(json.dumps(metrics) if as_json else format_dialog_report(metrics))
     return 0

@@ -53,6 +53,11 @@ def format_dialog_report(metrics: dict, top: int = 15) -> str:
     else:
         lines = [f"micro-F1 {metrics['micro_f1']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
                  f"exact match {metrics['exact_match']:.4f}  over {metrics['turns']} turns"]
+    served = metrics.get("served_path")
+    if served:
+        cache = served.get("turn_vector_cache")
+        lines.append(f"streamed through the service's step: {served['runtime']}, {served['precision']}"
+                     + (f", turn vector cache hit rate {cache['hit_rate']:.3f}" if cache else ""))
     lines.append(f"{'label':<32} {'precision':>9} {'recall':>9} {'F1':>9} {'support':>9}")
     by_support = sorted(metrics["per_label"].items(), key=lambda item: -item[1]["support"])
     for label, scores in by_support[:top]:
@@ -102,10 +107,46 @@ def dialog_inputs(dialog: Dialog, multi_label: bool, tokenizer: Tokenizer) -> li
     return inputs
 
 
-def evaluate_dialog_model(model: SavedDialogModel, dialogs: Sequence[Dialog], with_predictions: bool = False) -> dict:
+def streamed_probabilities(model: SavedDialogModel, dialogs: Sequence[Sequence[DialogTurnInput]],
+                           sessions: int = 64) -> list[np.ndarray]:
+    """Each dialog's probabilities ``[T, L]`` as the service answers them: ``sessions`` conversations open at once,
+    each turn stepped (``SavedDialogModel.step``, the fast step the service runs) with the turns of the others that
+    are at it, from each session's own state; a conversation that ends makes room for the next."""
+    results: list[list[np.ndarray]] = [[] for _ in dialogs]
+    queue = list(range(len(dialogs)))[::-1]
+    open_: list[int] = []  # dialog indices being streamed
+    state_h, state_c = model.zero_state(sessions)
+    slots: dict[int, int] = {}  # dialog -> its row of the state
+    free = list(range(sessions))[::-1]
+    while queue or open_:
+        while queue and free:
+            dialog = queue.pop()
+            if not dialogs[dialog]:
+                continue
+            slots[dialog] = free.pop()
+            state_h[slots[dialog]] = 0.0
+            state_c[slots[dialog]] = 0.0
+            open_.append(dialog)
+        if not open_:
+            break
+        rows = [slots[d] for d in open_]
+        out = model.step([dialogs[d][len(results[d])] for d in open_], state_h[rows], state_c[rows])
+        state_h[rows], state_c[rows] = out["state_h"], out["state_c"]
+        for row, dialog in enumerate(open_):
+            results[dialog].append(out["probabilities"][row])
+        for dialog in [d for d in open_ if len(results[d]) == len(dialogs[d])]:
+            open_.remove(dialog)
+            free.append(slots.pop(dialog))
+    return [np.stack(r) if r else np.zeros((0, len(model.labels)), np.float32) for r in results]
+
+
+def evaluate_dialog_model(model: SavedDialogModel, dialogs: Sequence[Dialog], with_predictions: bool = False,
+                          streamed: bool = False) -> dict:
     """Dialog-act or action metrics over the labelled turns; ``with_predictions`` adds ``gold`` and
-    ``predicted`` (one label, or a list of labels, per turn)."""
-    probabilities = model.predict([dialog_inputs(d, model.multi_label, model.tokenizer) for d in dialogs])
+    ``predicted`` (one label, or a list of labels, per turn). ``streamed``: the turns go through the step the
+    service runs (``streamed_probabilities``), not the SavedModel's whole-dialog ``serve``."""
+    inputs = [dialog_inputs(d, model.multi_label, model.tokenizer) for d in dialogs]
+    probabilities = streamed_probabilities(model, inputs) if streamed else model.predict(inputs)
     gold, predicted = [], []
     for dialog, dialog_probabilities in zip(dialogs, probabilities):
         for turn, turn_probabilities in zip(dialog.turns, dialog_probabilities):

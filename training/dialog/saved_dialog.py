@@ -8,6 +8,11 @@ TensorFlow and the model directory only: no trainer, model builder or scorer.
 different lengths in shared calls, before any turn is taken: a disagreement beyond ``fast_path.TOLERANCE`` in
 probabilities or state raises ``FastPathMismatch`` (the service rejects the version). Whole dialogs
 (``predict``) go through the SavedModel; an ensemble steps through one fast graph per member.
+
+``precision="int8"`` (the service's default, ``SEQTAG_ENCODER_PRECISION``) gives a model with a pretrained
+utterance encoder an int8 encoder (``FastEncoderDialogStep.quantized``), checked in turn against the float fast
+step on the probe (``INT8_TOLERANCE``, ``INT8_AGREEMENT``); one that fails the check steps in float32, with a
+warning. Models without an encoder have no int8 step and ignore it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 from training.common import artifacts
-from training.common.fast_path import RUNTIMES, TOLERANCE, FastPathMismatch, build_fast_model, max_difference
+from training.common.fast_path import (INT8_AGREEMENT, INT8_TOLERANCE, PRECISIONS, RUNTIMES, TOLERANCE,
+                                       FastPathMismatch, build_fast_model, max_difference)
 from training.common.saved_model import pad_tokens
 from training.common.tokenizer import tokenizer_for
 from training.common.vocab import PAD_TOKEN
@@ -38,9 +44,12 @@ class DialogTurnInput:
 
 
 class SavedDialogModel:
-    def __init__(self, model_dir: str | Path, metadata: dict | None = None, runtime: str = "tensorflow"):
+    def __init__(self, model_dir: str | Path, metadata: dict | None = None, runtime: str = "tensorflow",
+                 precision: str = "float32", cached_turns: int | None = None):
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.directory = Path(model_dir)
         self.metadata = metadata if metadata is not None else artifacts.read_metadata(self.directory)
         self.saved_model = tf.saved_model.load(str(self.directory))
@@ -62,10 +71,62 @@ class SavedDialogModel:
         self.fast_check: dict | None = None  # what the check measured, or why there is no fast path
         if runtime == "onnx":
             self._build_fast_path()
+            if cached_turns is not None and hasattr(self.fast, "with_cache"):
+                self.fast.with_cache(cached_turns)
+            if precision == "int8" and hasattr(self.fast, "quantized"):
+                self._use_int8()
 
     @property
     def runtime(self) -> str:
         return "onnx" if self.fast is not None else "tensorflow"
+
+    @property
+    def precision(self) -> str:
+        return getattr(self.fast, "precision", "float32")
+
+    def _probe_steps(self, step) -> list[np.ndarray]:
+        """``step``'s probabilities ``[turns, L]`` for each probe conversation, all streamed at once from the zero
+        state, fewer sessions as the shorter ones end (as the service batches them)."""
+        from training.dialog.fast_dialog import PROBE_DIALOGS
+
+        actions = self.labels[:3] if self.multi_label else None
+        state_h, state_c = self.zero_state(len(PROBE_DIALOGS))
+        out: list[list[np.ndarray]] = [[] for _ in PROBE_DIALOGS]
+        for t in range(max(len(d) for d in PROBE_DIALOGS)):
+            live = [i for i, d in enumerate(PROBE_DIALOGS) if t < len(d)]
+            turns = self.model_turns([DialogTurnInput(PROBE_DIALOGS[i][t][1], PROBE_DIALOGS[i][t][0], actions) for i in live])
+            probabilities, state_h[live], state_c[live] = step.step([x.tokens for x in turns], [x.speaker for x in turns],
+                                                                   state_h[live], state_c[live], self._actions(turns))
+            for row, i in enumerate(live):
+                out[i].append(probabilities[row])
+        return [np.stack(p) for p in out]
+
+    def _use_int8(self) -> None:
+        """The int8 twin of the fast step, if it agrees with the float one on the probe (``INT8_TOLERANCE``, and
+        ``INT8_AGREEMENT`` of the turns keep their act, or their set of actions); float32 stays otherwise."""
+        float_step = self.fast
+        int8_step = float_step.quantized()
+        reference = np.concatenate(self._probe_steps(float_step))
+        quantized = np.concatenate(self._probe_steps(int8_step))
+        worst = float(np.abs(quantized - reference).max())
+        if self.multi_label:
+            same = ((quantized >= self.thresholds) == (reference >= self.thresholds)).all(axis=-1)
+        else:
+            same = quantized.argmax(-1) == reference.argmax(-1)
+        agreement = float(same.mean())
+        float_step.vectors.clear()  # the probe's turns are no user's
+        int8_step.vectors.clear()
+        check = {"int8_max_difference": worst, "int8_agreement": agreement}
+        if not (worst <= INT8_TOLERANCE and agreement >= INT8_AGREEMENT):
+            logger.warning("%s: the int8 encoder disagrees with the float one on the probe (probabilities within %.3g, "
+                           "%.0f%% of turns the same; needs %g, %.0f%%): stepping in float32", self.directory, worst,
+                           100 * agreement, INT8_TOLERANCE, 100 * INT8_AGREEMENT)
+            self.fast_check.update(check, precision="float32")
+            return
+        self.fast = int8_step
+        self.fast_check.update(check, precision="int8")
+        logger.info("%s: int8 encoder keeps %.1f%% of the probe's answers (probabilities within %.3g)", self.directory,
+                    100 * agreement, worst)
 
     def _build_fast_path(self) -> None:
         from training.dialog.fast_dialog import PROBE_DIALOGS, fast_dialog_step  # ONNX is imported only when asked for
