@@ -1,7 +1,9 @@
 """The model registry: which model versions are loaded and which one serves, with hot reload.
 
 TF Serving's layout and policy: ``<models_dir>/<name>/<integer version>/``; the highest version serves
-unless a pin says otherwise; the newest ``keep_versions`` stay loaded so ``?version=N`` can roll back.
+unless a pin says otherwise; the newest ``keep_versions`` of a tagger stay loaded (1 by default, as TF Serving; 2
+lets ``?version=N`` roll back by request), and ``keep_dialog_versions`` of a dialog model (2: live sessions finish
+their conversations on the version they started with).
 A poller looks for new versions. A new version is loaded only once its files have stopped changing,
 then must answer a warm-up request; if it fails either step it is rejected (logged, shown in the status)
 and the serving version stays. It is tried again if its files change (a copy that was still running).
@@ -291,14 +293,24 @@ class ModelRegistry:
             return [pin] if pin in on_disk else []
         return sorted(on_disk, reverse=True)
 
+    def _keep_limit(self, root: Path, on_disk: list[int]) -> int:
+        """How many versions of this model stay loaded: ``keep_dialog_versions`` for dialog models, whose live
+        sessions finish on the version they started with, ``keep_versions`` for taggers (stateless requests)."""
+        try:
+            kind = artifacts.read_metadata(root / str(max(on_disk))).get("kind", "tagger") if on_disk else "tagger"
+        except (OSError, ValueError):
+            kind = "tagger"  # its load will say what is wrong
+        return self.settings.keep_dialog_versions if kind == "dialog" else self.settings.keep_versions
+
     def _refresh_model(self, name: str, initial: bool) -> None:
         root = self.models_dir / name
         on_disk = artifacts.list_versions(root)
         old = self._entries.get(name, _ModelEntry())
         entry = _ModelEntry(dict(old.loaded), dict(old.rejected), old.serving)
         keep: list[int] = []
+        limit = self._keep_limit(root, on_disk)
         for version in self._wanted_versions(name, on_disk):
-            if len(keep) >= self.settings.keep_versions:
+            if len(keep) >= limit:
                 break
             if version in entry.loaded:
                 keep.append(version)

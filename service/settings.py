@@ -18,7 +18,12 @@ ENV_PREFIX = "SEQTAG_"
 class ServiceSettings:
     models_dir: str = "models"  # <models_dir>/<name>/<version>/
     model_versions: dict[str, int] = field(default_factory=dict)  # pins: name -> version
-    keep_versions: int = 2  # newest versions kept loaded per model (older ones answer ?version=N: 404)
+    # Newest versions of a tagger kept loaded: 1, as TF Serving's default policy, holds the serving version alone (a
+    # pin rolls back); 2 also keeps the previous one answering ?version=N. Older ones answer ?version=N with a 404.
+    keep_versions: int = 1
+    # Of a dialog model: 2, so that live sessions finish on the version they started with after a new one arrives
+    # (1: they get a 409 and must reset)
+    keep_dialog_versions: int = 2
     poll_interval_seconds: float = 5.0  # how often to look for new versions; 0: never (tests refresh by hand)
     warmup: bool = True  # a version must tag a warm-up sentence before it serves
     batching: bool = True  # coalesce concurrent requests into one model call
@@ -76,6 +81,8 @@ class ServiceSettings:
             raise ValueError(f"{ENV_PREFIX}RUNTIME={settings.runtime!r}: one of onnx, tensorflow")
         if settings.encoder_precision not in ("int8", "float32"):
             raise ValueError(f"{ENV_PREFIX}ENCODER_PRECISION={settings.encoder_precision!r}: one of int8, float32")
+        if settings.keep_versions < 1 or settings.keep_dialog_versions < 1:
+            raise ValueError(f"{ENV_PREFIX}KEEP_VERSIONS and {ENV_PREFIX}KEEP_DIALOG_VERSIONS: 1 or more")
         if settings.cached_turns < 0:
             raise ValueError(f"{ENV_PREFIX}CACHED_TURNS={settings.cached_turns}: 0 or more")
         return settings

@@ -31,7 +31,8 @@ SPAN_MODELS = {name for name in TAGGERS
 @pytest.fixture(scope="module")
 def fuzzed_server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
-    for base, _, process in serve_shipped_models(tmp, SEQTAG_THREADS="8", SEQTAG_KEEP_VERSIONS="1"):
+    for base, _, process in serve_shipped_models(tmp, SEQTAG_THREADS="8", SEQTAG_KEEP_VERSIONS="1",
+                                                     SEQTAG_KEEP_DIALOG_VERSIONS="1"):
         yield base, process
     text = (tmp / "gunicorn.log").read_text()
     assert "Traceback" not in text, text[-3000:]  # nothing failed inside the server either

@@ -82,6 +82,7 @@ def server(tmp_path, random_tagger_dir):
     port = free_port()
     env = {**os.environ, "PORT": str(port), "SEQTAG_HOST": "127.0.0.1", "SEQTAG_MODELS_DIR": str(models),
            "SEQTAG_POLL_INTERVAL_SECONDS": "0.3", "SEQTAG_WORKERS": "2", "SEQTAG_THREADS": "4",
+           "SEQTAG_KEEP_VERSIONS": "2",  # the previous version stays loaded: ?version=1 rolls back by request
            "SEQTAG_DIALOG_SESSIONS": "false",  # tagging only: several workers without Redis
            "SEQTAG_ACCESS_LOG": "", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
     (tmp_path / "metrics").mkdir()

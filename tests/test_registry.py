@@ -57,6 +57,24 @@ def test_new_version_is_swapped_in_and_old_ones_retire(models, random_tagger_dir
     registry.close()
 
 
+def test_by_default_a_tagger_keeps_one_version_and_a_dialog_model_two(models, random_tagger_dir, random_dialog_dirs):
+    """TF Serving's default for stateless taggers (the old version's memory is freed); dialog models keep the
+    previous version, on which live sessions finish their conversations."""
+    add_version(models / "dialog-act", random_dialog_dirs["dialog-act"], 1)
+    registry = registry_for(models)
+    add_version(models / "pos", random_tagger_dir, 2)
+    add_version(models / "dialog-act", random_dialog_dirs["dialog-act"], 2)
+    registry.refresh()
+    assert [v["version"] for v in registry.status("pos")["versions"]] == [2]
+    assert [v["version"] for v in registry.status("dialog-act")["versions"]] == [2, 1]
+    with pytest.raises(ModelLookupError, match="no loaded version 1"):
+        registry.get("pos", 1)
+    assert registry.get("dialog-act", 1).version == 1
+    registry.close()
+    with pytest.raises(ValueError, match="KEEP_VERSIONS"):
+        ServiceSettings.load({"keep_dialog_versions": 0}, environ={})
+
+
 def test_broken_version_is_rejected_and_the_old_one_serves_on(models, random_tagger_dir):
     registry = registry_for(models)
     broken = add_broken_version(models / "pos", 2, random_tagger_dir)

@@ -25,7 +25,8 @@ def make_models_dir(root, random_dialog_dirs, random_tagger_dir):
 
 
 def make_app(backend, models_dir, request, **settings):
-    config = {"models_dir": str(models_dir), "poll_interval_seconds": 0, "keep_versions": 1, **settings}
+    config = {"models_dir": str(models_dir), "poll_interval_seconds": 0, "keep_versions": 1, "keep_dialog_versions": 1,
+              **settings}
     if backend == "redis":
         config["redis_url"] = request.getfixturevalue("redis_url")
     return create_app(config)
@@ -227,7 +228,7 @@ def test_live_sessions_keep_their_version_until_it_is_unloaded(backend, tmp_path
     old = open_session(client)["session_id"]
     client.post(f"/v1/dialogs/{old}/turns", json={"text": "Hello.", "speaker": "A"})
     shutil.copytree(random_dialog_dirs["dialog-act"], models_dir / "dialog-act" / "2")
-    app.extensions["seqtag.registry"].refresh()  # keep_versions=1: version 1 is unloaded
+    app.extensions["seqtag.registry"].refresh()  # keep_dialog_versions=1: version 1 is unloaded
     new = open_session(client)
     assert new["model"]["version"] == 2
     stale = client.post(f"/v1/dialogs/{old}/turns", json={"text": "Still there?", "speaker": "A"})

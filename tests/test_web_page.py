@@ -37,7 +37,8 @@ def run_server(tmp, **extra_env):
 def server(tmp_path_factory):
     # The page offers the services GET /v1/services knows: the shipped schema-guided span model ships SGD's
     # training services (Restaurants_1, whose spans the page shows, among them). Only the serving versions load.
-    yield from run_server(tmp_path_factory.mktemp("web"), SEQTAG_KEEP_VERSIONS="1")
+    yield from run_server(tmp_path_factory.mktemp("web"), SEQTAG_KEEP_VERSIONS="1",
+                          SEQTAG_KEEP_DIALOG_VERSIONS="1")
 
 
 API_KEY = "page-test-key-0123456789"
