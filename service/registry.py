@@ -361,7 +361,7 @@ class ModelRegistry:
             if metadata.get("schema_guided"):
                 from training.schema_guided.saved import SavedSchemaTagger
 
-                tagger = SavedSchemaTagger(directory, metadata)
+                tagger = SavedSchemaTagger(directory, metadata, runtime=self.settings.runtime)
             else:
                 tagger = SavedTagger(directory, metadata, runtime=self.settings.runtime)  # a fast path that disagrees raises
             batcher = None

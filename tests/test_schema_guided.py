@@ -72,6 +72,38 @@ def test_exported_model_takes_any_batch_turn_length_and_slot_count(saved):
             np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=1e-5)
 
 
+def test_the_fast_path_equals_the_saved_model_and_a_wrong_one_is_refused(schema_model_dir, saved, monkeypatch):
+    """``runtime="onnx"`` (the service's): slot vectors and probabilities within 1e-5 of the SavedModel's on turns
+    of any length, two services and their slot counts in one batch; a graph built from a bias off by 0.01 is
+    refused at load (the service rejects such a version)."""
+    from training.common.fast_path import FastPathMismatch
+    from training.common.service_schema import parse_schema
+    from training.schema_guided import fast
+    from training.schema_guided.saved import SavedSchemaTagger
+
+    onnx = SavedSchemaTagger(schema_model_dir, runtime="onnx")
+    assert onnx.runtime == "onnx" and onnx.fast_check["max_difference"] <= 1e-5, onnx.fast_check
+    services = [parse_schema(POTTERY), saved.shipped[sorted(saved.shipped)[0]]]
+    pairs = [(saved.encode_service(s), onnx.encode_service(s)) for s in services]
+    for reference, fast_encoding in pairs:
+        np.testing.assert_allclose(fast_encoding.vectors, reference.vectors, atol=1e-5)
+    turns = [["fire", "it", "at", "1200", "degrees", "with", "a", "blue", "glaze"], ["ok"], ["book", "a", "table"] * 9]
+    encodings = [pairs[i % 2][0] for i in range(len(turns))]
+    for expected, got in zip(saved.emissions(turns, encodings), onnx.emissions(turns, encodings)):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+    read = fast.weights_by_path
+
+    def off_by_a_bias(variables):
+        weights = read(variables)
+        weights["slot_scores/outside/bias"] = weights["slot_scores/outside/bias"] + np.float32(0.01)
+        return weights
+
+    monkeypatch.setattr(fast, "weights_by_path", off_by_a_bias)
+    with pytest.raises(FastPathMismatch, match="differ from the SavedModel"):
+        SavedSchemaTagger(schema_model_dir, runtime="onnx")
+
+
 def test_tags_name_only_the_service_slots(saved):
     from training.common.service_schema import parse_schema
 

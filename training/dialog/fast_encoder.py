@@ -1,5 +1,5 @@
-"""The fast ``step`` of a dialog model with a pretrained utterance encoder: the BERT, its pooling and one turn-LSTM
-step as one ONNX graph, built from the exported version's weights (``training.common.fast_path`` says why and how
+"""The fast ``step`` of a dialog model with a pretrained utterance encoder: the BERT and its pooling
+(``training.common.encoder_graph``), then one turn-LSTM step, as ONNX graphs built from the exported version's weights (``training.common.fast_path`` says why and how
 it is checked against the SavedModel before it serves).
 
 Why it matters more here than for the BiLSTM models: a float16 export stores its 10 M weights as float16 and its
@@ -29,13 +29,13 @@ float encoder takes the cache's misses in one call.
 from __future__ import annotations
 
 import copy
-import math
 import threading
 from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
 
+from training.common.encoder_graph import encoder_graph, weights_by_path
 from training.common.fast_path import (FastPathUnsupported, GraphBuilder, inference_session, quantized_matmul_model,
                                        weights_by_role)
 from training.common.vocab import UNK_ID
@@ -43,7 +43,6 @@ from training.dialog.fast_dialog import OnnxDialogStep, turn_step
 from training.dialog.vocab import TURN_START_ID, DialogVocabs
 
 TURN_LAYERS = ("speaker_embedding", "turn_lstm", "label_probabilities")  # the turn model's, after the encoder
-LAYER_NORM_EPSILON = 1e-12  # keras-hub's BertBackbone (and BERT's)
 CACHED_TURNS = 4096  # turn vectors kept (a 384-wide one is 1.5 KB: 6 MB)
 
 
@@ -85,12 +84,6 @@ class TurnVectorCache:
             looked = self.hits + self.misses
             return {"turns": len(self._vectors), "capacity": self.capacity, "hits": self.hits, "misses": self.misses,
                     "hit_rate": self.hits / looked if looked else 0.0}
-
-
-def weights_by_path(variables) -> dict[str, np.ndarray]:
-    """A SavedModel's float variables by their path (``transformer_layer_0/self_attention_layer/query/kernel``), as
-    float32: a float16 export computes in float32 from the values it stores."""
-    return {v.name.split(":")[0]: v.numpy().astype(np.float32) for v in variables if v.dtype.is_floating}
 
 
 class FastEncoderDialogStep(OnnxDialogStep):
@@ -170,63 +163,6 @@ class FastEncoderDialogStep(OnnxDialogStep):
 
     def turn_feeds(self, turns: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
         return {"turn_vector": self.encode(turns)}
-
-
-def encoder_graph(encoder: dict[str, np.ndarray], layers: int, heads: int):
-    """The pretrained encoder and its pooling as an ONNX model: ``piece_ids [B, W]`` -> ``turn_vector [B, hidden]``
-    (weights: the encoder's by path)."""
-    g = GraphBuilder("seqtag_turn_encoder")
-    piece_ids = g.input("piece_ids", np.int32, ["batch", "pieces"])
-    hidden = encoder["token_embedding/embeddings"].shape[1]
-    size = hidden // heads
-
-    def layer_norm(x: str, prefix: str) -> str:
-        return g.node("LayerNormalization", [x, g.const(encoder[prefix + "/gamma"]), g.const(encoder[prefix + "/beta"])],
-                      axis=-1, epsilon=LAYER_NORM_EPSILON)
-
-    def dense(x: str, prefix: str) -> str:
-        # Kernels [in, out], [hidden, heads, size] (query, key, value) or [heads, size, hidden] (attention output):
-        # each as [in, out], the input's axes flattened in the order the graph's reshapes lay them out.
-        kernel, bias = encoder[prefix + "/kernel"], encoder[prefix + "/bias"]
-        return g.dense(x, kernel.reshape(-1, bias.size), bias.reshape(-1))
-
-    def heads_first(x: str) -> str:  # [B, W, hidden] -> [B, heads, W, size]
-        return g.node("Transpose", [g.node("Reshape", [x, g.const(np.array([0, 0, heads, size]))])], perm=[0, 2, 1, 3])
-
-    # Embeddings: token rows, positions 0..W-1, segment 0.
-    length = g.node("Slice", [g.node("Shape", [piece_ids]), g.const(np.array([1])), g.const(np.array([2]))])  # [W]
-    positions = g.node("Slice", [g.const(encoder["position_embedding/embeddings"]), g.const(np.array([0])), length,
-                                 g.const(np.array([0]))])  # the first W rows
-    x = g.node("Add", [g.node("Gather", [g.const(encoder["token_embedding/embeddings"]), piece_ids]), positions])
-    x = g.node("Add", [x, g.const(encoder["segment_embedding/embeddings"][0])])
-    x = layer_norm(x, "embeddings_layer_norm")
-    is_piece = g.node("Greater", [piece_ids, g.const(np.array(0, np.int32))])  # [B, W]
-    key_mask = g.node("Unsqueeze", [is_piece, g.const(np.array([1, 2]))])  # [B, 1, 1, W]
-    for i in range(layers):
-        prefix = f"transformer_layer_{i}/"
-        attention = prefix + "self_attention_layer/"
-        query = g.node("Mul", [heads_first(dense(x, attention + "query")), g.const(np.array(1 / math.sqrt(size), np.float32))])
-        key, value = heads_first(dense(x, attention + "key")), heads_first(dense(x, attention + "value"))
-        scores = g.node("MatMul", [query, g.node("Transpose", [key], perm=[0, 1, 3, 2])])  # [B, heads, W, W]
-        weights = g.node("Softmax", [g.node("Where", [key_mask, scores, g.const(np.array(-1e9, np.float32))])], axis=-1)
-        context = g.node("Reshape", [g.node("Transpose", [g.node("MatMul", [weights, value])], perm=[0, 2, 1, 3]),
-                                     g.const(np.array([0, 0, hidden]))])  # [B, W, hidden]
-        x = layer_norm(g.node("Add", [x, dense(context, attention + "attention_output")]),
-                       prefix + "self_attention_layer_norm")
-        inner = dense(x, prefix + "feedforward_intermediate_dense")
-        cube = g.node("Mul", [g.node("Mul", [inner, inner]), inner])
-        tanh = g.node("Tanh", [g.node("Mul", [g.const(np.array(math.sqrt(2 / math.pi), np.float32)),
-                                              g.node("Add", [inner, g.node("Mul", [cube, g.const(np.array(0.044715, np.float32))])])])])
-        gelu = g.node("Mul", [g.node("Mul", [inner, g.const(np.array(0.5, np.float32))]),
-                              g.node("Add", [tanh, g.const(np.array(1.0, np.float32))])])
-        x = layer_norm(g.node("Add", [x, dense(gelu, prefix + "feedforward_output_dense")]), prefix + "feedforward_layer_norm")
-    # Mean over the real pieces (MaskedMeanPooling).
-    weight = g.node("Unsqueeze", [g.node("Cast", [is_piece], to=1), g.const(np.array([-1]))])  # [B, W, 1]
-    pooled = g.node("Div", [g.node("ReduceSum", [g.node("Mul", [x, weight]), g.const(np.array([1]))], keepdims=0),
-                            g.node("Max", [g.node("ReduceSum", [weight, g.const(np.array([1]))], keepdims=0),
-                                           g.const(np.array(1.0, np.float32))])])
-    g.output(pooled, "turn_vector", np.float32, ["batch", hidden])
-    return g.model()
 
 
 def turn_graph(turn: dict, hidden: int, multi_label: bool, state_and_turn: bool):

@@ -8,6 +8,11 @@ version directory and ``training.common`` only (no trainer, no Keras model code)
 
 The decoder is the span models' constrained Viterbi (``training.tagger.spans.SpanDecoder``) over the tags
 ``O, B-slot0, I-slot0, ...`` of the turn's service: spans are well formed and name only that service's slots.
+
+``runtime="onnx"`` (the service's default) also builds the fast path (``training.schema_guided.fast``) from the
+version's weights and checks both signatures against the SavedModel's on probe turns and the first shipped
+service's slots (half of them masked for one turn) before it serves: a disagreement beyond
+``fast_path.TOLERANCE`` raises ``FastPathMismatch`` (the service rejects the version).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from training.common import artifacts
+from training.common.fast_path import RUNTIMES, TOLERANCE, FastPathMismatch, FastPathUnsupported
 from training.common.saved_model import only_concrete_function
 from training.common.service_schema import ServiceSchema, read_schemas, schema_digest
 from training.common.tokenizer import tokenizer_for
@@ -59,12 +65,19 @@ def span_decoder(tags: tuple[str, ...]) -> SpanDecoder:
     return SpanDecoder(tags, "bio")
 
 
+PROBE_TURNS = [["I", "want", "a", "table", "at", "Sino", "in", "San", "Jose", "at", "7", "pm", "."], ["Book", "it", "."],
+               ["hi"], ["Find", "me", "a", "cheap", "Italian", "place", "in", "Palo", "Alto", "for", "four", "people",
+                        "tomorrow", "evening", ",", "somewhere", "with", "outdoor", "seating", "please"]]
+
+
 class SavedSchemaTagger:
     spans = True  # a span model: tag() takes each sentence's service
     schema_guided = True
-    runtime = "tensorflow"
+    precision = "float32"
 
     def __init__(self, model_dir: str | Path, metadata: dict | None = None, runtime: str = "tensorflow"):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
         self.directory = Path(model_dir)
         self.metadata = metadata if metadata is not None else artifacts.read_metadata(self.directory)
         self.config = self.metadata["config"]
@@ -74,7 +87,52 @@ class SavedSchemaTagger:
         self.word_pieces = WordPieces.from_file(self.directory / WORD_PIECES_FILE)
         self.tokenizer = tokenizer_for({"kind": "tagger", **self.metadata})
         self.shipped = {s.service_name: s for s in read_schemas(self.directory / SCHEMAS_FILE)}
-        self.fast_check = {"runtime": "tensorflow", "reason": "schema-guided models run as their SavedModel"}
+        self.fast = None  # training.schema_guided.fast.FastSchemaTagger, once checked
+        self.fast_check: dict = {"runtime": "tensorflow", "reason": "runtime=tensorflow"}
+        if runtime == "onnx":
+            self._build_fast_path()
+
+    @property
+    def runtime(self) -> str:
+        return "onnx" if self.fast is not None else "tensorflow"
+
+    def _build_fast_path(self) -> None:
+        from training.schema_guided.fast import FastSchemaTagger  # ONNX is imported only when asked for
+
+        try:
+            fast = FastSchemaTagger(self.saved_model, self.metadata)
+        except FastPathUnsupported as reason:
+            logger.info("%s: no fast path (%s); tagging through TensorFlow", self.directory, reason)
+            self.fast_check = {"runtime": "tensorflow", "reason": str(reason)}
+            return
+        schema = next(iter(self.shipped.values()), None)
+        if schema is None or not schema.slots:
+            self.fast_check = {"runtime": "tensorflow", "reason": "no shipped service to check the fast path with"}
+            return
+        ids = self._slot_piece_ids(schema)
+        reference = self._encode_slots(tf.constant(ids))["vectors"].numpy()
+        worst = float(np.abs(fast.encode_slots(ids) - reference).max())
+        ids, starts = pad_rows(piece_rows(self.word_pieces, PROBE_TURNS, self.config["max_pieces"]))
+        vectors = np.repeat(reference[None], len(PROBE_TURNS), axis=0)
+        mask = np.ones(vectors.shape[:2], np.float32)
+        mask[1, len(schema.slots) // 2:] = 0.0  # a turn whose service has fewer slots than the batch pads to
+        expected = self._emissions(tf.constant(ids), tf.constant(starts), tf.constant(vectors),
+                                   tf.constant(mask))["probabilities"].numpy()
+        got = fast.emissions(ids, starts, vectors, mask)
+        for row, turn in enumerate(PROBE_TURNS):  # a turn's own words: past them is padding
+            worst = max(worst, float(np.abs(got[row, :len(turn)] - expected[row, :len(turn)]).max()))
+        if not worst <= TOLERANCE:
+            raise FastPathMismatch(f"the fast path's slot vectors or probabilities differ from the SavedModel's by "
+                                   f"{worst:.3g} (more than {TOLERANCE:g}) on the probe turns")
+        self.fast = fast
+        self.fast_check = {"runtime": "onnx", "max_difference": worst, "probe_turns": len(PROBE_TURNS)}
+        logger.info("%s: fast path (ONNX Runtime) agrees with the SavedModel to %.2g", self.directory, worst)
+
+    def _slot_piece_ids(self, schema: ServiceSchema) -> np.ndarray:
+        texts = [self.tokenizer.tokenize(describe_slot(slot)) for slot in schema.slots]
+        rows = piece_rows(self.word_pieces, [[t.text for t in words] for words in texts],
+                          self.config["max_description_pieces"])
+        return pad_rows(rows)[0]
 
     @property
     def labels(self) -> list[str]:
@@ -90,11 +148,9 @@ class SavedSchemaTagger:
         size = self.config["encoder_size"]
         vectors = np.zeros((0, size), np.float32)
         if every:
-            texts = [self.tokenizer.tokenize(describe_slot(slot)) for slot in every]
-            rows = piece_rows(self.word_pieces, [[t.text for t in words] for words in texts],
-                              self.config["max_description_pieces"])
-            ids, _ = pad_rows(rows)
-            vectors = self._encode_slots(tf.constant(ids))["vectors"].numpy()
+            ids = self._slot_piece_ids(schema)
+            vectors = (self.fast.encode_slots(ids) if self.fast is not None
+                       else self._encode_slots(tf.constant(ids))["vectors"].numpy())
         spans = [i for i, slot in enumerate(every) if not slot.is_categorical]
         return ServiceEncoding(schema.service_name, schema_digest(schema), tuple(every[i].name for i in spans),
                                vectors[spans].reshape(len(spans), size), tuple(s.name for s in every), vectors)
@@ -113,8 +169,11 @@ class SavedSchemaTagger:
             for j, i in enumerate(rows):
                 n = len(encodings[i].slots)
                 vectors[j, :n], mask[j, :n] = encodings[i].vectors, 1.0
-            probabilities = self._emissions(tf.constant(ids), tf.constant(starts), tf.constant(vectors),
-                                            tf.constant(mask))["probabilities"].numpy()
+            if self.fast is not None:
+                probabilities = self.fast.emissions(ids, starts, vectors, mask)
+            else:
+                probabilities = self._emissions(tf.constant(ids), tf.constant(starts), tf.constant(vectors),
+                                                tf.constant(mask))["probabilities"].numpy()
             for j, i in enumerate(rows):
                 out[i] = probabilities[j, :len(turns[i]), :1 + 2 * len(encodings[i].slots)]
         return out  # type: ignore[return-value]
