@@ -168,6 +168,17 @@ def build_fast_model(directory: Path, build: Callable, saved_model, metadata: di
         return None, str(reason)
 
 
+def accept(directory: Path, worst: float, subject: str, probes: str, count: int) -> dict:
+    """A fast path's verdict: ``worst`` (its largest difference from the SavedModel on ``count`` probes) beyond
+    ``TOLERANCE`` raises ``FastPathMismatch`` naming ``subject`` (what differs); else the reader's ``fast_check``
+    record, logged."""
+    if not worst <= TOLERANCE:
+        raise FastPathMismatch(f"the {subject} differ from the SavedModel's by {worst:.3g} (more than {TOLERANCE:g}) "
+                               f"on the {probes}")
+    logger.info("%s: fast path (ONNX Runtime) agrees with the SavedModel to %.2g", directory, worst)
+    return {"runtime": "onnx", "max_difference": worst, "probe_" + probes.split()[-1]: count}
+
+
 def max_difference(fast: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> float:
     """The largest absolute difference between paired arrays (inf when shapes differ or values are not finite)."""
     worst = 0.0

@@ -22,8 +22,8 @@ from typing import Sequence
 import numpy as np
 
 from training.common import artifacts
-from training.common.fast_path import (INT8_AGREEMENT, INT8_TOLERANCE, PRECISIONS, RUNTIMES, TOLERANCE,
-                                       FastPathMismatch, build_fast_model, max_difference, onnx_threads)
+from training.common.fast_path import (INT8_AGREEMENT, INT8_TOLERANCE, PRECISIONS, RUNTIMES, FastPathMismatch, accept,
+                                       build_fast_model, max_difference, onnx_threads)
 from training.common.saved_model import pad_tokens
 from training.common.tokenizer import tokenizer_for
 from training.common.vocab import PAD_TOKEN, UNK_ID
@@ -145,12 +145,9 @@ class SavedTagger:
         fast_rows += [fast.probabilities([s], conditions[row:row + 1] if conditions else None)[0]
                       for row, s in enumerate(PROBE_SENTENCES)]
         worst = max_difference(fast_rows, reference + reference)
-        if not worst <= TOLERANCE:
-            raise FastPathMismatch(f"the fast path's probabilities differ from the SavedModel's by {worst:.3g} "
-                                   f"(more than {TOLERANCE:g}) on the probe sentences")
+        self.fast_check = accept(self.directory, worst, "fast path's probabilities", "probe sentences",
+                                 len(PROBE_SENTENCES))
         self.fast = fast
-        self.fast_check = {"runtime": "onnx", "max_difference": worst, "probe_sentences": len(PROBE_SENTENCES)}
-        logger.info("%s: fast path (ONNX Runtime) agrees with the SavedModel to %.2g", self.directory, worst)
 
     def _quantize(self, fast) -> None:
         """The int8 sentence graph, checked against the float fast path on the probe (``INT8_TOLERANCE``); a model
