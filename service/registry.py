@@ -115,8 +115,7 @@ class ModelVersion:
     def runtime_status(self) -> dict[str, Any]:
         """What runs this version (``/v1/models/<name>``): the runtime, the precision, an encoder's turn cache."""
         reader = self.tagger if self.tagger is not None else self.dialog
-        status: dict[str, Any] = {"runtime": reader.runtime,
-                                  "precision": "int8" if getattr(reader, "precision", "float32") == "int8" else "float32"}
+        status: dict[str, Any] = {"runtime": reader.runtime, "precision": reader.precision}
         cache = getattr(getattr(self.dialog, "fast", None), "vectors", None)
         if cache is not None:
             status["turn_vector_cache"] = cache.stats()
@@ -293,13 +292,18 @@ class ModelRegistry:
             return [pin] if pin in on_disk else []
         return sorted(on_disk, reverse=True)
 
-    def _keep_limit(self, root: Path, on_disk: list[int]) -> int:
+    def _keep_limit(self, root: Path, on_disk: list[int], loaded: dict[int, ModelVersion]) -> int:
         """How many versions of this model stay loaded: ``keep_dialog_versions`` for dialog models, whose live
-        sessions finish on the version they started with, ``keep_versions`` for taggers (stateless requests)."""
-        try:
-            kind = artifacts.read_metadata(root / str(max(on_disk))).get("kind", "tagger") if on_disk else "tagger"
-        except (OSError, ValueError):
-            kind = "tagger"  # its load will say what is wrong
+        sessions finish on the version they started with, ``keep_versions`` for taggers (stateless requests). The
+        newest version's kind, from memory once it is loaded (the poller asks every interval)."""
+        newest = max(on_disk, default=None)
+        if newest in loaded:
+            kind = loaded[newest].kind
+        else:
+            try:
+                kind = artifacts.read_metadata(root / str(newest)).get("kind", "tagger") if on_disk else "tagger"
+            except (OSError, ValueError):
+                kind = "tagger"  # its load will say what is wrong
         return self.settings.keep_dialog_versions if kind == "dialog" else self.settings.keep_versions
 
     def _refresh_model(self, name: str, initial: bool) -> None:
@@ -308,7 +312,7 @@ class ModelRegistry:
         old = self._entries.get(name, _ModelEntry())
         entry = _ModelEntry(dict(old.loaded), dict(old.rejected), old.serving)
         keep: list[int] = []
-        limit = self._keep_limit(root, on_disk)
+        limit = self._keep_limit(root, on_disk, entry.loaded)
         for version in self._wanted_versions(name, on_disk):
             if len(keep) >= limit:
                 break
