@@ -12,8 +12,12 @@ The swap is one reference assignment: a request holds the version it started wit
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 import re
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,7 +30,7 @@ import numpy as np
 from service import metrics
 from service.batcher import MicroBatcher
 from service.settings import ServiceSettings
-from training.common import artifacts
+from training.common import artifacts, fast_cache
 from training.dialog.saved_dialog import DialogTurnInput, SavedDialogModel
 from training.tagger.saved_tagger import SavedTagger, TaggedTokens
 
@@ -36,6 +40,11 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # also the URL conv
 WARMUP_SENTENCE = ["This", "is", "a", "warm-up", "sentence", "."]
 WARMUP_TURN = ["Hello", ",", "how", "are", "you", "?"]
 SUPPORTED_KINDS = ("tagger", "dialog")
+class CheckedInChild(Exception):
+    """A version the fast-path check in a child process rejected; its message is the child's reason."""
+
+
+CHILD_CHECK_SECONDS = 900  # a version's fast-path check in a child process (TensorFlow's import and the SavedModel)
 
 
 class ModelLookupError(LookupError):
@@ -116,6 +125,8 @@ class ModelVersion:
         """What runs this version (``/v1/models/<name>``): the runtime, the precision, an encoder's turn cache."""
         reader = self.tagger if self.tagger is not None else self.dialog
         status: dict[str, Any] = {"runtime": reader.runtime, "precision": reader.precision}
+        if reader.runtime == "onnx":  # checked here against the SavedModel, or against its answers the cache kept
+            status["fast_path_checked_against"] = "cached_answers" if "cache" in (reader.fast_check or {}) else "saved_model"
         cache = getattr(getattr(self.dialog, "fast", None), "vectors", None)
         if cache is not None:
             status["turn_vector_cache"] = cache.stats()
@@ -199,6 +210,8 @@ class ModelRegistry:
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        # directory -> (its fingerprint, the reason) of versions the child process's check rejected (_check_in_child)
+        self._child_rejections: dict[str, tuple[tuple, str]] = {}
 
     def init_app(self, app) -> None:
         app.extensions["seqtag.registry"] = self
@@ -278,6 +291,10 @@ class ModelRegistry:
         """Scan the models directory once: load new versions, unload old or deleted ones, swap."""
         with self._refresh_lock:
             names = [p.name for p in sorted(self.models_dir.iterdir())] if self.models_dir.is_dir() else []
+            if initial:  # every version about to load, checked in one child (one TensorFlow import)
+                self._check_in_child([self.models_dir / name / str(version) for name in names
+                                      if MODEL_NAME.fullmatch(name) and (self.models_dir / name).is_dir()
+                                      for version in self._versions_to_load(name)])
             for name in names:
                 if MODEL_NAME.fullmatch(name) and (self.models_dir / name).is_dir():
                     self._refresh_model(name, initial)
@@ -285,6 +302,12 @@ class ModelRegistry:
                 logger.warning("model %s disappeared from %s", name, self.models_dir)
                 for model in self._entries.pop(name).loaded.values():
                     model.close()
+
+    def _versions_to_load(self, name: str) -> list[int]:
+        """The versions of a model the first scan loads: the wanted ones, as many as it keeps."""
+        root = self.models_dir / name
+        on_disk = artifacts.list_versions(root)
+        return self._wanted_versions(name, on_disk)[:self._keep_limit(root, on_disk, {})]
 
     def _wanted_versions(self, name: str, on_disk: list[int]) -> list[int]:
         pin = self.settings.model_versions.get(name)
@@ -334,7 +357,8 @@ class ModelRegistry:
                 entry.rejected.pop(version, None)
                 keep.append(version)
             except Exception as error:  # any failure to load or warm up rejects the version
-                reason = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+                reason = (str(error) if isinstance(error, CheckedInChild) else
+                          f"{type(error).__name__}: {error}").splitlines()[0][:500]
                 logger.error("rejected %s/%d: %s", name, version, reason)
                 metrics.LOAD_FAILURES.labels(name).inc()
                 entry.rejected[version] = _Rejection(fingerprint, reason)
@@ -359,15 +383,20 @@ class ModelRegistry:
         if not metadata.get("labels"):
             raise ValueError("metadata.json lists no labels")
         started = time.perf_counter()
+        self._check_in_child([directory])
+        rejected = self._child_rejections.pop(str(directory), None)
+        if rejected is not None and rejected[0] == directory_fingerprint(directory):
+            raise CheckedInChild(rejected[1])
+        cache = self.settings.fast_path_cache
         if kind == "dialog":
             model = self._load_dialog(name, version, directory, metadata)
         else:
             if metadata.get("schema_guided"):
                 from training.schema_guided.saved import SavedSchemaTagger
 
-                tagger = SavedSchemaTagger(directory, metadata, runtime=self.settings.runtime)
-            else:
-                tagger = SavedTagger(directory, metadata, runtime=self.settings.runtime)  # a fast path that disagrees raises
+                tagger = SavedSchemaTagger(directory, metadata, runtime=self.settings.runtime, fast_cache=cache)
+            else:  # a fast path that disagrees raises
+                tagger = SavedTagger(directory, metadata, runtime=self.settings.runtime, fast_cache=cache)
             batcher = None
             if self.settings.batching:
                 function = partial(span_batch, tagger) if tagger.spans else tagger.tag
@@ -391,10 +420,59 @@ class ModelRegistry:
                     time.perf_counter() - started, reader.runtime)
         return model
 
+    def _check_in_child(self, directories: list[Path]) -> None:
+        """Versions whose checked fast path the cache lacks, in a process without TensorFlow: checked against their
+        SavedModels in one child process (``service.fast_path_check``), which writes the cache entries the readers
+        then load, so that this worker never imports TensorFlow. One child at a time on this host (a file lock): the
+        other workers wait, then find the entries. A version the child rejects is rejected here with its reason
+        (``_child_rejections``); if the child itself fails, the readers check their versions in this process."""
+        if self.settings.runtime != "onnx" or not self.settings.fast_path_cache or "tensorflow" in sys.modules:
+            return
+        from service.fast_path_check import cache_entry
+
+        def missing() -> list[Path]:
+            found = []
+            for directory in directories:
+                try:
+                    if not cache_entry(directory, artifacts.read_metadata(directory)).is_dir():
+                        found.append(directory)
+                except (OSError, ValueError):
+                    pass  # its load will say what is wrong
+            return found
+
+        if not missing():
+            return
+        root = fast_cache.cache_root()
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / ".checking.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            todo = missing()
+            if not todo:
+                return
+            started = time.perf_counter()
+            try:
+                run = subprocess.run([sys.executable, "-m", "service.fast_path_check", *map(str, todo)],
+                                     capture_output=True, text=True, timeout=CHILD_CHECK_SECONDS)
+            except subprocess.TimeoutExpired:
+                logger.warning("checking fast paths in a child process took over %d s; checking them here",
+                               CHILD_CHECK_SECONDS)
+                return
+        verdicts = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+        for verdict in verdicts:
+            if verdict.get("error"):
+                self._child_rejections[verdict["directory"]] = (directory_fingerprint(Path(verdict["directory"])),
+                                                                verdict["error"])
+        if run.returncode != 0 or len(verdicts) != len(todo):
+            logger.warning("checking fast paths in a child process failed (exit %d); the versions left are checked "
+                           "here: %s", run.returncode, run.stderr.strip()[-2000:])
+        else:
+            logger.info("%d fast path(s) checked in a child process in %.1f s", len(todo), time.perf_counter() - started)
+
     def _load_dialog(self, name: str, version: int, directory: Path, metadata: dict[str, Any]) -> ModelVersion:
         # A fast step that disagrees with the SavedModel raises; an int8 encoder that disagrees steps in float32
         dialog = SavedDialogModel(directory, metadata, runtime=self.settings.runtime,
-                                  precision=self.settings.encoder_precision, cached_turns=self.settings.cached_turns)
+                                  precision=self.settings.encoder_precision, cached_turns=self.settings.cached_turns,
+                                  fast_cache=self.settings.fast_path_cache)
         batcher = None
         if self.settings.batching:
             batcher = MicroBatcher(lambda requests: step_batch(dialog, requests), self.settings.max_batch_size,

@@ -232,6 +232,10 @@ class ModelStatus(BaseModel):
                                                                             "Runtime's fast path, or its SavedModel")
     precision: Literal["float32", "int8"] | None = Field(None, description="int8: a dialog model's pretrained "
                                                                           "encoder runs in int8 (SEQTAG_ENCODER_PRECISION)")
+    fast_path_checked_against: Literal["saved_model", "cached_answers"] | None = Field(
+        None, description="how this worker checked the serving version's fast path before serving it: against the "
+                          "SavedModel, or (without TensorFlow) against the SavedModel's answers kept with the checked "
+                          "weights in $SEQTAG_CACHE_DIR (SEQTAG_FAST_PATH_CACHE)")
     turn_vector_cache: dict[str, Any] | None = Field(None, description="an encoder dialog model's cache of turn "
                                                                        "vectors in this worker: turns, capacity, "
                                                                        "hits, misses, hit_rate")

@@ -58,6 +58,10 @@ class ServiceSettings:
     # warning); "float32" turns it off. On SwDA val: 3x the turns/s, accuracy 0.8044 against 0.8041, 29 of 3,272
     # acts changed (docs/speed.md).
     encoder_precision: str = "int8"
+    # Keep each version's checked fast path on disk ($SEQTAG_CACHE_DIR, ~/.cache/seqtag): a worker then serves it
+    # without importing TensorFlow (690 MiB), its check run against the stored SavedModel answers; a version the
+    # cache lacks is checked in a child process first (service.fast_path_check). Off: every worker loads TensorFlow.
+    fast_path_cache: bool = True
     cached_turns: int = 4096  # turn vectors an encoder model keeps by their word pieces (1.5 KB each); 0: none
     tf_inter_op_threads: int = 2  # TensorFlow ops run at once (a BiLSTM's two directions)
     tf_intra_op_threads: int = 0  # threads per op; 0: half the usable cores

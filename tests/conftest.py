@@ -10,7 +10,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # A service registered by a test goes to a temporary directory, never to the user's ~/.local/state (tests that
 # check registrations name their own services_dir).
 os.environ.setdefault("SEQTAG_SERVICES_DIR", __import__("tempfile").mkdtemp(prefix="seqtag-test-services-"))
-# seqtag tag's checked fast paths (training/tagger/fast_cache.py): the run's own, not the user's ~/.cache
+# seqtag tag's checked fast paths (training/common/fast_cache.py): the run's own, not the user's ~/.cache
 os.environ.setdefault("SEQTAG_CACHE_DIR", __import__("tempfile").mkdtemp(prefix="seqtag-test-cache-"))
 
 import pytest  # noqa: E402

@@ -126,7 +126,13 @@ def test_hot_swap_under_load_and_broken_version(server, random_tagger_dir):
         # Both workers must switch: ask until several answers in a row come from version 2.
         wait_until(lambda: versions[-20:] == [2] * 20, 60, "version 2 to serve in every worker")
         add_broken_version(models / "pos", 3, random_tagger_dir)
-        time.sleep(3.0)
+        # rejected by the fast-path check in a child process (a TensorFlow import), while the clients go on
+        def rejected_in_every_worker() -> bool:  # several answers in a row: both workers
+            return all({v["version"]: v["state"] for v in call(port, "/v1/models/pos")[1]["versions"]}.get(3)
+                       == "REJECTED" for _ in range(6))
+
+        wait_until(rejected_in_every_worker, 60, "version 3 to be rejected by every worker")
+        time.sleep(1.0)
     finally:
         stop.set()
         for thread in threads:

@@ -205,7 +205,7 @@ def test_ray_needs_a_directory_and_files(pos_model, tmp_path, capsys):
 def test_a_checked_fast_path_is_kept_and_the_next_process_tags_without_tensorflow(pos_model, tmp_path, monkeypatch):
     import subprocess
 
-    from training.tagger import fast_cache
+    from training.common import fast_cache
     from training.tagger.saved_tagger import SavedTagger
 
     monkeypatch.setenv("SEQTAG_CACHE_DIR", str(tmp_path / "cache"))
@@ -227,5 +227,5 @@ def test_a_checked_fast_path_is_kept_and_the_next_process_tags_without_tensorflo
     shutil.copytree(pos_model, copy)
     metadata = json.loads((copy / "metadata.json").read_text())
     (copy / "metadata.json").write_text(json.dumps({**metadata, "note": "changed"}))
-    assert fast_cache.cache_key(copy) != fast_cache.cache_key(pos_model)
+    assert fast_cache.cache_key(copy) != fast_cache.cache_key(pos_model)  # and so the entry
     assert "cache" not in SavedTagger(copy, runtime="onnx", fast_cache=True).fast_check

@@ -22,7 +22,8 @@ LAYER_NORM_EPSILON = 1e-12  # keras-hub's BertBackbone (and BERT's)
 def weights_by_path(variables) -> dict[str, np.ndarray]:
     """A SavedModel's float variables by their path (``transformer_layer_0/self_attention_layer/query/kernel``), as
     float32: a float16 export computes in float32 from the values it stores."""
-    return {v.name.split(":")[0]: v.numpy().astype(np.float32) for v in variables if v.dtype.is_floating}
+    values = ((v.name.split(":")[0], np.asarray(v.numpy())) for v in variables)
+    return {name: value.astype(np.float32) for name, value in values if np.issubdtype(value.dtype, np.floating)}
 
 
 def encoder_graph(encoder: dict[str, np.ndarray], layers: int, heads: int, with_states: bool = False):

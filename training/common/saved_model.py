@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -22,17 +23,38 @@ def default_intra_op_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) // 2)
 
 
+_WANTED_THREADS: tuple[int, int] | None = None  # set_tensorflow_threads's wish, until TensorFlow is imported
+
+
 def set_tensorflow_threads(inter_op: int = 2, intra_op: int = 0) -> bool:
     """Thread pools for serving: ``inter_op`` ops at once, each on ``intra_op`` threads (0: half the cores).
 
     Two inter-op threads let the two directions of each BiLSTM (independent loops in the serving graph)
     run at once; on 2 cores, 2 x 1 tags about 20 % more tokens/s than TensorFlow's default pools
-    (``benchmarks/inprocess_tagging.py``). Only possible before TensorFlow first runs an op: returns
-    False (and logs) when too late, leaving the pools as they are.
+    (``benchmarks/inprocess_tagging.py``). A process that has not imported TensorFlow keeps the wish and applies
+    it in ``import_tensorflow`` (a service whose fast paths come from the cache never imports it). Only possible
+    before TensorFlow first runs an op: returns False (and logs) when too late, leaving the pools as they are.
     """
-    import tensorflow as tf  # here, not at the top: readers of a cached fast path never load it
+    global _WANTED_THREADS
+    _WANTED_THREADS = (inter_op, intra_op or default_intra_op_threads())
+    if "tensorflow" not in sys.modules:
+        return True
+    return _apply_threads()
 
-    intra_op = intra_op or default_intra_op_threads()
+
+def import_tensorflow():
+    """TensorFlow, imported with the thread pools ``set_tensorflow_threads`` asked for."""
+    import tensorflow as tf
+
+    if _WANTED_THREADS is not None:
+        _apply_threads()
+    return tf
+
+
+def _apply_threads() -> bool:
+    import tensorflow as tf
+
+    inter_op, intra_op = _WANTED_THREADS
     if (tf.config.threading.get_inter_op_parallelism_threads(),
             tf.config.threading.get_intra_op_parallelism_threads()) == (inter_op, intra_op):
         return True

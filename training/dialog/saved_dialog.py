@@ -23,17 +23,21 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from training.common import artifacts
 from training.common.fast_path import (INT8_AGREEMENT, INT8_TOLERANCE, PRECISIONS, RUNTIMES, accept, build_fast_model,
                                        max_difference)
-from training.common.saved_model import pad_tokens
+from training.common.saved_model import import_tensorflow, pad_tokens
 from training.common.tokenizer import tokenizer_for
 from training.common.vocab import PAD_TOKEN
 from training.common.word_pieces import WordPieces, turn_pieces
+from training.dialog import fast_dialog, fast_encoder
+from training.dialog.fast_dialog import PROBE_DIALOGS
 
 logger = logging.getLogger(__name__)
+
+# What defines the probe and the graphs built for it: part of a cached fast path's key (training.common.fast_cache)
+PROBE_CODE = (Path(__file__), Path(fast_dialog.__file__), Path(fast_encoder.__file__))
 
 
 @dataclass
@@ -45,14 +49,15 @@ class DialogTurnInput:
 
 class SavedDialogModel:
     def __init__(self, model_dir: str | Path, metadata: dict | None = None, runtime: str = "tensorflow",
-                 precision: str = "float32", cached_turns: int | None = None):
+                 precision: str = "float32", cached_turns: int | None = None, fast_cache: bool = False):
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.directory = Path(model_dir)
         self.metadata = metadata if metadata is not None else artifacts.read_metadata(self.directory)
-        self.saved_model = tf.saved_model.load(str(self.directory))
+        self._saved_model = None  # loaded now, or (a fast path from the cache) when first needed
+        self._zero_state: tuple[np.ndarray, np.ndarray] | None = None  # one session's zero state ([1, H] each)
         self.labels: list[str] = list(self.metadata["labels"])
         # label -> its name, for the labels that have one (SwDA's acts: "qy" -> "Yes-No-Question")
         self.label_names: dict[str, str] = dict(self.metadata.get("label_names") or {})
@@ -69,8 +74,10 @@ class SavedDialogModel:
         self.thresholds = np.array(thresholds if thresholds else [0.5] * len(self.labels), dtype=np.float32)
         self.fast = None  # training.dialog.fast_dialog.FastDialogStep (or FastEnsembleStep), once checked
         self.fast_check: dict | None = None  # what the check measured, or why there is no fast path
-        if runtime == "onnx":
-            self._build_fast_path()
+        if runtime != "onnx":
+            self._require_saved_model()
+        else:
+            self._build_fast_path(fast_cache)
             if cached_turns is not None and hasattr(self.fast, "with_cache"):
                 self.fast.with_cache(cached_turns)
             if precision == "int8" and hasattr(self.fast, "quantized"):
@@ -81,14 +88,25 @@ class SavedDialogModel:
         return "onnx" if self.fast is not None else "tensorflow"
 
     @property
+    def saved_model(self):
+        """The SavedModel (loaded on first use when the fast path came from the cache)."""
+        self._require_saved_model()
+        return self._saved_model
+
+    def _require_saved_model(self) -> None:
+        if self._saved_model is None:
+            tf = import_tensorflow()
+            self._saved_model = tf.saved_model.load(str(self.directory))
+            state = self._saved_model.zero_state(tf.constant(1, tf.int32))
+            self._zero_state = (state["state_h"].numpy(), state["state_c"].numpy())
+
+    @property
     def precision(self) -> str:
         return getattr(self.fast, "precision", "float32")
 
     def _probe_steps(self, step) -> list[np.ndarray]:
         """``step``'s probabilities ``[turns, L]`` for each probe conversation, all streamed at once from the zero
         state, fewer sessions as the shorter ones end (as the service batches them)."""
-        from training.dialog.fast_dialog import PROBE_DIALOGS
-
         actions = self.labels[:3] if self.multi_label else None
         state_h, state_c = self.zero_state(len(PROBE_DIALOGS))
         out: list[list[np.ndarray]] = [[] for _ in PROBE_DIALOGS]
@@ -128,35 +146,68 @@ class SavedDialogModel:
         logger.info("%s: int8 encoder keeps %.1f%% of the probe's answers (probabilities within %.3g)", self.directory,
                     100 * agreement, worst)
 
-    def _build_fast_path(self) -> None:
-        from training.dialog.fast_dialog import PROBE_DIALOGS, fast_dialog_step  # ONNX is imported only when asked for
-        from training.dialog.fast_encoder import FastEncoderDialogStep
+    def _build_fast_path(self, use_cache: bool) -> None:
+        """The fast step from the SavedModel's weights (or the cache's: ``training.common.fast_cache``), checked
+        against the SavedModel's steps on the probe conversations (or the cache's record of them) before it serves."""
+        from training.common import fast_cache
 
-        build = FastEncoderDialogStep if self.word_pieces is not None else fast_dialog_step
-        fast, reason = build_fast_model(self.directory, build, self.saved_model, self.metadata)
+        entry = fast_cache.entry_for(self.directory, PROBE_CODE) if use_cache else None
+        cached = fast_cache.load(entry) if entry is not None else None
+        if cached is not None:
+            self._zero_state = (cached.reference["zero_state_h"], cached.reference["zero_state_c"])
+        build = fast_encoder.FastEncoderDialogStep if self.word_pieces is not None else fast_dialog.fast_dialog_step
+        fast, reason = build_fast_model(self.directory, build, cached.weights if cached else self.saved_model,
+                                        self.metadata)
         if fast is None:
             logger.info("%s: no fast step (%s); stepping through TensorFlow", self.directory, reason)
             self.fast_check = {"runtime": "tensorflow", "reason": reason}
+            self._require_saved_model()
             return
-        # Every probe conversation at once, fewer sessions as the shorter ones end, each turn's probabilities and
-        # new state compared; each side goes on from its own state, so a drift would add up and show.
+        reference = cached.reference if cached else self._probe_reference()
+        self.fast_check = accept(self.directory, self._probe_difference(fast, reference),
+                                 "fast step's probabilities or state", "probe dialogs", len(PROBE_DIALOGS))
+        self.fast = fast
+        if cached:
+            self.fast_check["cache"] = str(entry)
+        elif entry is not None:
+            configs = self.metadata.get("config")  # an ensemble's: one per member, whose variables are kept apart
+            members = [fast_dialog.member_variables_name(i) for i in range(len(configs))] if isinstance(configs, list) else []
+            fast_cache.save(entry, self.directory, fast_cache.saved_model_collections(self.saved_model, members),
+                            reference, self.fast_check)
+
+    def _probe_turns(self, t: int) -> tuple[list[int], list[DialogTurnInput]]:
+        """The probe conversations still going at turn ``t`` and their turns, as the model reads them."""
         actions = self.labels[:3] if self.multi_label else None
+        live = [i for i, d in enumerate(PROBE_DIALOGS) if t < len(d)]
+        return live, self.model_turns([DialogTurnInput(PROBE_DIALOGS[i][t][1], PROBE_DIALOGS[i][t][0], actions)
+                                       for i in live])
+
+    def _probe_reference(self) -> dict[str, np.ndarray]:
+        """The SavedModel's steps on every probe conversation at once, fewer sessions as the shorter ones end: each
+        turn's probabilities and new states, and the zero state."""
+        reference = {"zero_state_h": self._zero_state[0], "zero_state_c": self._zero_state[1]}
         state_h, state_c = self.zero_state(len(PROBE_DIALOGS))
-        fast_h, fast_c = state_h.copy(), state_c.copy()
+        for t in range(max(len(d) for d in PROBE_DIALOGS)):
+            live, turns = self._probe_turns(t)
+            outputs = self._step_tensorflow(turns, state_h[live], state_c[live])
+            state_h[live], state_c[live] = outputs["state_h"], outputs["state_c"]
+            reference.update({f"probabilities_{t}": outputs["probabilities"], f"state_h_{t}": outputs["state_h"],
+                              f"state_c_{t}": outputs["state_c"]})
+        return reference
+
+    def _probe_difference(self, fast, reference: dict[str, np.ndarray]) -> float:
+        """The fast step streamed over the probe from its own states, against the SavedModel's steps: each turn's
+        probabilities and new state are compared, so a drift would add up and show."""
+        state_h, state_c = self.zero_state(len(PROBE_DIALOGS))
         worst = 0.0
         for t in range(max(len(d) for d in PROBE_DIALOGS)):
-            live = [i for i, d in enumerate(PROBE_DIALOGS) if t < len(d)]
-            turns = self.model_turns([DialogTurnInput(PROBE_DIALOGS[i][t][1], PROBE_DIALOGS[i][t][0], actions) for i in live])
-            reference = self._step_tensorflow(turns, state_h[live], state_c[live])
+            live, turns = self._probe_turns(t)
             probabilities, new_h, new_c = fast.step([x.tokens for x in turns], [x.speaker for x in turns],
-                                                    fast_h[live], fast_c[live], self._actions(turns))
-            worst = max(worst, max_difference([probabilities, new_h, new_c], [reference["probabilities"],
-                                                                               reference["state_h"], reference["state_c"]]))
-            state_h[live], state_c[live] = reference["state_h"], reference["state_c"]
-            fast_h[live], fast_c[live] = new_h, new_c
-        self.fast_check = accept(self.directory, worst, "fast step's probabilities or state", "probe dialogs",
-                                 len(PROBE_DIALOGS))
-        self.fast = fast
+                                                    state_h[live], state_c[live], self._actions(turns))
+            worst = max(worst, max_difference([probabilities, new_h, new_c], [
+                reference[f"probabilities_{t}"], reference[f"state_h_{t}"], reference[f"state_c_{t}"]]))
+            state_h[live], state_c[live] = new_h, new_c
+        return worst
 
     def action_bits(self, actions: Sequence[str] | None) -> np.ndarray:
         """Action labels -> bits ``[L]``; labels the model does not know are left out."""
@@ -172,6 +223,7 @@ class SavedDialogModel:
             flat = self.model_turns([turn for dialog in dialogs for turn in dialog])
             starts = np.cumsum([0] + [len(d) for d in dialogs])
             dialogs = [flat[starts[i]:starts[i + 1]] for i in range(len(dialogs))]
+        tf = import_tensorflow()
         order = sorted(range(len(dialogs)), key=lambda i: len(dialogs[i]))
         results: list[np.ndarray | None] = [None] * len(dialogs)
         start = 0
@@ -203,8 +255,10 @@ class SavedDialogModel:
         return results  # type: ignore[return-value]
 
     def zero_state(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        state = self.saved_model.zero_state(tf.constant(batch_size, tf.int32))
-        return state["state_h"].numpy(), state["state_c"].numpy()
+        """``batch_size`` sessions' first state ``[B, H]`` each (the exported ``zero_state``'s row, repeated)."""
+        if self._zero_state is None:
+            self._require_saved_model()
+        return tuple(np.repeat(row, batch_size, axis=0) for row in self._zero_state)  # type: ignore[return-value]
 
     def _actions(self, turns: Sequence[DialogTurnInput]) -> np.ndarray | None:
         return np.stack([self.action_bits(t.previous_actions) for t in turns]) if self.multi_label else None
@@ -235,6 +289,7 @@ class SavedDialogModel:
 
     def _step_tensorflow(self, turns: Sequence[DialogTurnInput], state_h: np.ndarray,
                          state_c: np.ndarray) -> dict[str, np.ndarray]:
+        tf = import_tensorflow()
         args = [tf.constant(pad_tokens([t.tokens for t in turns]), tf.string),
                 tf.constant(np.array([t.speaker for t in turns], dtype=object), tf.string),
                 tf.constant(state_h, tf.float32), tf.constant(state_c, tf.float32)]

@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from training.common import artifacts
 from training.common.fast_path import RUNTIMES, FastPathUnsupported, accept
-from training.common.saved_model import only_concrete_function
+from training.common.saved_model import import_tensorflow, only_concrete_function
 from training.common.service_schema import ServiceSchema, read_schemas, schema_digest
 from training.common.tokenizer import tokenizer_for
 from training.common.word_pieces import WordPieces
@@ -39,6 +38,8 @@ from training.tagger.saved_tagger import Span, TaggedTokens
 from training.tagger.spans import SpanDecoder
 
 logger = logging.getLogger(__name__)
+# What defines the probe and the graphs built for it: part of a cached fast path's key (training.common.fast_cache)
+PROBE_CODE = (Path(__file__), Path(__file__).with_name("fast.py"), Path(__file__).parents[1] / "common" / "encoder_graph.py")
 
 WORD_PIECES_FILE = "word_pieces.json"
 SCHEMAS_FILE = "schemas.json"
@@ -75,55 +76,94 @@ class SavedSchemaTagger:
     schema_guided = True
     precision = "float32"
 
-    def __init__(self, model_dir: str | Path, metadata: dict | None = None, runtime: str = "tensorflow"):
+    def __init__(self, model_dir: str | Path, metadata: dict | None = None, runtime: str = "tensorflow",
+                 fast_cache: bool = False):
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
         self.directory = Path(model_dir)
         self.metadata = metadata if metadata is not None else artifacts.read_metadata(self.directory)
         self.config = self.metadata["config"]
-        self.saved_model = tf.saved_model.load(str(self.directory))
-        self._encode_slots = only_concrete_function(self.saved_model.encode_slots)
-        self._emissions = only_concrete_function(self.saved_model.emissions)
+        self._saved_model = None  # loaded now, or (a fast path from the cache) when first needed
         self.word_pieces = WordPieces.from_file(self.directory / WORD_PIECES_FILE)
         self.tokenizer = tokenizer_for({"kind": "tagger", **self.metadata})
         self.shipped = {s.service_name: s for s in read_schemas(self.directory / SCHEMAS_FILE)}
         self.fast = None  # training.schema_guided.fast.FastSchemaTagger, once checked
         self.fast_check: dict = {"runtime": "tensorflow", "reason": "runtime=tensorflow"}
         if runtime == "onnx":
-            self._build_fast_path()
+            self._build_fast_path(fast_cache)
+        if self.fast is None:
+            self._require_saved_model()
 
     @property
     def runtime(self) -> str:
         return "onnx" if self.fast is not None else "tensorflow"
 
-    def _build_fast_path(self) -> None:
+    @property
+    def saved_model(self):
+        """The SavedModel (loaded on first use when the fast path came from the cache)."""
+        self._require_saved_model()
+        return self._saved_model
+
+    def _require_saved_model(self) -> None:
+        if self._saved_model is None:
+            self._saved_model = import_tensorflow().saved_model.load(str(self.directory))
+            self._encode_slots = only_concrete_function(self._saved_model.encode_slots)
+            self._emissions = only_concrete_function(self._saved_model.emissions)
+
+    def _build_fast_path(self, use_cache: bool) -> None:
+        """The fast path from the SavedModel's weights (or the cache's: ``training.common.fast_cache``), checked
+        against the SavedModel's answers on the probe (or the cache's record of them) before it serves."""
+        from training.common import fast_cache
         from training.schema_guided.fast import FastSchemaTagger  # ONNX is imported only when asked for
 
-        try:
-            fast = FastSchemaTagger(self.saved_model, self.metadata)
-        except FastPathUnsupported as reason:
-            logger.info("%s: no fast path (%s); tagging through TensorFlow", self.directory, reason)
-            self.fast_check = {"runtime": "tensorflow", "reason": str(reason)}
-            return
         schema = next(iter(self.shipped.values()), None)
         if schema is None or not schema.slots:
             self.fast_check = {"runtime": "tensorflow", "reason": "no shipped service to check the fast path with"}
             return
-        ids = self._slot_piece_ids(schema)
-        reference = self._encode_slots(tf.constant(ids))["vectors"].numpy()
-        worst = float(np.abs(fast.encode_slots(ids) - reference).max())
-        ids, starts = pad_rows(piece_rows(self.word_pieces, PROBE_TURNS, self.config["max_pieces"]))
-        vectors = np.repeat(reference[None], len(PROBE_TURNS), axis=0)
-        mask = np.ones(vectors.shape[:2], np.float32)
-        mask[1, len(schema.slots) // 2:] = 0.0  # a turn whose service has fewer slots than the batch pads to
-        expected = self._emissions(tf.constant(ids), tf.constant(starts), tf.constant(vectors),
-                                   tf.constant(mask))["probabilities"].numpy()
-        got = fast.emissions(ids, starts, vectors, mask)
-        for row, turn in enumerate(PROBE_TURNS):  # a turn's own words: past them is padding
-            worst = max(worst, float(np.abs(got[row, :len(turn)] - expected[row, :len(turn)]).max()))
-        self.fast_check = accept(self.directory, worst, "fast path's slot vectors or probabilities", "probe turns",
-                                 len(PROBE_TURNS))
+        entry = fast_cache.entry_for(self.directory, PROBE_CODE) if use_cache else None
+        cached = fast_cache.load(entry) if entry is not None else None
+        try:
+            fast = FastSchemaTagger(cached.weights if cached else self.saved_model, self.metadata)
+        except FastPathUnsupported as reason:
+            logger.info("%s: no fast path (%s); tagging through TensorFlow", self.directory, reason)
+            self.fast_check = {"runtime": "tensorflow", "reason": str(reason)}
+            return
+        reference = cached.reference if cached else self._probe_reference(schema)
+        self.fast_check = accept(self.directory, self._probe_difference(fast, schema, reference),
+                                 "fast path's slot vectors or probabilities", "probe turns", len(PROBE_TURNS))
         self.fast = fast
+        if cached:
+            self.fast_check["cache"] = str(entry)
+        elif entry is not None:
+            fast_cache.save(entry, self.directory, fast_cache.saved_model_collections(self.saved_model), reference,
+                            self.fast_check)
+
+    def _probe_inputs(self, schema: ServiceSchema) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray]:
+        """The probe: the first shipped service's slot description pieces, the probe turns' (piece ids, word starts),
+        and a slot mask in which one turn's service has half the slots (fewer than the batch pads to)."""
+        ids, starts = pad_rows(piece_rows(self.word_pieces, PROBE_TURNS, self.config["max_pieces"]))
+        mask = np.ones((len(PROBE_TURNS), len(schema.slots)), np.float32)
+        mask[1, len(schema.slots) // 2:] = 0.0
+        return self._slot_piece_ids(schema), (ids, starts), mask
+
+    def _probe_reference(self, schema: ServiceSchema) -> dict[str, np.ndarray]:
+        """The SavedModel's slot vectors ``[K, E]`` and probe probabilities ``[B, T, 1 + 2K]``."""
+        tf = import_tensorflow()
+        slot_ids, (ids, starts), mask = self._probe_inputs(schema)
+        vectors = self._encode_slots(tf.constant(slot_ids))["vectors"].numpy()
+        batch = np.repeat(vectors[None], len(PROBE_TURNS), axis=0)
+        probabilities = self._emissions(tf.constant(ids), tf.constant(starts), tf.constant(batch),
+                                        tf.constant(mask))["probabilities"].numpy()
+        return {"slot_vectors": vectors, "probabilities": probabilities}
+
+    def _probe_difference(self, fast, schema: ServiceSchema, reference: dict[str, np.ndarray]) -> float:
+        slot_ids, (ids, starts), mask = self._probe_inputs(schema)
+        vectors = reference["slot_vectors"]
+        worst = float(np.abs(fast.encode_slots(slot_ids) - vectors).max())
+        got = fast.emissions(ids, starts, np.repeat(vectors[None], len(PROBE_TURNS), axis=0), mask)
+        for row, turn in enumerate(PROBE_TURNS):  # a turn's own words: past them is padding
+            worst = max(worst, float(np.abs(got[row, :len(turn)] - reference["probabilities"][row, :len(turn)]).max()))
+        return worst
 
     def _slot_piece_ids(self, schema: ServiceSchema) -> np.ndarray:
         texts = [self.tokenizer.tokenize(describe_slot(slot)) for slot in schema.slots]
@@ -147,7 +187,7 @@ class SavedSchemaTagger:
         if every:
             ids = self._slot_piece_ids(schema)
             vectors = (self.fast.encode_slots(ids) if self.fast is not None
-                       else self._encode_slots(tf.constant(ids))["vectors"].numpy())
+                       else self._encode_slots(import_tensorflow().constant(ids))["vectors"].numpy())
         spans = [i for i, slot in enumerate(every) if not slot.is_categorical]
         return ServiceEncoding(schema.service_name, schema_digest(schema), tuple(every[i].name for i in spans),
                                vectors[spans].reshape(len(spans), size), tuple(s.name for s in every), vectors)
@@ -169,6 +209,7 @@ class SavedSchemaTagger:
             if self.fast is not None:
                 probabilities = self.fast.emissions(ids, starts, vectors, mask)
             else:
+                tf = import_tensorflow()
                 probabilities = self._emissions(tf.constant(ids), tf.constant(starts), tf.constant(vectors),
                                                 tf.constant(mask))["probabilities"].numpy()
             for j, i in enumerate(rows):

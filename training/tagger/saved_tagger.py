@@ -27,12 +27,16 @@ from training.common.fast_path import (INT8_AGREEMENT, INT8_TOLERANCE, PRECISION
 from training.common.saved_model import pad_tokens
 from training.common.tokenizer import tokenizer_for
 from training.common.vocab import PAD_TOKEN, UNK_ID
+from training.tagger import fast_tagger
+from training.tagger.fast_tagger import PROBE_SENTENCES
 
 logger = logging.getLogger(__name__)
 
 # Sentences per fast-path call: ONNX Runtime's LSTM runs every row of a call for the call's longest sentence, so
 # length-sorted calls of 16-32 waste less than one of 256 (27k vs 16k tokens/s on 2 cores, EWT dev).
 FAST_BATCH = 32
+# What defines the probe and the graphs built for it: part of a cached fast path's key (training.common.fast_cache)
+PROBE_CODE = (Path(__file__), Path(fast_tagger.__file__))
 
 
 @dataclass(frozen=True)
@@ -76,25 +80,14 @@ class SavedTagger:
         if runtime != "onnx":
             self._load_saved_model()
             return
-        from training.tagger import fast_cache as cache
-
-        entry = cache.entry_for(self.directory) if fast_cache else None
-        cached = cache.load(entry, self.directory, self.metadata) if entry is not None else None
-        if cached is not None:  # checked when it was written: no TensorFlow, no SavedModel
-            self.fast, self.fast_check = cached
-        else:
-            self._load_saved_model()
-            self._build_fast_path()
-            if entry is not None and self.fast is not None:
-                cache.save(entry, self.directory, self.fast, self.fast_check)
+        self._build_fast_path(fast_cache)
         if self.fast is not None and self.precision == "int8":
             self._quantize(self.fast)
 
     def _load_saved_model(self) -> None:
-        import tensorflow as tf
+        from training.common.saved_model import import_tensorflow, only_concrete_function
 
-        from training.common.saved_model import only_concrete_function
-
+        tf = import_tensorflow()
         self._saved_model = tf.saved_model.load(str(self.directory))
         self._serve = only_concrete_function(self._saved_model.serve)
         self._encode = only_concrete_function(self._saved_model.encode)
@@ -111,8 +104,6 @@ class SavedTagger:
 
     def _probe_conditions(self) -> list[str] | None:
         """Span models: every other probe sentence with the first condition the model knows, the rest with none."""
-        from training.tagger.fast_tagger import PROBE_SENTENCES
-
         known = list(self.metadata.get("conditions") or []) or [""]
         return [known[0] if row % 2 else "" for row in range(len(PROBE_SENTENCES))] if self.spans else None
 
@@ -120,34 +111,57 @@ class SavedTagger:
     def runtime(self) -> str:
         return "onnx" if self.fast is not None else "tensorflow"
 
-    def _build_fast_path(self) -> None:
-        from training.tagger.fast_tagger import PROBE_SENTENCES, FastTagger  # ONNX is imported only when asked for
+    def _build_fast_path(self, use_cache: bool) -> None:
+        """The fast path from the SavedModel's weights (or the cache's: ``training.common.fast_cache``), checked
+        against the SavedModel's answers on the probe (or the cache's record of them) before it serves."""
+        from training.common import fast_cache
 
-        fast, reason = build_fast_model(self.directory, FastTagger.from_saved_model, self.saved_model, self.metadata)
+        entry = fast_cache.entry_for(self.directory, PROBE_CODE) if use_cache else None
+        cached = fast_cache.load(entry) if entry is not None else None
+        fast, reason = build_fast_model(self.directory, fast_tagger.FastTagger.from_saved_model,
+                                        cached.weights if cached else self.saved_model, self.metadata)
         if fast is None:
             logger.info("%s: no fast path (%s); tagging through TensorFlow", self.directory, reason)
             self.fast_check = {"runtime": "tensorflow", "reason": reason}
+            self._require_saved_model()
             return
-        # The same ids as the SavedModel's own encode, then the same probabilities: one mixed-length batch and
-        # each sentence alone (a lone request is the common case, and packs differently).
-        ids = self.input_ids(PROBE_SENTENCES)
+        reference = cached.reference if cached else self._probe_reference()
+        self.fast_check = accept(self.directory, self._probe_difference(fast, reference), "fast path's probabilities",
+                                 "probe sentences", len(PROBE_SENTENCES))
+        self.fast = fast
+        if cached:
+            self.fast_check["cache"] = str(entry)
+        elif entry is not None:
+            fast_cache.save(entry, self.directory, fast_cache.saved_model_collections(self.saved_model), reference,
+                            self.fast_check)
+
+    def _probe_reference(self) -> dict[str, np.ndarray]:
+        """The SavedModel's answers on the probe: its input ids for the probe batch, and each sentence's
+        probabilities ``[T, K]``."""
+        reference = dict(self.input_ids(PROBE_SENTENCES))
+        tagged = self._tag_tensorflow(PROBE_SENTENCES, len(PROBE_SENTENCES), self._probe_conditions())
+        reference.update({f"probabilities_{row}": result.probabilities for row, result in enumerate(tagged)})
+        return reference
+
+    def _probe_difference(self, fast, reference: dict[str, np.ndarray]) -> float:
+        """The fast path against the SavedModel's probe answers: the same ids (else ``FastPathMismatch``), then the
+        largest probability difference over one mixed-length batch and each sentence alone (a lone request is the
+        common case, and packs differently)."""
         for row, sentence in enumerate(PROBE_SENTENCES):
             for t, token in enumerate(sentence):
                 word_id, pretrained_id, chars = fast.token_ids(token)
-                expected = ids["char_ids"][row, t]
-                if (word_id != ids["word_ids"][row, t] or list(chars) != expected[:len(chars)].tolist() or expected[len(chars):].any()
-                        or ("pretrained_ids" in ids and pretrained_id != ids["pretrained_ids"][row, t])):
+                expected = reference["char_ids"][row, t]
+                if (word_id != reference["word_ids"][row, t] or list(chars) != expected[:len(chars)].tolist()
+                        or expected[len(chars):].any()
+                        or ("pretrained_ids" in reference and pretrained_id != reference["pretrained_ids"][row, t])):
                     raise FastPathMismatch(f"the fast path's ids for {token!r} differ from the SavedModel's encode")
         conditions = self._probe_conditions()
-        reference = [r.probabilities for r in self._tag_tensorflow(PROBE_SENTENCES, len(PROBE_SENTENCES), conditions)]
+        expected = [reference[f"probabilities_{row}"] for row in range(len(PROBE_SENTENCES))]
         batched = fast.probabilities(PROBE_SENTENCES, conditions)
         fast_rows = [batched[row, :len(s)] for row, s in enumerate(PROBE_SENTENCES)]
         fast_rows += [fast.probabilities([s], conditions[row:row + 1] if conditions else None)[0]
                       for row, s in enumerate(PROBE_SENTENCES)]
-        worst = max_difference(fast_rows, reference + reference)
-        self.fast_check = accept(self.directory, worst, "fast path's probabilities", "probe sentences",
-                                 len(PROBE_SENTENCES))
-        self.fast = fast
+        return max_difference(fast_rows, expected + expected)
 
     def _quantize(self, fast) -> None:
         """The int8 sentence graph, checked against the float fast path on the probe (``INT8_TOLERANCE``); a model
@@ -156,8 +170,6 @@ class SavedTagger:
         Its calls run on one thread each: int8 answers depend (slightly: 7 of EWT dev's 25k tags) on how many threads
         a call is split over, so a call is never split, and the same input gets the same tags on any machine and in
         any number of processes; a pool of threads runs several calls at once instead."""
-        from training.tagger.fast_tagger import PROBE_SENTENCES
-
         conditions = self._probe_conditions()
         reference = fast.probabilities(PROBE_SENTENCES, conditions)
         int8 = fast.quantized()
