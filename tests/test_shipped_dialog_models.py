@@ -97,7 +97,8 @@ def test_the_act_model_names_its_acts(tmp_path):
 def test_the_int8_encoder_answers_each_turn_alone_and_as_the_float_one_does():
     """The service's default for the encoder act model (SEQTAG_ENCODER_PRECISION=int8): within the int8 check's
     tolerance of the float step over streamed SwDA val conversations; a turn's answer does not depend on the other
-    sessions' turns in its call (each takes its own int8 call), nor on the cache."""
+    sessions' turns in its call (each takes its own int8 call), nor on the cache, nor on where it was encoded (the
+    service encodes each turn in its request's thread, then steps the sessions together)."""
     from training.common.fast_path import INT8_AGREEMENT, INT8_TOLERANCE
     from training.dialog.data import read_dialogs
     from training.dialog.evaluate import dialog_inputs, streamed_probabilities
@@ -118,6 +119,12 @@ def test_the_int8_encoder_answers_each_turn_alone_and_as_the_float_one_does():
     alone = int8_model.step(turns[:1], h[:1], c[:1])["probabilities"][0]
     beside = int8_model.step(turns, h, c)["probabilities"][0]
     assert np.array_equal(alone, beside)
+    vectors = np.stack([int8_model.encode_turn(turn) for turn in turns])
+    encoded_first = int8_model.step(turns, h, c, turn_vectors=vectors)
+    stepped = int8_model.step(turns, h, c)
+    for key in ("probabilities", "state_h", "state_c", "scores"):
+        assert np.array_equal(encoded_first[key], stepped[key]), key
+    assert list(encoded_first["labels"]) == list(stepped["labels"])
     cached = int8_model.fast.with_cache(16)
     first, again = (int8_model.step(turns[:1], h[:1], c[:1])["probabilities"][0] for _ in range(2))
     assert np.array_equal(first, alone) and np.array_equal(again, alone)
@@ -146,3 +153,37 @@ def test_evaluate_streamed_reports_the_served_path(tmp_path, capsys):
     assert "--precision goes with --raw-text (taggers) or --streamed (dialog models)" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(REPO / "models" / "pos"), "--data", str(sample), "--streamed"]) == 2
     assert "--streamed streams dialog turns" in capsys.readouterr().err
+
+
+def test_words_split_one_by_one_give_the_pieces_of_the_whole_turn():
+    """``WordPieces`` keeps each word's pieces (a served turn costs lookups): split a word at a time, turns of SwDA val
+    and awkward text give exactly the library's pieces for the whole turn, and the schema-guided rows (piece ids, each
+    word's first piece) are the ones its word ids give, cut included."""
+    from training.common.tokenizer import tokenizer_for
+    from training.common.word_pieces import WordPieces
+    from training.schema_guided.pieces import piece_rows
+
+    lines = sorted((DATA / "swda" / "val").iterdir())[0].read_text(encoding="utf-8", errors="replace").splitlines()[:300]
+    lines += ["Ünïcödé naïve café \u200b ＦＵＬＬ", "a" * 150, "[CLS] hello [SEP]", "日本語 😀", ""]
+    tokenizer = tokenizer_for({"kind": "tagger"})
+    turns = [[t.text for t in tokenizer.tokenize(line)] for line in lines]
+    turns += [["", "x", ""], ["\u0007"], ["a", "\u200b"], ["\u200b", "b", "\u0007"], []]
+    for name in ("dialog-act", "slots"):
+        path = artifacts.resolve_model_dir(REPO / "models" / name) / "word_pieces.json"
+        pieces, library = WordPieces.from_file(path), WordPieces.from_file(path).tokenizer
+        for turn in turns + turns:  # the second time from the kept words
+            whole = library.encode(turn, is_pretokenized=True, add_special_tokens=False).tokens if turn else []
+            assert pieces.split(turn) == whole, turn
+        vocabulary = pieces.vocabulary
+        for max_pieces in (8, 64):
+            for words, (ids, starts) in zip(turns, piece_rows(pieces, turns, max_pieces)):
+                encoded = library.encode(words or ["."], is_pretokenized=True, add_special_tokens=False)
+                assert ids == [vocabulary["[CLS]"], *encoded.ids[:max_pieces - 2], vocabulary["[SEP]"]]
+                firsts = {}
+                for position, word in enumerate(encoded.word_ids[:max_pieces - 2], start=1):
+                    firsts.setdefault(word, position)
+                expected, last = [], 1
+                for w in range(len(words)):
+                    last = firsts.get(w, last)
+                    expected.append(last if w in firsts or w < max(firsts, default=-1) else -1)
+                assert starts == expected, words

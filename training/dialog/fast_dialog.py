@@ -81,8 +81,8 @@ class OnnxDialogStep:
         raise NotImplementedError
 
     def feeds(self, turns: Sequence[Sequence[str]], speakers: Sequence[str], state_h: np.ndarray, state_c: np.ndarray,
-              previous_actions: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        feeds = {**self.turn_feeds(turns), "speaker_ids": np.array([self.speaker_id(s) for s in speakers], np.int32),
+              previous_actions: np.ndarray | None = None, turn_feeds: dict | None = None) -> dict[str, np.ndarray]:
+        feeds = {**(self.turn_feeds(turns) if turn_feeds is None else turn_feeds), "speaker_ids": np.array([self.speaker_id(s) for s in speakers], np.int32),
                  "state_h": np.asarray(state_h, np.float32), "state_c": np.asarray(state_c, np.float32)}
         if self.multi_label:
             feeds["previous_actions"] = np.asarray(previous_actions, np.float32)

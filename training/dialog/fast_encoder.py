@@ -164,6 +164,13 @@ class FastEncoderDialogStep(OnnxDialogStep):
     def turn_feeds(self, turns: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
         return {"turn_vector": self.encode(turns)}
 
+    def step_encoded(self, turn_vectors: np.ndarray, speakers, state_h, state_c,
+                     previous_actions=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``step`` for turns already encoded (``encode``), ``turn_vectors [B, hidden]``."""
+        feeds = self.feeds([], speakers, state_h, state_c, previous_actions, {"turn_vector": turn_vectors})
+        probabilities, new_h, new_c = self.session.run(["probabilities", "next_state_h", "next_state_c"], feeds)
+        return probabilities, new_h, new_c
+
 
 def turn_graph(turn: dict, hidden: int, multi_label: bool, state_and_turn: bool):
     """The turn model's step as an ONNX model: ``turn_vector [B, hidden]``, ``speaker_ids [B]``, the state (and the

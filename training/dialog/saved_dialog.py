@@ -271,15 +271,34 @@ class SavedDialogModel:
         pieces = self.word_pieces.split_many([t.tokens for t in turns])
         return [DialogTurnInput(turn_pieces(p, self.max_words), t.speaker, t.previous_actions) for p, t in zip(pieces, turns)]
 
-    def step(self, turns: Sequence[DialogTurnInput], state_h: np.ndarray, state_c: np.ndarray) -> dict[str, np.ndarray]:
-        """One turn for each of ``len(turns)`` sessions, stacked states ``[B, H]`` in -> outputs and new states."""
+    def encode_turn(self, turn: DialogTurnInput) -> np.ndarray | None:
+        """An encoder model's vector of one turn ``[hidden]``, for ``step(..., turn_vectors=)``: the service encodes
+        each turn in its request's thread and steps many sessions' turns at once. None where the model has no fast
+        encoder (``step`` then takes the turn as it is)."""
+        if self.fast is None or not hasattr(self.fast, "encode"):
+            return None
+        tokens = self.model_turns([turn])[0].tokens
+        return None if PAD_TOKEN in tokens else self.fast.encode([tokens])[0]
+
+    def step(self, turns: Sequence[DialogTurnInput], state_h: np.ndarray, state_c: np.ndarray,
+             turn_vectors: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """One turn for each of ``len(turns)`` sessions, stacked states ``[B, H]`` in -> outputs and new states.
+        ``turn_vectors [B, hidden]``: the turns already encoded (``encode_turn``)."""
+        if turn_vectors is not None and self.fast is not None:
+            probabilities, state_h, state_c = self.fast.step_encoded(turn_vectors, [t.speaker for t in turns], state_h,
+                                                                     state_c, self._actions(turns))
+            return self._outputs(probabilities, state_h, state_c)
         turns = self.model_turns(turns)
         if self.fast is None or any(PAD_TOKEN in t.tokens for t in turns):
             return self._step_tensorflow(turns, state_h, state_c)
         probabilities, state_h, state_c = self.fast.step([t.tokens for t in turns], [t.speaker for t in turns],
                                                          state_h, state_c, self._actions(turns))
+        return self._outputs(probabilities, state_h, state_c)
+
+    def _outputs(self, probabilities: np.ndarray, state_h: np.ndarray, state_c: np.ndarray) -> dict[str, np.ndarray]:
+        """The fast step's answers with the SavedModel's other outputs, from the same probabilities."""
         outputs = {"probabilities": probabilities, "state_h": state_h, "state_c": state_c}
-        if self.multi_label:  # the SavedModel's other outputs, from the same probabilities
+        if self.multi_label:
             outputs["predicted"] = probabilities >= self.thresholds
         else:
             best = probabilities.argmax(axis=-1)

@@ -20,14 +20,16 @@ def piece_rows(word_pieces: WordPieces, turns: Sequence[Sequence[str]], max_piec
     """Per turn: (piece ids with [CLS] and [SEP], the first piece of each word or -1 past the cut)."""
     vocabulary = word_pieces.vocabulary
     start, end = vocabulary[START_PIECE], vocabulary[END_PIECE]
-    encoded = word_pieces.tokenizer.encode_batch([list(t) if t else ["."] for t in turns], is_pretokenized=True,
-                                                 add_special_tokens=False)
     rows = []
-    for words, e in zip(turns, encoded):
-        ids = [start, *e.ids[:max_pieces - 2], end]
+    for words in turns:
+        pieces, word_ids = [], []  # the turn's pieces, and the word each comes from
+        for index, word in enumerate(word_pieces.split_words(list(words) if words else ["."])):
+            pieces.extend(vocabulary[piece] for piece in word)
+            word_ids.extend([index] * len(word))
+        ids = [start, *pieces[:max_pieces - 2], end]
         firsts: dict[int, int] = {}
-        for position, word in enumerate(e.word_ids[:max_pieces - 2], start=1):
-            if word is not None and word not in firsts:
+        for position, word in enumerate(word_ids[:max_pieces - 2], start=1):
+            if word not in firsts:
                 firsts[word] = position
         starts, last = [], 1
         for w in range(len(words)):
