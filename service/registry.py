@@ -404,7 +404,8 @@ class ModelRegistry:
             if metadata.get("schema_guided"):
                 from training.schema_guided.saved import SavedSchemaTagger
 
-                tagger = SavedSchemaTagger(directory, metadata, runtime=self.settings.runtime, fast_cache=cache)
+                tagger = SavedSchemaTagger(directory, metadata, runtime=self.settings.runtime, fast_cache=cache,
+                                           precision=self.settings.encoder_precision)
             else:  # a fast path that disagrees raises
                 tagger = SavedTagger(directory, metadata, runtime=self.settings.runtime, fast_cache=cache)
             batcher = None

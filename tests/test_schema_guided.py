@@ -224,3 +224,26 @@ def test_a_registered_service_is_answered_in_its_own_names_by_every_worker(serve
     assert restarted.delete("/v1/services/Pottery_1").status_code == 204
     gone = other.post("/v1/models/slots:tag", json={"sentences": [["blue"]], "service": "Pottery_1"})
     assert gone.status_code == 404
+
+
+def test_the_int8_turn_encoder_is_checked_and_a_turn_does_not_depend_on_its_company(schema_model_dir, saved,
+                                                                                     monkeypatch):
+    """``precision="int8"`` (the service's SEQTAG_ENCODER_PRECISION): the int8 turn encoder is checked against the
+    float one at load; each turn takes an int8 call of its own, so its probabilities are the same bit for bit alone
+    or beside longer turns; a model that int8 moves beyond the tolerance tags in float32."""
+    from training.schema_guided import saved as saved_module
+    from training.schema_guided.saved import SavedSchemaTagger
+
+    int8 = SavedSchemaTagger(schema_model_dir, runtime="onnx", precision="int8")
+    assert int8.precision == "int8" and int8.fast_check["int8_max_difference"] <= 0.25, int8.fast_check
+    encoding = int8.encode_service(saved.shipped[sorted(saved.shipped)[0]])
+    turns = [["book", "a", "table"], ["fire", "it", "at", "1200", "degrees", "with", "a", "blue", "glaze"] * 2]
+    alone = int8.emissions(turns[:1], [encoding])[0]
+    beside = int8.emissions(turns, [encoding, encoding])[0]
+    assert np.array_equal(alone, beside)
+    reference = saved.emissions(turns[:1], [encoding])[0]
+    assert 0 < np.abs(alone - reference).max() <= 0.25  # int8 indeed, within the check's tolerance
+
+    monkeypatch.setattr(saved_module, "INT8_TOLERANCE", 0.0)
+    refused = SavedSchemaTagger(schema_model_dir, runtime="onnx", precision="int8")
+    assert refused.precision == "float32" and refused.fast_check["precision"] == "float32"

@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --raw-text: the tokenizer to score (default: the model's)")
     evaluate.add_argument("--precision", choices=("float32", "int8"), default="float32",
                           help="with --raw-text: the tagger as the service runs it (float32, default) or with int8 LSTMs, "
-                               "as seqtag tag runs it by default; with --streamed: the encoder's precision")
+                               "as seqtag tag runs it by default; with --streamed: the encoder's precision; a schema-guided "
+                               "span model: its turn encoder's, as the service runs it")
     evaluate.add_argument("--streamed", action="store_true",
                           help="dialog models: stream each conversation turn by turn through the step the service runs "
                                "(ONNX Runtime, 64 sessions at once), not the SavedModel's whole dialogs")
@@ -224,8 +225,10 @@ def command_evaluate(args: argparse.Namespace) -> int:
     model_dir = artifacts.resolve_model_dir(args.model)
     if args.tokenizer and not args.raw_text:
         raise ConfigError("--tokenizer goes with --raw-text")
-    if args.precision != "float32" and not (args.raw_text or args.streamed):
-        raise ConfigError("--precision goes with --raw-text (taggers) or --streamed (dialog models)")
+    schema_guided = bool(artifacts.read_metadata(model_dir).get("schema_guided"))
+    if args.precision != "float32" and not (args.raw_text or args.streamed or schema_guided):
+        raise ConfigError("--precision goes with --raw-text (taggers), --streamed (dialog models) or a schema-guided "
+                          "span model")
     if artifacts.read_metadata(model_dir).get("kind") == "dialog":
         if args.raw_text:
             raise ConfigError(f"{model_dir} is a dialog model: --raw-text scores taggers (dialog turns are raw text already)")

@@ -41,7 +41,11 @@ def command_evaluate_schema_spans(model_dir, args: argparse.Namespace) -> int:
 
     if args.format != "sgd":
         raise ConfigError(f"{model_dir} is a schema-guided span model: it reads SGD dialogues (--format sgd)")
-    tagger = SavedSchemaTagger(model_dir)
+    # --precision int8: the service's int8 turn encoder (its fast path); float32: the SavedModel, the reference
+    tagger = (SavedSchemaTagger(model_dir, runtime="onnx", precision="int8") if args.precision == "int8"
+              else SavedSchemaTagger(model_dir))
+    if tagger.precision != args.precision:
+        raise ConfigError(f"{model_dir}: the int8 encoder failed its check at load ({tagger.fast_check})")
     schemas = {**read_schema_files(args.schemas), **tagger.shipped}  # a service training had keeps its own schema
     turns = read_schema_turns(args.data, schemas, tagger.config["tokenizer"])
     encodings = {name: tagger.encode_service(schema) for name, schema in schemas.items()}

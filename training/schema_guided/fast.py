@@ -16,12 +16,13 @@ is the dialog models' (``training.common.encoder_graph``), here with all its sta
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 
 import numpy as np
 
-from training.common.fast_path import FastPathUnsupported, GraphBuilder, inference_session
+from training.common.fast_path import FastPathUnsupported, GraphBuilder, inference_session, quantized_matmul_model
 from training.common.encoder_graph import encoder_graph, states_width, weights_by_path
 
 
@@ -57,17 +58,45 @@ class FastSchemaTagger:
             raise FastPathUnsupported("not the encoder and span head this fast path knows")
         layers = int(config["encoder_layers"])
         heads = int(weights["transformer_layer_0/self_attention_layer/query/kernel"].shape[1])
-        # Sessions only: the graphs (and the float32 weights they hold) are not kept once ONNX Runtime has its copy
-        self.encoder = inference_session(encoder_graph(weights, layers, heads, with_states=True))
+        # Sessions, and the float encoder graph until ``quantized`` has read it (``release``): ONNX Runtime holds its
+        # own copy of the weights
+        self.width = states_width(weights)
+        self.encoder_model = encoder_graph(weights, layers, heads, with_states=True)
+        self.encoder = inference_session(self.encoder_model)
+        self.turn_encoder = self.encoder  # what encodes turns: this one, or the int8 twin's
         self.head = inference_session(head_graph(weights))
+        self.precision = "float32"
+
+    def quantized(self) -> "FastSchemaTagger":
+        """A twin whose turns go through an int8 encoder (``fast_path.quantized_matmul_model``: dense layers in
+        int8, activations quantized per call), each turn in a call of its own and without padding, so that a turn's
+        slots never depend on the turns beside it. The slot descriptions stay float32: a service's vectors are
+        encoded once and kept."""
+        twin = copy.copy(self)
+        twin.turn_encoder = inference_session(quantized_matmul_model(self.encoder_model))
+        twin.precision = "int8"
+        return twin
+
+    def release(self) -> None:
+        """Let go of the float encoder graph once the reader has chosen its precision."""
+        self.encoder_model = None
 
     def encode_slots(self, piece_ids: np.ndarray) -> np.ndarray:
         return self.encoder.run(["turn_vector"], {"piece_ids": piece_ids})[0]
 
+    def turn_states(self, piece_ids: np.ndarray) -> np.ndarray:
+        """The encoder's states ``[B, P, E]`` of the turns' pieces ``[B, P]`` (0 pads)."""
+        if self.precision != "int8":
+            return self.turn_encoder.run(["states"], {"piece_ids": piece_ids})[0]
+        states = np.zeros((*piece_ids.shape, self.width), np.float32)
+        for row, ids in enumerate(piece_ids):  # one call a turn, at its own length: padding would move its scales
+            length = int(np.count_nonzero(ids))
+            states[row, :length] = self.turn_encoder.run(["states"], {"piece_ids": ids[None, :length]})[0][0]
+        return states
+
     def emissions(self, piece_ids: np.ndarray, word_starts: np.ndarray, slot_vectors: np.ndarray,
                   slot_mask: np.ndarray) -> np.ndarray:
-        states = self.encoder.run(["states"], {"piece_ids": piece_ids})[0]
-        return self.head.run(["probabilities"], {"states": states, "word_starts": word_starts,
+        return self.head.run(["probabilities"], {"states": self.turn_states(piece_ids), "word_starts": word_starts,
                                                  "slot_vectors": slot_vectors, "slot_mask": slot_mask})[0]
 
 

@@ -27,7 +27,8 @@ from typing import Sequence
 import numpy as np
 
 from training.common import artifacts
-from training.common.fast_path import RUNTIMES, FastPathUnsupported, accept
+from training.common.fast_path import (INT8_AGREEMENT, INT8_TOLERANCE, PRECISIONS, RUNTIMES, FastPathUnsupported,
+                                       accept)
 from training.common.saved_model import import_tensorflow, only_concrete_function
 from training.common.service_schema import ServiceSchema, read_schemas, schema_digest
 from training.common.tokenizer import tokenizer_for
@@ -74,12 +75,13 @@ PROBE_TURNS = [["I", "want", "a", "table", "at", "Sino", "in", "San", "Jose", "a
 class SavedSchemaTagger:
     spans = True  # a span model: tag() takes each sentence's service
     schema_guided = True
-    precision = "float32"
 
     def __init__(self, model_dir: str | Path, metadata: dict | None = None, runtime: str = "tensorflow",
-                 fast_cache: bool = False):
+                 fast_cache: bool = False, precision: str = "float32"):
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.directory = Path(model_dir)
         self.metadata = metadata if metadata is not None else artifacts.read_metadata(self.directory)
         self.config = self.metadata["config"]
@@ -91,8 +93,39 @@ class SavedSchemaTagger:
         self.fast_check: dict = {"runtime": "tensorflow", "reason": "runtime=tensorflow"}
         if runtime == "onnx":
             self._build_fast_path(fast_cache)
+            if self.fast is not None and precision == "int8":
+                self._use_int8()
+            if self.fast is not None:
+                self.fast.release()
         if self.fast is None:
             self._require_saved_model()
+
+    @property
+    def precision(self) -> str:
+        return getattr(self.fast, "precision", "float32")
+
+    def _use_int8(self) -> None:
+        """The int8 turn encoder (``FastSchemaTagger.quantized``), if it agrees with the float one on the probe: no
+        probability moves more than ``INT8_TOLERANCE`` and ``INT8_AGREEMENT`` of the probe's words keep their tag;
+        float32 stays otherwise, with a warning."""
+        schema = next(iter(self.shipped.values()))
+        slot_ids, (ids, starts), mask = self._probe_inputs(schema)
+        vectors = np.repeat(self.fast.encode_slots(slot_ids)[None], len(PROBE_TURNS), axis=0)
+        int8 = self.fast.quantized()
+        reference, quantized = (fast.emissions(ids, starts, vectors, mask) for fast in (self.fast, int8))
+        rows = [(row, slice(0, len(turn))) for row, turn in enumerate(PROBE_TURNS)]
+        worst = max(float(np.abs(quantized[row, words] - reference[row, words]).max()) for row, words in rows)
+        same = sum(int((quantized[row, words].argmax(-1) == reference[row, words].argmax(-1)).sum()) for row, words in rows)
+        agreement = same / sum(len(turn) for turn in PROBE_TURNS)
+        check = {"int8_max_difference": worst, "int8_tag_agreement": agreement}
+        if not (worst <= INT8_TOLERANCE and agreement >= INT8_AGREEMENT):
+            logger.warning("%s: the int8 encoder moves probabilities by %.3g and keeps %.1f%% of the probe's tags "
+                           "(limits %g, %.0f%%): tagging in float32", self.directory, worst, 100 * agreement,
+                           INT8_TOLERANCE, 100 * INT8_AGREEMENT)
+            self.fast_check.update(check, precision="float32")
+            return
+        self.fast = int8
+        self.fast_check.update(check, precision="int8")
 
     @property
     def runtime(self) -> str:
