@@ -230,7 +230,7 @@ class ModelStatus(BaseModel):
     pinned_version: int | None
     runtime: Literal["onnx", "tensorflow"] | None = Field(None, description="what runs the serving version: ONNX "
                                                                             "Runtime's fast path, or its SavedModel")
-    precision: Literal["float32", "int8"] | None = Field(None, description="int8: a dialog model's pretrained "
+    precision: Literal["float32", "int8"] | None = Field(None, description="int8: the model's pretrained "
                                                                           "encoder runs in int8 (SEQTAG_ENCODER_PRECISION)")
     fast_path_checked_against: Literal["saved_model", "cached_answers"] | None = Field(
         None, description="how this worker checked the serving version's fast path before serving it: against the "
