@@ -8,7 +8,8 @@ TensorFlow: importing it costs a worker about 690 MiB that it would keep for its
 
 The registry runs this only in a process that has not imported TensorFlow and for versions the cache lacks. Each
 version's verdict is a JSON line on stdout: a version that fails here (a broken SavedModel, a fast path that disagrees)
-is rejected with this reason, without the worker importing TensorFlow; a version without a fast path (no entry
+is rejected with this reason, without the worker importing TensorFlow, and the reason is kept beside the cache entry
+it never got (``fast_cache.rejection``), so that the other workers and later starts reject it at once; a version without a fast path (no entry
 written) is read in the worker through TensorFlow. A child that dies is logged, and the worker reads its versions
 itself, as it always did.
 """
@@ -20,7 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
-from training.common import artifacts
+from training.common import artifacts, fast_cache
 
 
 def check(directory: Path) -> str:
@@ -66,6 +67,11 @@ def main(directories: list[str]) -> int:
         except Exception as failure:  # any failure to read or check the version rejects it, as in the worker
             error = f"{type(failure).__name__}: {failure}".splitlines()[0][:500]
             logger.error("%s: %s", directory, error)
+            try:  # kept, so that other workers and later starts reject it without checking it again
+                fast_cache.save_rejection(cache_entry(Path(directory), artifacts.read_metadata(Path(directory))),
+                                          Path(directory), error)
+            except (OSError, ValueError):
+                pass  # no metadata, no key: every worker finds that out at once
         print(json.dumps({"directory": directory, "error": error}), flush=True)
     return 0
 

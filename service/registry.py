@@ -436,7 +436,8 @@ class ModelRegistry:
         SavedModels in one child process (``service.fast_path_check``), which writes the cache entries the readers
         then load, so that this worker never imports TensorFlow. One child at a time on this host (a file lock): the
         other workers wait, then find the entries. A version the child rejects is rejected here with its reason
-        (``_child_rejections``); if the child itself fails, the readers check their versions in this process."""
+        (``_child_rejections``), which the cache keeps for the other workers; if the child itself fails, the readers
+        check their versions in this process."""
         if self.settings.runtime != "onnx" or not self.settings.fast_path_cache or "tensorflow" in sys.modules:
             return
         from service.fast_path_check import cache_entry
@@ -445,10 +446,14 @@ class ModelRegistry:
             found = []
             for directory in directories:
                 try:
-                    if not cache_entry(directory, artifacts.read_metadata(directory)).is_dir():
-                        found.append(directory)
+                    entry = cache_entry(directory, artifacts.read_metadata(directory))
                 except (OSError, ValueError):
-                    pass  # its load will say what is wrong
+                    continue  # its load will say what is wrong
+                reason = None if entry.is_dir() else fast_cache.rejection(entry)
+                if reason is not None:  # checked and rejected before, by this worker or another
+                    self._child_rejections[str(directory)] = (directory_fingerprint(directory), reason)
+                elif not entry.is_dir():
+                    found.append(directory)
             return found
 
         if not missing():

@@ -127,11 +127,11 @@ def test_hot_swap_under_load_and_broken_version(server, random_tagger_dir):
         wait_until(lambda: versions[-20:] == [2] * 20, 60, "version 2 to serve in every worker")
         add_broken_version(models / "pos", 3, random_tagger_dir)
         # rejected by the fast-path check in a child process (a TensorFlow import), while the clients go on
-        def rejected_in_every_worker() -> bool:  # several answers in a row: both workers
-            return all({v["version"]: v["state"] for v in call(port, "/v1/models/pos")[1]["versions"]}.get(3)
-                       == "REJECTED" for _ in range(6))
+        def settled_in_every_worker() -> bool:  # several answers in a row: both workers
+            return all({v["version"]: v["state"] for v in call(port, "/v1/models/pos")[1]["versions"]}
+                       == {3: "REJECTED", 2: "AVAILABLE", 1: "AVAILABLE"} for _ in range(8))
 
-        wait_until(rejected_in_every_worker, 60, "version 3 to be rejected by every worker")
+        wait_until(settled_in_every_worker, 60, "version 3 to be rejected by every worker")
         time.sleep(1.0)
     finally:
         stop.set()

@@ -150,7 +150,7 @@ def test_evaluate_streamed_reports_the_served_path(tmp_path, capsys):
     cache = metrics["served_path"]["turn_vector_cache"]
     assert cache["hits"] + cache["misses"] == metrics["utterances"] > 50
     assert main(["evaluate", "--model", act, "--data", str(sample), "--precision", "int8"]) == 2
-    assert "--precision goes with --raw-text (taggers) or --streamed (dialog models)" in capsys.readouterr().err
+    assert "--precision goes with --raw-text (taggers), --streamed (dialog models) or a schema-guided span model" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(REPO / "models" / "pos"), "--data", str(sample), "--streamed"]) == 2
     assert "--streamed streams dialog turns" in capsys.readouterr().err
 

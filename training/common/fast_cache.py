@@ -136,6 +136,33 @@ def load(entry: Path) -> CachedFastPath | None:
     return CachedFastPath(entry, StoredWeights(collections), reference, record)
 
 
+def rejection_file(entry: Path) -> Path:
+    """Where a version whose check failed keeps the reason (beside the entry it never got)."""
+    return entry.parent / f"{entry.name}.rejected.json"
+
+
+def rejection(entry: Path) -> str | None:
+    """Why this key's version was rejected when it was checked, or None. The key covers the version's files, the
+    code and the libraries, so the same check would fail again: a service rejects it without checking it anew
+    (delete the file to check it again)."""
+    try:
+        return json.loads(rejection_file(entry).read_text(encoding="utf-8"))["reason"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def save_rejection(entry: Path, directory: Path, reason: str) -> None:
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        staging = rejection_file(entry).with_suffix(".writing")
+        staging.write_text(json.dumps({"model": str(directory), "reason": reason,
+                                       "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n",
+                           encoding="utf-8")
+        staging.rename(rejection_file(entry))
+    except OSError as error:
+        logger.warning("could not keep the rejection of %s in %s: %s", directory, entry.parent, error)
+
+
 def save(entry: Path, directory: Path, collections: dict[str, list], reference: dict[str, np.ndarray],
          check: dict) -> None:
     """Keep a checked fast path's weights (``collections`` of variables) and the SavedModel's ``reference`` answers;

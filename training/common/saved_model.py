@@ -67,6 +67,34 @@ def _apply_threads() -> bool:
     return True
 
 
+class LazySavedModel:
+    """What the exported-model readers share about their SavedModel: loaded at once, or, when the fast path came from
+    the cache (``training.common.fast_cache``), on first use (TensorFlow is imported then). A reader sets
+    ``directory``, ``fast`` and ``_saved_model = None``, and takes what it needs from a freshly loaded SavedModel in
+    ``_loaded``."""
+
+    directory = None
+    fast = None
+    _saved_model = None
+
+    @property
+    def runtime(self) -> str:
+        return "onnx" if self.fast is not None else "tensorflow"
+
+    @property
+    def saved_model(self):
+        self._require_saved_model()
+        return self._saved_model
+
+    def _require_saved_model(self) -> None:
+        if self._saved_model is None:
+            self._saved_model = import_tensorflow().saved_model.load(str(self.directory))
+            self._loaded(self._saved_model)
+
+    def _loaded(self, saved_model) -> None:
+        """The reader's signatures (and the like) from a SavedModel just loaded."""
+
+
 def only_concrete_function(function):
     """A restored function's single traced signature: called directly, it skips argument binding (~0.4 ms
     a call, which a single-sentence request feels)."""

@@ -27,7 +27,7 @@ import numpy as np
 from training.common import artifacts
 from training.common.fast_path import (INT8_AGREEMENT, INT8_TOLERANCE, PRECISIONS, RUNTIMES, accept, build_fast_model,
                                        max_difference)
-from training.common.saved_model import import_tensorflow, pad_tokens
+from training.common.saved_model import LazySavedModel, import_tensorflow, pad_tokens
 from training.common.tokenizer import tokenizer_for
 from training.common.vocab import PAD_TOKEN
 from training.common.word_pieces import WordPieces, turn_pieces
@@ -47,7 +47,7 @@ class DialogTurnInput:
     previous_actions: list[str] | None = None  # dialog-action: the system's previous actions (None: none)
 
 
-class SavedDialogModel:
+class SavedDialogModel(LazySavedModel):
     def __init__(self, model_dir: str | Path, metadata: dict | None = None, runtime: str = "tensorflow",
                  precision: str = "float32", cached_turns: int | None = None, fast_cache: bool = False):
         if runtime not in RUNTIMES:
@@ -83,22 +83,10 @@ class SavedDialogModel:
             if precision == "int8" and hasattr(self.fast, "quantized"):
                 self._use_int8()
 
-    @property
-    def runtime(self) -> str:
-        return "onnx" if self.fast is not None else "tensorflow"
-
-    @property
-    def saved_model(self):
-        """The SavedModel (loaded on first use when the fast path came from the cache)."""
-        self._require_saved_model()
-        return self._saved_model
-
-    def _require_saved_model(self) -> None:
-        if self._saved_model is None:
-            tf = import_tensorflow()
-            self._saved_model = tf.saved_model.load(str(self.directory))
-            state = self._saved_model.zero_state(tf.constant(1, tf.int32))
-            self._zero_state = (state["state_h"].numpy(), state["state_c"].numpy())
+    def _loaded(self, saved_model) -> None:
+        tf = import_tensorflow()
+        state = saved_model.zero_state(tf.constant(1, tf.int32))
+        self._zero_state = (state["state_h"].numpy(), state["state_c"].numpy())
 
     @property
     def precision(self) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 from training.common import artifacts
 from training.common.fast_path import (INT8_AGREEMENT, INT8_TOLERANCE, PRECISIONS, RUNTIMES, FastPathUnsupported,
                                        accept)
-from training.common.saved_model import import_tensorflow, only_concrete_function
+from training.common.saved_model import LazySavedModel, import_tensorflow, only_concrete_function
 from training.common.service_schema import ServiceSchema, read_schemas, schema_digest
 from training.common.tokenizer import tokenizer_for
 from training.common.word_pieces import WordPieces
@@ -72,7 +72,7 @@ PROBE_TURNS = [["I", "want", "a", "table", "at", "Sino", "in", "San", "Jose", "a
                         "tomorrow", "evening", ",", "somewhere", "with", "outdoor", "seating", "please"]]
 
 
-class SavedSchemaTagger:
+class SavedSchemaTagger(LazySavedModel):
     spans = True  # a span model: tag() takes each sentence's service
     schema_guided = True
 
@@ -127,21 +127,9 @@ class SavedSchemaTagger:
         self.fast = int8
         self.fast_check.update(check, precision="int8")
 
-    @property
-    def runtime(self) -> str:
-        return "onnx" if self.fast is not None else "tensorflow"
-
-    @property
-    def saved_model(self):
-        """The SavedModel (loaded on first use when the fast path came from the cache)."""
-        self._require_saved_model()
-        return self._saved_model
-
-    def _require_saved_model(self) -> None:
-        if self._saved_model is None:
-            self._saved_model = import_tensorflow().saved_model.load(str(self.directory))
-            self._encode_slots = only_concrete_function(self._saved_model.encode_slots)
-            self._emissions = only_concrete_function(self._saved_model.emissions)
+    def _loaded(self, saved_model) -> None:
+        self._encode_slots = only_concrete_function(saved_model.encode_slots)
+        self._emissions = only_concrete_function(saved_model.emissions)
 
     def _build_fast_path(self, use_cache: bool) -> None:
         """The fast path from the SavedModel's weights (or the cache's: ``training.common.fast_cache``), checked

@@ -24,7 +24,7 @@ import numpy as np
 from training.common import artifacts
 from training.common.fast_path import (INT8_AGREEMENT, INT8_TOLERANCE, PRECISIONS, RUNTIMES, FastPathMismatch, accept,
                                        build_fast_model, max_difference, onnx_threads)
-from training.common.saved_model import pad_tokens
+from training.common.saved_model import LazySavedModel, only_concrete_function, pad_tokens
 from training.common.tokenizer import tokenizer_for
 from training.common.vocab import PAD_TOKEN, UNK_ID
 from training.tagger import fast_tagger
@@ -58,7 +58,7 @@ class TaggedTokens:
     columns: list[str] | None = None
 
 
-class SavedTagger:
+class SavedTagger(LazySavedModel):
     def __init__(self, model_dir: str | Path, metadata: dict | None = None, runtime: str = "tensorflow",
                  precision: str = "float32", fast_cache: bool = False):
         if runtime not in RUNTIMES:
@@ -78,38 +78,20 @@ class SavedTagger:
         self._span_decoder = None  # span models on the fast path: training.tagger.spans.SpanDecoder
         self.fast_check: dict | None = None  # what the check measured, or why there is no fast path
         if runtime != "onnx":
-            self._load_saved_model()
+            self._require_saved_model()
             return
         self._build_fast_path(fast_cache)
         if self.fast is not None and self.precision == "int8":
             self._quantize(self.fast)
 
-    def _load_saved_model(self) -> None:
-        from training.common.saved_model import import_tensorflow, only_concrete_function
-
-        tf = import_tensorflow()
-        self._saved_model = tf.saved_model.load(str(self.directory))
-        self._serve = only_concrete_function(self._saved_model.serve)
-        self._encode = only_concrete_function(self._saved_model.encode)
-
-    @property
-    def saved_model(self):
-        """The SavedModel (loaded on first use when the fast path came from the cache)."""
-        self._require_saved_model()
-        return self._saved_model
-
-    def _require_saved_model(self) -> None:
-        if self._saved_model is None:
-            self._load_saved_model()
+    def _loaded(self, saved_model) -> None:
+        self._serve = only_concrete_function(saved_model.serve)
+        self._encode = only_concrete_function(saved_model.encode)
 
     def _probe_conditions(self) -> list[str] | None:
         """Span models: every other probe sentence with the first condition the model knows, the rest with none."""
         known = list(self.metadata.get("conditions") or []) or [""]
         return [known[0] if row % 2 else "" for row in range(len(PROBE_SENTENCES))] if self.spans else None
-
-    @property
-    def runtime(self) -> str:
-        return "onnx" if self.fast is not None else "tensorflow"
 
     def _build_fast_path(self, use_cache: bool) -> None:
         """The fast path from the SavedModel's weights (or the cache's: ``training.common.fast_cache``), checked
