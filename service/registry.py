@@ -40,6 +40,17 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # also the URL conv
 WARMUP_SENTENCE = ["This", "is", "a", "warm-up", "sentence", "."]
 WARMUP_TURN = ["Hello", ",", "how", "are", "you", "?"]
 SUPPORTED_KINDS = ("tagger", "dialog")
+def incomplete_saved_model(directory: Path) -> str | None:
+    """Why ``directory`` cannot be a whole SavedModel, from its file names alone (a copy still running), or None:
+    such a version is rejected without a child process importing TensorFlow to find out."""
+    for part in ("saved_model.pb", "variables/variables.index"):
+        if not (directory / part).is_file():
+            return f"OSError: an incomplete SavedModel: no {part} in {directory} (a copy still running?)"
+    if not any((directory / "variables").glob("variables.data-*")):
+        return f"OSError: an incomplete SavedModel: no variables/variables.data-* in {directory} (a copy still running?)"
+    return None
+
+
 class CheckedInChild(Exception):
     """A version the fast-path check in a child process rejected; its message is the child's reason."""
 
@@ -449,8 +460,8 @@ class ModelRegistry:
                     entry = cache_entry(directory, artifacts.read_metadata(directory))
                 except (OSError, ValueError):
                     continue  # its load will say what is wrong
-                reason = None if entry.is_dir() else fast_cache.rejection(entry)
-                if reason is not None:  # checked and rejected before, by this worker or another
+                reason = None if entry.is_dir() else (incomplete_saved_model(directory) or fast_cache.rejection(entry))
+                if reason is not None:  # incomplete, or checked and rejected before (by this worker or another)
                     self._child_rejections[str(directory)] = (directory_fingerprint(directory), reason)
                 elif not entry.is_dir():
                     found.append(directory)
