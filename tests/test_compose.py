@@ -29,7 +29,20 @@ def test_compose_file_is_valid_and_consistent():
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     services = config["services"]
-    assert set(services) == {"redis", "service", "train"}
+    assert set(services) == {"redis", "service", "train", "host-a", "host-b", "haproxy"}
+    # the fleet profile: hosts of the service's image on the one Redis, each with its own models, behind HAProxy
+    # with the repository's configuration (what tests/test_haproxy.py runs)
+    fleet = {name: services[name] for name in ("host-a", "host-b", "haproxy")}
+    assert all(spec["profiles"] == ["fleet"] for spec in fleet.values())
+    for name in ("host-a", "host-b"):
+        assert fleet[name]["image"] == services["service"]["image"]
+        assert fleet[name]["environment"]["SEQTAG_REDIS_URL"] == services["service"]["environment"]["SEQTAG_REDIS_URL"]
+    assert len({fleet[name]["volumes"][0]["source"] if isinstance(fleet[name]["volumes"][0], dict)
+                else fleet[name]["volumes"][0].split(":")[0] for name in ("host-a", "host-b")}) == 2
+    proxy = fleet["haproxy"]
+    mounted = [v["source"] if isinstance(v, dict) else v.split(":")[0] for v in proxy["volumes"]]
+    assert str(REPO / "service" / "haproxy.cfg") in mounted
+    assert {proxy["environment"]["SEQTAG_HOST_A"], proxy["environment"]["SEQTAG_HOST_B"]} == {"host-a:8000", "host-b:8000"}
 
     service, train, redis = services["service"], services["train"], services["redis"]
     assert "/readyz" in " ".join(service["healthcheck"]["test"])

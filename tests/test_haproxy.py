@@ -1,0 +1,140 @@
+"""Several hosts behind a real HAProxy, sharing a real Redis: dialog sessions stream SwDA val conversations through
+the load balancer while one host is killed, and every session's answers equal the offline model's, with no turn lost
+or applied twice (the client retries a failed turn with its ``turn`` number, as docs/deployment.md shows)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from training.dialog.data import read_dialogs
+from training.dialog.saved_dialog import DialogTurnInput, SavedDialogModel
+
+from conftest import DATA, REPO
+from test_gunicorn import free_port, wait_until
+from test_gunicorn_sessions import start, stop
+
+SESSIONS, TURNS = 32, 8
+
+
+def haproxy_binary() -> str:
+    binary = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("haproxy is not installed (.ci/run installs it)")
+        pytest.skip("haproxy is not installed: apt-get install haproxy")
+    return binary
+
+
+def request(port: int, method: str, path: str, body: dict | None = None) -> tuple[int | None, dict | None]:
+    """(status, JSON answer) through one fresh connection; (None, None) when the connection fails, and the JSON is
+    None when the answer is not JSON (HAProxy's own 502 and 503 pages)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, json.dumps(body) if body is not None else None,
+                           {"Content-Type": "application/json"} if body is not None else {})
+        response = connection.getresponse()
+        payload = response.read()
+    except (OSError, http.client.HTTPException):
+        return None, None
+    finally:
+        connection.close()
+    try:
+        return response.status, json.loads(payload)
+    except ValueError:
+        return response.status, None
+
+
+def send_turn(port: int, session_id: str, number: int, body: dict, deadline: float) -> tuple[dict, int]:
+    """The client's loop: the turn with its number, sent again on a failed connection or a 502/503/504 until it is
+    answered (the service applies a numbered turn once and answers a repeat again). -> (answer, tries)."""
+    tries = 0
+    while True:
+        tries += 1
+        status, answer = request(port, "POST", f"/v1/dialogs/{session_id}/turns", {**body, "turn": number})
+        if status == 200:
+            return answer, tries
+        if status not in (None, 502, 503, 504) or time.monotonic() > deadline:
+            raise AssertionError(f"turn {number} of {session_id}: {status} {answer}")
+        time.sleep(min(0.05 * tries, 0.5))
+
+
+def test_a_host_killed_mid_stream_loses_no_turn_and_applies_none_twice(tmp_path, random_dialog_dirs, redis_url):
+    binary = haproxy_binary()
+    hosts = []
+    for name in ("a", "b"):  # each host its own models directory, as on its own machine
+        shutil.copytree(random_dialog_dirs["dialog-act"], tmp_path / name / "models" / "dialog-act" / "1")
+        port = free_port()
+        process, log = start(tmp_path / name, {"PORT": str(port), "SEQTAG_MODELS_DIR": str(tmp_path / name / "models"),
+                                               "SEQTAG_THREADS": "8", "SEQTAG_REDIS_URL": redis_url})
+        hosts.append((process, log, port))
+    lb_port = free_port()
+    env = {**os.environ, "SEQTAG_LB_BIND": f"127.0.0.1:{lb_port}", "SEQTAG_HOST_A": f"127.0.0.1:{hosts[0][2]}",
+           "SEQTAG_HOST_B": f"127.0.0.1:{hosts[1][2]}"}
+    balancer = subprocess.Popen([binary, "-db", "-f", str(REPO / "service" / "haproxy.cfg")], env=env,
+                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / "haproxy.log", "w"))
+    conversations = [dialog.turns[start:start + TURNS] for dialog in read_dialogs(DATA / "swda" / "val", "swda")
+                     for start in range(0, 4 * TURNS, TURNS)][:SESSIONS]
+    assert len(conversations) == SESSIONS
+    answers: list[list[dict]] = [[] for _ in range(SESSIONS)]
+    session_ids: list[str | None] = [None] * SESSIONS
+    tries, failures = [], []
+    answered = threading.Semaphore(0)
+    try:
+        for process, _, port in hosts:
+            wait_until(lambda: request(port, "GET", "/readyz")[0] == 200, 120, "a host's readiness", process)
+        wait_until(lambda: all(request(lb_port, "GET", "/readyz")[0] == 200 for _ in range(4)), 30, "the balancer")
+        deadline = time.monotonic() + 120
+
+        def converse(i: int) -> None:
+            try:
+                status, session = request(lb_port, "POST", "/v1/dialogs", {"model": "dialog-act"})
+                assert status == 201, (status, session)
+                session_ids[i] = session["session_id"]
+                for number, turn in enumerate(conversations[i], start=1):
+                    answer, count = send_turn(lb_port, session["session_id"], number,
+                                              {"text": turn.text, "speaker": turn.speaker}, deadline)
+                    answers[i].append(answer)
+                    tries.append(count)
+                    answered.release()
+            except AssertionError as error:
+                failures.append((i, str(error)))
+
+        threads = [threading.Thread(target=converse, args=(i,)) for i in range(SESSIONS)]
+        for thread in threads:
+            thread.start()
+        for _ in range(SESSIONS * TURNS // 3):  # a third of the turns answered: host a dies, its worker mid-turn
+            answered.acquire(timeout=60)
+        killed_after = sum(len(a) for a in answers)  # turns answered when host a died
+        os.killpg(hosts[0][0].pid, signal.SIGKILL)
+        for thread in threads:
+            thread.join(timeout=180)
+        assert not failures, failures[:3]
+
+        model = SavedDialogModel(tmp_path / "a" / "models" / "dialog-act" / "1")
+        offline = model.predict([[DialogTurnInput([t.text for t in model.tokenizer.tokenize(turn.text)], turn.speaker)
+                                  for turn in conversation] for conversation in conversations])
+        for i, (conversation, expected) in enumerate(zip(conversations, offline)):
+            assert [a["turn"] for a in answers[i]] == list(range(1, len(conversation) + 1))
+            scores = np.array([[a["scores"][label] for label in model.labels] for a in answers[i]])
+            np.testing.assert_allclose(scores, expected, atol=2e-6)  # 1e-5 and better: scores are rounded to 6 places
+            shown = request(lb_port, "GET", f"/v1/dialogs/{session_ids[i]}")[1]
+            assert shown["turn"] == len(conversation)  # no turn lost, none applied twice
+        assert 0 < killed_after < SESSIONS * TURNS
+        assert hosts[1][0].poll() is None  # the other host served on
+        print(f"host a killed after {killed_after} of {SESSIONS * TURNS} turns; {sum(t > 1 for t in tries)} turns "
+              f"needed a retry (at most {max(tries)} tries)")
+    finally:
+        balancer.terminate()
+        balancer.wait(timeout=10)
+        for process, log, _ in hosts:
+            stop(process, log)
