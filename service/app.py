@@ -17,6 +17,7 @@ from flask import Flask  # noqa: E402
 
 from service import auth, docs, metrics, openapi, request_log  # noqa: E402
 from service.errors import register_error_handlers  # noqa: E402
+from service.fleet import Fleet  # noqa: E402
 from service.registry import ModelRegistry  # noqa: E402
 from service.routes import dialogs, health, models, web  # noqa: E402
 from service.routes import services as service_routes  # noqa: E402
@@ -56,6 +57,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                 # its dialog routes answer 503 until Redis is back. gunicorn's master checks it once at start.
                 logger.warning("%s; dialog routes answer 503 until it is back", error)
             app.extensions["seqtag.sessions"] = store
+            # Several hosts share this Redis: new sessions start on versions every worker has (service.fleet)
+            app.extensions["seqtag.registry"].attach_fleet(Fleet(store.client, settings.poll_interval_seconds))
         else:
             app.extensions["seqtag.sessions"] = InProcessSessionStore(settings.max_sessions, settings.session_ttl_seconds)
         app.register_blueprint(dialogs.bp)

@@ -233,6 +233,7 @@ class ModelRegistry:
         self._poller: threading.Thread | None = None
         # directory -> (its fingerprint, the reason) of versions the child process's check rejected (_check_in_child)
         self._child_rejections: dict[str, tuple[tuple, str]] = {}
+        self.fleet = None  # service.fleet.Fleet when sessions are in Redis: the versions every worker has loaded
 
     def init_app(self, app) -> None:
         app.extensions["seqtag.registry"] = self
@@ -255,6 +256,26 @@ class ModelRegistry:
             raise ModelLookupError("version_not_found", f"model {name!r} has no loaded version {version} "
                                                         f"(loaded: {sorted(entry.loaded) or 'none'})")
         return loaded
+
+    def session_version(self, name: str) -> int | None:
+        """The version a new dialog session of ``name`` starts on: the serving one, or, in a fleet
+        (``service.fleet``), the newest one every live worker of every host has loaded (None: the serving one)."""
+        entry = self._entries.get(name)
+        if self.fleet is None or entry is None or entry.serving is None:
+            return None
+        shared = self.fleet.shared_versions(name)
+        if shared is None:
+            return None
+        safe = [version for version in entry.loaded if version in shared and version <= entry.serving.version]
+        return max(safe) if safe else None
+
+    def attach_fleet(self, fleet) -> None:
+        self.fleet = fleet
+        self._publish()
+
+    def _publish(self) -> None:
+        if self.fleet is not None:
+            self.fleet.publish({name: sorted(entry.loaded) for name, entry in self._entries.items()})
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -297,6 +318,8 @@ class ModelRegistry:
         self._stop.set()
         if self._poller is not None:
             self._poller.join(timeout=10)
+        if self.fleet is not None:
+            self.fleet.withdraw()
         for entry in self._entries.values():
             for model in entry.loaded.values():
                 model.close()
@@ -305,6 +328,7 @@ class ModelRegistry:
         while not self._stop.wait(self.settings.poll_interval_seconds):
             try:
                 self.refresh()
+                self._publish()  # every poll, also when nothing changed: the record's TTL says this worker lives
             except Exception:  # the poller must outlive any surprise on disk
                 logger.exception("model refresh failed")
 

@@ -15,3 +15,5 @@ atexit.register(_requests.close)  # writes what is still gathered
 logging.getLogger("seqtag.requests").addHandler(_requests)
 logging.getLogger("seqtag.requests").propagate = False
 app = create_app()
+if app.extensions["seqtag.registry"].fleet is not None:  # a worker that stops leaves the fleet at once
+    atexit.register(app.extensions["seqtag.registry"].fleet.withdraw)

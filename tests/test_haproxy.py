@@ -138,3 +138,78 @@ def test_a_host_killed_mid_stream_loses_no_turn_and_applies_none_twice(tmp_path,
         balancer.wait(timeout=10)
         for process, log, _ in hosts:
             stop(process, log)
+
+
+def test_a_rolling_upgrade_keeps_sessions_on_their_version_and_fails_no_request(tmp_path, random_dialog_dirs,
+                                                                                 redis_url):
+    """Version 2 is published on host a, then on host b, while sessions stream through HAProxy. New sessions start
+    on version 2 only once both hosts have it ("safe": every live worker has it loaded, service.fleet); until then
+    on version 1, so no host ever lacks a session's version (no 409). Sessions keep their version to the end on
+    either host, and no request fails."""
+    binary = haproxy_binary()
+    hosts = []
+    for name in ("a", "b"):
+        shutil.copytree(random_dialog_dirs["dialog-act"], tmp_path / name / "models" / "dialog-act" / "1")
+        port = free_port()
+        process, log = start(tmp_path / name, {"PORT": str(port), "SEQTAG_MODELS_DIR": str(tmp_path / name / "models"),
+                                               "SEQTAG_THREADS": "8", "SEQTAG_REDIS_URL": redis_url,
+                                               "SEQTAG_POLL_INTERVAL_SECONDS": "0.3"})
+        hosts.append((process, log, port))
+    lb_port = free_port()
+    env = {**os.environ, "SEQTAG_LB_BIND": f"127.0.0.1:{lb_port}", "SEQTAG_HOST_A": f"127.0.0.1:{hosts[0][2]}",
+           "SEQTAG_HOST_B": f"127.0.0.1:{hosts[1][2]}"}
+    balancer = subprocess.Popen([binary, "-db", "-f", str(REPO / "service" / "haproxy.cfg")], env=env,
+                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / "haproxy.log", "w"))
+    texts = [turn.text for dialog in read_dialogs(DATA / "swda" / "val", "swda")[:2] for turn in dialog.turns]
+    failures, started_on, stop_streaming = [], {}, threading.Event()
+
+    def stream(i: int) -> None:  # one session after another, each 6 turns, until told to stop
+        while not stop_streaming.is_set():
+            status, session = request(lb_port, "POST", "/v1/dialogs", {"model": "dialog-act"})
+            if status != 201:
+                failures.append(("open", status, session))
+                return
+            started_on[session["session_id"]] = session["model"]["version"]
+            for number in range(1, 7):
+                status, answer = request(lb_port, "POST", f"/v1/dialogs/{session['session_id']}/turns",
+                                         {"text": texts[(7 * i + number) % len(texts)], "speaker": "AB"[number % 2],
+                                          "turn": number})
+                if status != 200:
+                    failures.append(("turn", status, answer))
+                    return
+            status, shown = request(lb_port, "GET", f"/v1/dialogs/{session['session_id']}")
+            if status != 200 or shown["model"]["version"] != started_on[session["session_id"]] or shown["turn"] != 6:
+                failures.append(("end", status, shown))
+                return
+
+    def new_session_version() -> int:
+        status, session = request(lb_port, "POST", "/v1/dialogs", {"model": "dialog-act"})
+        assert status == 201, (status, session)
+        return session["model"]["version"]
+
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(8)]
+    try:
+        for process, _, port in hosts:
+            wait_until(lambda: request(port, "GET", "/readyz")[0] == 200, 120, "a host's readiness", process)
+        wait_until(lambda: all(request(lb_port, "GET", "/readyz")[0] == 200 for _ in range(4)), 30, "the balancer")
+        for thread in threads:
+            thread.start()
+        shutil.copytree(random_dialog_dirs["dialog-act"], tmp_path / "a" / "models" / "dialog-act" / "2")
+        wait_until(lambda: request(hosts[0][2], "GET", "/v1/models/dialog-act")[1]["serving_version"] == 2, 60,
+                   "host a to serve version 2", hosts[0][0])
+        time.sleep(1.0)  # several publications of host a's record: host b still lacks version 2
+        assert {new_session_version() for _ in range(12)} == {1}  # not safe yet, on either host
+        shutil.copytree(random_dialog_dirs["dialog-act"], tmp_path / "b" / "models" / "dialog-act" / "2")
+        wait_until(lambda: all(new_session_version() == 2 for _ in range(6)), 60, "new sessions on version 2")
+        time.sleep(1.0)  # sessions of both versions streaming over both hosts
+        stop_streaming.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not failures, failures[:3]
+        assert set(started_on.values()) == {1, 2}  # the streams crossed the upgrade
+    finally:
+        stop_streaming.set()
+        balancer.terminate()
+        balancer.wait(timeout=10)
+        for process, log, _ in hosts:
+            stop(process, log)

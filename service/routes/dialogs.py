@@ -157,7 +157,9 @@ def _own(state: SessionState) -> SessionState:
 def create_dialog():
     """Open a session on a dialog model: a zero recurrent state, turn 0."""
     body = parse_body(CreateDialogRequest, json_body())
-    model = _dialog_model(body.model, body.version)
+    # Without a version asked for: the serving one, or, behind a load balancer, the newest every host can step
+    version = body.version if body.version is not None else _registry().session_version(body.model)
+    model = _dialog_model(body.model, version)
     slots = _slot_model(body.slots, None) if body.slots is not None else None
     owner, limit = current_owner(), current_settings().max_sessions_per_key
     units = model.dialog.state_size
