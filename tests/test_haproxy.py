@@ -68,20 +68,41 @@ def send_turn(port: int, session_id: str, number: int, body: dict, deadline: flo
         time.sleep(min(0.05 * tries, 0.5))
 
 
-def test_a_host_killed_mid_stream_loses_no_turn_and_applies_none_twice(tmp_path, random_dialog_dirs, redis_url):
+def start_fleet(tmp_path, dialog_model, redis_url: str, **settings: str):
+    """Hosts a and b, each with its own models directory holding ``dialog_model`` as version 1 (as on its own
+    machine), sessions in ``redis_url``, behind HAProxy with the repository's configuration, all starting (wait for
+    readiness with ``wait_for_fleet``) -> (hosts [(process, log, port)], HAProxy's process, its port)."""
     binary = haproxy_binary()
     hosts = []
-    for name in ("a", "b"):  # each host its own models directory, as on its own machine
-        shutil.copytree(random_dialog_dirs["dialog-act"], tmp_path / name / "models" / "dialog-act" / "1")
+    for name in ("a", "b"):
+        shutil.copytree(dialog_model, tmp_path / name / "models" / "dialog-act" / "1")
         port = free_port()
         process, log = start(tmp_path / name, {"PORT": str(port), "SEQTAG_MODELS_DIR": str(tmp_path / name / "models"),
-                                               "SEQTAG_THREADS": "8", "SEQTAG_REDIS_URL": redis_url})
+                                               "SEQTAG_THREADS": "8", "SEQTAG_REDIS_URL": redis_url, **settings})
         hosts.append((process, log, port))
     lb_port = free_port()
     env = {**os.environ, "SEQTAG_LB_BIND": f"127.0.0.1:{lb_port}", "SEQTAG_HOST_A": f"127.0.0.1:{hosts[0][2]}",
            "SEQTAG_HOST_B": f"127.0.0.1:{hosts[1][2]}"}
     balancer = subprocess.Popen([binary, "-db", "-f", str(REPO / "service" / "haproxy.cfg")], env=env,
                                 stdout=subprocess.DEVNULL, stderr=open(tmp_path / "haproxy.log", "w"))
+    return hosts, balancer, lb_port
+
+
+def wait_for_fleet(hosts, lb_port: int) -> None:
+    for process, _, port in hosts:
+        wait_until(lambda: request(port, "GET", "/readyz")[0] == 200, 120, "a host's readiness", process)
+    wait_until(lambda: all(request(lb_port, "GET", "/readyz")[0] == 200 for _ in range(4)), 30, "the balancer")
+
+
+def stop_fleet(hosts, balancer) -> None:
+    balancer.terminate()
+    balancer.wait(timeout=10)
+    for process, log, _ in hosts:
+        stop(process, log)
+
+
+def test_a_host_killed_mid_stream_loses_no_turn_and_applies_none_twice(tmp_path, random_dialog_dirs, redis_url):
+    hosts, balancer, lb_port = start_fleet(tmp_path, random_dialog_dirs["dialog-act"], redis_url)
     conversations = [dialog.turns[start:start + TURNS] for dialog in read_dialogs(DATA / "swda" / "val", "swda")
                      for start in range(0, 4 * TURNS, TURNS)][:SESSIONS]
     assert len(conversations) == SESSIONS
@@ -90,9 +111,7 @@ def test_a_host_killed_mid_stream_loses_no_turn_and_applies_none_twice(tmp_path,
     tries, failures = [], []
     answered = threading.Semaphore(0)
     try:
-        for process, _, port in hosts:
-            wait_until(lambda: request(port, "GET", "/readyz")[0] == 200, 120, "a host's readiness", process)
-        wait_until(lambda: all(request(lb_port, "GET", "/readyz")[0] == 200 for _ in range(4)), 30, "the balancer")
+        wait_for_fleet(hosts, lb_port)
         deadline = time.monotonic() + 120
 
         def converse(i: int) -> None:
@@ -134,10 +153,7 @@ def test_a_host_killed_mid_stream_loses_no_turn_and_applies_none_twice(tmp_path,
         print(f"host a killed after {killed_after} of {SESSIONS * TURNS} turns; {sum(t > 1 for t in tries)} turns "
               f"needed a retry (at most {max(tries)} tries)")
     finally:
-        balancer.terminate()
-        balancer.wait(timeout=10)
-        for process, log, _ in hosts:
-            stop(process, log)
+        stop_fleet(hosts, balancer)
 
 
 def test_a_rolling_upgrade_keeps_sessions_on_their_version_and_fails_no_request(tmp_path, random_dialog_dirs,
@@ -146,20 +162,8 @@ def test_a_rolling_upgrade_keeps_sessions_on_their_version_and_fails_no_request(
     on version 2 only once both hosts have it ("safe": every live worker has it loaded, service.fleet); until then
     on version 1, so no host ever lacks a session's version (no 409). Sessions keep their version to the end on
     either host, and no request fails."""
-    binary = haproxy_binary()
-    hosts = []
-    for name in ("a", "b"):
-        shutil.copytree(random_dialog_dirs["dialog-act"], tmp_path / name / "models" / "dialog-act" / "1")
-        port = free_port()
-        process, log = start(tmp_path / name, {"PORT": str(port), "SEQTAG_MODELS_DIR": str(tmp_path / name / "models"),
-                                               "SEQTAG_THREADS": "8", "SEQTAG_REDIS_URL": redis_url,
-                                               "SEQTAG_POLL_INTERVAL_SECONDS": "0.3"})
-        hosts.append((process, log, port))
-    lb_port = free_port()
-    env = {**os.environ, "SEQTAG_LB_BIND": f"127.0.0.1:{lb_port}", "SEQTAG_HOST_A": f"127.0.0.1:{hosts[0][2]}",
-           "SEQTAG_HOST_B": f"127.0.0.1:{hosts[1][2]}"}
-    balancer = subprocess.Popen([binary, "-db", "-f", str(REPO / "service" / "haproxy.cfg")], env=env,
-                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / "haproxy.log", "w"))
+    hosts, balancer, lb_port = start_fleet(tmp_path, random_dialog_dirs["dialog-act"], redis_url,
+                                           SEQTAG_POLL_INTERVAL_SECONDS="0.3")
     texts = [turn.text for dialog in read_dialogs(DATA / "swda" / "val", "swda")[:2] for turn in dialog.turns]
     failures, started_on, stop_streaming = [], {}, threading.Event()
 
@@ -189,9 +193,7 @@ def test_a_rolling_upgrade_keeps_sessions_on_their_version_and_fails_no_request(
 
     threads = [threading.Thread(target=stream, args=(i,)) for i in range(8)]
     try:
-        for process, _, port in hosts:
-            wait_until(lambda: request(port, "GET", "/readyz")[0] == 200, 120, "a host's readiness", process)
-        wait_until(lambda: all(request(lb_port, "GET", "/readyz")[0] == 200 for _ in range(4)), 30, "the balancer")
+        wait_for_fleet(hosts, lb_port)
         for thread in threads:
             thread.start()
         shutil.copytree(random_dialog_dirs["dialog-act"], tmp_path / "a" / "models" / "dialog-act" / "2")
@@ -209,7 +211,4 @@ def test_a_rolling_upgrade_keeps_sessions_on_their_version_and_fails_no_request(
         assert set(started_on.values()) == {1, 2}  # the streams crossed the upgrade
     finally:
         stop_streaming.set()
-        balancer.terminate()
-        balancer.wait(timeout=10)
-        for process, log, _ in hosts:
-            stop(process, log)
+        stop_fleet(hosts, balancer)

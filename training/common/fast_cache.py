@@ -117,6 +117,17 @@ def saved_model_collections(saved_model, extra: Iterable[str] = ()) -> dict[str,
     return collections
 
 
+def settle(entry: Path | None, cached: CachedFastPath | None, directory: Path, check: dict, saved_model,
+           reference: dict[str, np.ndarray], extra: Iterable[str] = ()) -> dict:
+    """A reader's last step once its fast path passed the check: name the entry it came from in ``check``, or keep
+    it now (``entry`` given, not from the cache) with the SavedModel's weights (``extra`` collections too)."""
+    if cached is not None:
+        check["cache"] = str(entry)
+    elif entry is not None:
+        save(entry, directory, saved_model_collections(saved_model, extra), reference, check)
+    return check
+
+
 def load(entry: Path) -> CachedFastPath | None:
     """The entry's weights, reference answers and record, or None when there is none (or it cannot be read)."""
     if not (entry / "record.json").is_file():

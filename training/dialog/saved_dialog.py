@@ -155,13 +155,10 @@ class SavedDialogModel(LazySavedModel):
         self.fast_check = accept(self.directory, self._probe_difference(fast, reference),
                                  "fast step's probabilities or state", "probe dialogs", len(PROBE_DIALOGS))
         self.fast = fast
-        if cached:
-            self.fast_check["cache"] = str(entry)
-        elif entry is not None:
-            configs = self.metadata.get("config")  # an ensemble's: one per member, whose variables are kept apart
-            members = [fast_dialog.member_variables_name(i) for i in range(len(configs))] if isinstance(configs, list) else []
-            fast_cache.save(entry, self.directory, fast_cache.saved_model_collections(self.saved_model, members),
-                            reference, self.fast_check)
+        configs = self.metadata.get("config")  # an ensemble's: one per member, whose variables are kept apart
+        members = [fast_dialog.member_variables_name(i) for i in range(len(configs))] if isinstance(configs, list) else []
+        fast_cache.settle(entry, cached, self.directory, self.fast_check, None if cached else self.saved_model, reference,
+                          members)
 
     def _probe_turns(self, t: int) -> tuple[list[int], list[DialogTurnInput]]:
         """The probe conversations still going at turn ``t`` and their turns, as the model reads them."""

@@ -153,11 +153,7 @@ class SavedSchemaTagger(LazySavedModel):
         self.fast_check = accept(self.directory, self._probe_difference(fast, schema, reference),
                                  "fast path's slot vectors or probabilities", "probe turns", len(PROBE_TURNS))
         self.fast = fast
-        if cached:
-            self.fast_check["cache"] = str(entry)
-        elif entry is not None:
-            fast_cache.save(entry, self.directory, fast_cache.saved_model_collections(self.saved_model), reference,
-                            self.fast_check)
+        fast_cache.settle(entry, cached, self.directory, self.fast_check, None if cached else self.saved_model, reference)
 
     def _probe_inputs(self, schema: ServiceSchema) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray]:
         """The probe: the first shipped service's slot description pieces, the probe turns' (piece ids, word starts),

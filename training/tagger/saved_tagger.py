@@ -111,11 +111,7 @@ class SavedTagger(LazySavedModel):
         self.fast_check = accept(self.directory, self._probe_difference(fast, reference), "fast path's probabilities",
                                  "probe sentences", len(PROBE_SENTENCES))
         self.fast = fast
-        if cached:
-            self.fast_check["cache"] = str(entry)
-        elif entry is not None:
-            fast_cache.save(entry, self.directory, fast_cache.saved_model_collections(self.saved_model), reference,
-                            self.fast_check)
+        fast_cache.settle(entry, cached, self.directory, self.fast_check, None if cached else self.saved_model, reference)
 
     def _probe_reference(self) -> dict[str, np.ndarray]:
         """The SavedModel's answers on the probe: its input ids for the probe batch, and each sentence's
