@@ -40,6 +40,9 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # also the URL conv
 WARMUP_SENTENCE = ["This", "is", "a", "warm-up", "sentence", "."]
 WARMUP_TURN = ["Hello", ",", "how", "are", "you", "?"]
 SUPPORTED_KINDS = ("tagger", "dialog")
+CHILD_CHECK_SECONDS = 900  # a version's fast-path check in a child process (TensorFlow's import and the SavedModel)
+
+
 def incomplete_saved_model(directory: Path) -> str | None:
     """Why ``directory`` cannot be a whole SavedModel, from its file names alone (a copy still running), or None:
     such a version is rejected without a child process importing TensorFlow to find out."""
@@ -53,9 +56,6 @@ def incomplete_saved_model(directory: Path) -> str | None:
 
 class CheckedInChild(Exception):
     """A version the fast-path check in a child process rejected; its message is the child's reason."""
-
-
-CHILD_CHECK_SECONDS = 900  # a version's fast-path check in a child process (TensorFlow's import and the SavedModel)
 
 
 class ModelLookupError(LookupError):

@@ -231,7 +231,7 @@ def test_the_int8_turn_encoder_is_checked_and_a_turn_does_not_depend_on_its_comp
     """``precision="int8"`` (the service's SEQTAG_ENCODER_PRECISION): the int8 turn encoder is checked against the
     float one at load; each turn takes an int8 call of its own, so its probabilities are the same bit for bit alone
     or beside longer turns; a model that int8 moves beyond the tolerance tags in float32."""
-    from training.schema_guided import saved as saved_module
+    from training.common import fast_path
     from training.schema_guided.saved import SavedSchemaTagger
 
     int8 = SavedSchemaTagger(schema_model_dir, runtime="onnx", precision="int8")
@@ -244,6 +244,6 @@ def test_the_int8_turn_encoder_is_checked_and_a_turn_does_not_depend_on_its_comp
     reference = saved.emissions(turns[:1], [encoding])[0]
     assert 0 < np.abs(alone - reference).max() <= 0.25  # int8 indeed, within the check's tolerance
 
-    monkeypatch.setattr(saved_module, "INT8_TOLERANCE", 0.0)
+    monkeypatch.setattr(fast_path, "INT8_TOLERANCE", 0.0)
     refused = SavedSchemaTagger(schema_model_dir, runtime="onnx", precision="int8")
     assert refused.precision == "float32" and refused.fast_check["precision"] == "float32"

@@ -56,17 +56,29 @@ def _version(name: str) -> str:
         return "-"
 
 
+_KEYS: dict[tuple, str] = {}  # cache_key's answers by the files' names, sizes and modification times
+
+
 def cache_key(directory: Path, code: Sequence[Path] = ()) -> str:
-    digest = hashlib.sha256()
+    """The sha256 of the version's files, the code and the library versions. Hashing a version reads tens of MB,
+    and a service start asks for each version's key several times (the registry, then the reader): the answer is
+    kept per process for as long as no file's size or modification time changes."""
     files = sorted(p for p in directory.rglob("*") if p.is_file() and "report" not in p.relative_to(directory).parts)
-    for path in [*files, *_COMMON_CODE, *code]:
+    paths = [*files, *_COMMON_CODE, *code]
+    stamp = tuple((str(path), stat.st_size, stat.st_mtime_ns) for path, stat in ((p, p.stat()) for p in paths))
+    known = _KEYS.get(stamp)
+    if known is not None:
+        return known
+    digest = hashlib.sha256()
+    for path in paths:
         digest.update(str(path.relative_to(directory) if path.is_relative_to(directory) else path.name).encode())
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     for name in _LIBRARIES:
         digest.update(f"{name}={_version(name)}".encode())
-    return digest.hexdigest()
+    _KEYS[stamp] = digest.hexdigest()
+    return _KEYS[stamp]
 
 
 def entry_for(directory: Path, code: Sequence[Path] = ()) -> Path:

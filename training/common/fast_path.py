@@ -192,6 +192,19 @@ def accept(directory: Path, worst: float, subject: str, probes: str, count: int)
     return {"runtime": "onnx", "max_difference": worst, "probe_" + probes.split()[-1]: count}
 
 
+def int8_passes(directory: Path, worst: float, agreement: float, answers: str) -> bool:
+    """The int8 check's verdict, shared by the readers: no probability moved more than ``INT8_TOLERANCE`` against
+    the float fast path on the probe, and at least ``INT8_AGREEMENT`` of its ``answers`` (tags, acts) stayed; logged
+    either way (a warning when the reader stays float32)."""
+    if worst <= INT8_TOLERANCE and agreement >= INT8_AGREEMENT:
+        logger.info("%s: int8 keeps %.1f%% of the probe's %s (probabilities within %.3g)", directory, 100 * agreement,
+                    answers, worst)
+        return True
+    logger.warning("%s: int8 moves probabilities by %.3g and keeps %.1f%% of the probe's %s (limits %g, %.0f%%): "
+                   "float32 it stays", directory, worst, 100 * agreement, answers, INT8_TOLERANCE, 100 * INT8_AGREEMENT)
+    return False
+
+
 def max_difference(fast: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> float:
     """The largest absolute difference between paired arrays (inf when shapes differ or values are not finite)."""
     worst = 0.0

@@ -25,8 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from training.common import artifacts
-from training.common.fast_path import (INT8_AGREEMENT, INT8_TOLERANCE, PRECISIONS, RUNTIMES, accept, build_fast_model,
-                                       max_difference)
+from training.common.fast_path import PRECISIONS, RUNTIMES, accept, build_fast_model, int8_passes, max_difference
 from training.common.saved_model import LazySavedModel, import_tensorflow, pad_tokens
 from training.common.tokenizer import tokenizer_for
 from training.common.vocab import PAD_TOKEN
@@ -95,12 +94,10 @@ class SavedDialogModel(LazySavedModel):
     def _probe_steps(self, step) -> list[np.ndarray]:
         """``step``'s probabilities ``[turns, L]`` for each probe conversation, all streamed at once from the zero
         state, fewer sessions as the shorter ones end (as the service batches them)."""
-        actions = self.labels[:3] if self.multi_label else None
         state_h, state_c = self.zero_state(len(PROBE_DIALOGS))
         out: list[list[np.ndarray]] = [[] for _ in PROBE_DIALOGS]
         for t in range(max(len(d) for d in PROBE_DIALOGS)):
-            live = [i for i, d in enumerate(PROBE_DIALOGS) if t < len(d)]
-            turns = self.model_turns([DialogTurnInput(PROBE_DIALOGS[i][t][1], PROBE_DIALOGS[i][t][0], actions) for i in live])
+            live, turns = self._probe_turns(t)
             probabilities, state_h[live], state_c[live] = step.step([x.tokens for x in turns], [x.speaker for x in turns],
                                                                    state_h[live], state_c[live], self._actions(turns))
             for row, i in enumerate(live):
@@ -123,16 +120,11 @@ class SavedDialogModel(LazySavedModel):
         float_step.vectors.clear()  # the probe's turns are no user's
         int8_step.vectors.clear()
         check = {"int8_max_difference": worst, "int8_agreement": agreement}
-        if not (worst <= INT8_TOLERANCE and agreement >= INT8_AGREEMENT):
-            logger.warning("%s: the int8 encoder disagrees with the float one on the probe (probabilities within %.3g, "
-                           "%.0f%% of turns the same; needs %g, %.0f%%): stepping in float32", self.directory, worst,
-                           100 * agreement, INT8_TOLERANCE, 100 * INT8_AGREEMENT)
+        if not int8_passes(self.directory, worst, agreement, "turns' answers"):
             self.fast_check.update(check, precision="float32")
             return
         self.fast = int8_step
         self.fast_check.update(check, precision="int8")
-        logger.info("%s: int8 encoder keeps %.1f%% of the probe's answers (probabilities within %.3g)", self.directory,
-                    100 * agreement, worst)
 
     def _build_fast_path(self, use_cache: bool) -> None:
         """The fast step from the SavedModel's weights (or the cache's: ``training.common.fast_cache``), checked

@@ -27,8 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from training.common import artifacts
-from training.common.fast_path import (INT8_AGREEMENT, INT8_TOLERANCE, PRECISIONS, RUNTIMES, FastPathUnsupported,
-                                       accept)
+from training.common.fast_path import PRECISIONS, RUNTIMES, FastPathUnsupported, accept, int8_passes
 from training.common.saved_model import LazySavedModel, import_tensorflow, only_concrete_function
 from training.common.service_schema import ServiceSchema, read_schemas, schema_digest
 from training.common.tokenizer import tokenizer_for
@@ -118,10 +117,7 @@ class SavedSchemaTagger(LazySavedModel):
         same = sum(int((quantized[row, words].argmax(-1) == reference[row, words].argmax(-1)).sum()) for row, words in rows)
         agreement = same / sum(len(turn) for turn in PROBE_TURNS)
         check = {"int8_max_difference": worst, "int8_tag_agreement": agreement}
-        if not (worst <= INT8_TOLERANCE and agreement >= INT8_AGREEMENT):
-            logger.warning("%s: the int8 encoder moves probabilities by %.3g and keeps %.1f%% of the probe's tags "
-                           "(limits %g, %.0f%%): tagging in float32", self.directory, worst, 100 * agreement,
-                           INT8_TOLERANCE, 100 * INT8_AGREEMENT)
+        if not int8_passes(self.directory, worst, agreement, "tags"):
             self.fast_check.update(check, precision="float32")
             return
         self.fast = int8

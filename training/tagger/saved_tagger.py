@@ -23,7 +23,7 @@ import numpy as np
 
 from training.common import artifacts
 from training.common.fast_path import (INT8_AGREEMENT, INT8_TOLERANCE, PRECISIONS, RUNTIMES, FastPathMismatch, accept,
-                                       build_fast_model, max_difference, onnx_threads)
+                                       build_fast_model, int8_passes, max_difference, onnx_threads)
 from training.common.saved_model import LazySavedModel, only_concrete_function, pad_tokens
 from training.common.tokenizer import tokenizer_for
 from training.common.vocab import PAD_TOKEN, UNK_ID
@@ -156,20 +156,16 @@ class SavedTagger(LazySavedModel):
         worst = max(float(np.abs(quantized[i, r] - reference[i, r]).max()) for i, r in enumerate(rows))
         same = sum(int((quantized[i, r].argmax(-1) == reference[i, r].argmax(-1)).sum()) for i, r in enumerate(rows))
         agreement = same / sum(len(s) for s in PROBE_SENTENCES)
-        if not (worst <= INT8_TOLERANCE and agreement >= INT8_AGREEMENT):  # float32 it stays
-            reason = (f"int8 moves probabilities by {worst:.3g} and keeps {agreement:.1%} of the probe's tags (limits "
-                      f"{INT8_TOLERANCE:g}, {INT8_AGREEMENT:.0%})")
-            logger.warning("%s: %s: tagging in float32", self.directory, reason)
+        if not int8_passes(self.directory, worst, agreement, "tags"):  # float32 it stays
             self.precision = "float32"
-            self.fast_check["int8_rejected"] = reason
+            self.fast_check["int8_rejected"] = (f"int8 moves probabilities by {worst:.3g} and keeps {agreement:.1%} of "
+                                                f"the probe's tags (limits {INT8_TOLERANCE:g}, {INT8_AGREEMENT:.0%})")
             return
         self.fast = int8
         threads = onnx_threads()
         if threads > 1:  # calls side by side, each on one thread: the cores without a thread count in the answers
             self._pool = ThreadPoolExecutor(threads, thread_name_prefix="int8-calls")
         self.fast_check.update({"precision": "int8", "int8_max_difference": worst, "int8_tag_agreement": agreement})
-        logger.info("%s: int8 fast path keeps %.1f%% of the probe's tags (probabilities within %.2g)", self.directory,
-                    100 * agreement, worst)
 
     @property
     def labels(self) -> list[str]:
