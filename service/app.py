@@ -33,8 +33,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = ServiceSettings.load(config)
     set_tensorflow_threads(settings.tf_inter_op_threads, settings.tf_intra_op_threads)  # before any model loads
     api_keys = auth.ApiKeys(settings.api_keys)  # a malformed key fails now, before any model loads
-    if api_keys:
-        auth.parse_key_limits(settings.api_key_limits, api_keys)  # and so do malformed per-key limits
+    # and so do malformed per-key limits
+    key_limits = auth.parse_key_limits(settings.api_key_limits, api_keys) if api_keys else {}
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
@@ -58,7 +58,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                 logger.warning("%s; dialog routes answer 503 until it is back", error)
             app.extensions["seqtag.sessions"] = store
             # Several hosts share this Redis: new sessions start on versions every worker has (service.fleet)
-            app.extensions["seqtag.registry"].attach_fleet(Fleet(store.client, settings.poll_interval_seconds))
+            # and hosts compare their API keys (a warning and a metric when they differ)
+            app.extensions["seqtag.registry"].attach_fleet(Fleet(store.client, settings.poll_interval_seconds,
+                                                                 api_keys=api_keys.fingerprint(key_limits)))
         else:
             app.extensions["seqtag.sessions"] = InProcessSessionStore(settings.max_sessions, settings.session_ttl_seconds)
         app.register_blueprint(dialogs.bp)

@@ -62,6 +62,13 @@ class ApiKeys:
     def __bool__(self) -> bool:
         return bool(self.names)
 
+    def fingerprint(self, limits: dict[str, dict[str, int]] | None = None) -> str:
+        """16 hex digits that differ when the keys, their names or their limits differ: hosts behind one load
+        balancer compare theirs (``service.fleet``). Made from the keys' SHA-256 digests, never the keys."""
+        keys = sorted((name, digest.hex()) for name, digest in zip(self.names, self._digests))
+        text = json.dumps({"keys": keys, "limits": limits or {}}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def owner(self, presented: str) -> str | None:
         """The name of the key ``presented`` is, or None; constant time in what was presented."""
         digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()

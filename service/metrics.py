@@ -31,6 +31,9 @@ VERSION_LOADED = Gauge("seqtag_model_version_loaded", "2: the serving version, 1
                        ["model", "version"], multiprocess_mode="liveall")
 LOAD_FAILURES = Counter("seqtag_model_load_failures_total", "Model versions rejected: failed to load or to warm up",
                         ["model"])
+FLEET_KEY_CONFIGS = Gauge("seqtag_fleet_api_key_configs",
+                          "Different API key configurations among the live workers of all hosts sharing this Redis, "
+                          "at the last scrape: 1 when they agree", multiprocess_mode="mostrecent")
 LIVE_SESSIONS = Gauge("seqtag_dialog_sessions_live", "Dialog sessions alive in the session store, at the last scrape",
                       multiprocess_mode="mostrecent")
 
@@ -74,13 +77,19 @@ def _count(response):
 
 @documented(tags=("health",), HTTP_200=None)
 def scrape():
-    """Prometheus text format: requests, latency, batch sizes, loaded versions, load failures, sessions."""
+    """Prometheus text format: requests, latency, batch sizes, loaded versions, load failures, sessions, the
+    fleet's API key configurations."""
     sessions = current_app.extensions.get("seqtag.sessions")
     if sessions is not None:
         try:
             LIVE_SESSIONS.set(sessions.count())
         except Exception:  # the store is down: the scrape still answers, the gauge keeps its last value
             pass
+    fleet = current_app.extensions["seqtag.registry"].fleet if "seqtag.registry" in current_app.extensions else None
+    if fleet is not None:
+        configs = fleet.api_key_configs()
+        if configs is not None:  # Redis away: the gauge keeps its last value
+            FLEET_KEY_CONFIGS.set(configs)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

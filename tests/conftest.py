@@ -323,7 +323,7 @@ FILE_SECONDS = {
     "test_tag_ray.py": 45, "test_docs_examples.py": 42, "test_gunicorn.py": 40, "test_load.py": 38,
     "test_fast_path.py": 37, "test_fuzz.py": 35, "test_cli.py": 33, "test_sessions.py": 33, "test_tag.py": 30,
     "test_spans.py": 29, "test_export.py": 28, "test_docs.py": 25, "test_shape_trap.py": 23, "test_text_encoder.py": 19,
-    "test_install.py": 9, "test_auth.py": 9, "test_haproxy.py": 18,
+    "test_install.py": 9, "test_auth.py": 9, "test_haproxy.py": 45,
 }
 
 

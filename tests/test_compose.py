@@ -19,9 +19,12 @@ if COMPOSE is None:
     pytest.skip("needs docker-compose (apt-get install docker-compose)", allow_module_level=True)
 
 
+FLEET_KEYS = "ops:0123456789abcdef0123"
+
+
 def compose_config(path: Path) -> subprocess.CompletedProcess:
     return subprocess.run([COMPOSE, "-f", str(path), "config"], cwd=path.parent, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "SEQTAG_DATA_DIR": "/corpora"})
+                          timeout=60, env={**os.environ, "SEQTAG_DATA_DIR": "/corpora", "SEQTAG_API_KEYS": FLEET_KEYS})
 
 
 def test_compose_file_is_valid_and_consistent():
@@ -37,6 +40,8 @@ def test_compose_file_is_valid_and_consistent():
     for name in ("host-a", "host-b"):
         assert fleet[name]["image"] == services["service"]["image"]
         assert fleet[name]["environment"]["SEQTAG_REDIS_URL"] == services["service"]["environment"]["SEQTAG_REDIS_URL"]
+    # both hosts take their API keys from the one variable
+    assert {fleet[name]["environment"]["SEQTAG_API_KEYS"] for name in ("host-a", "host-b")} == {FLEET_KEYS}
     assert len({fleet[name]["volumes"][0]["source"] if isinstance(fleet[name]["volumes"][0], dict)
                 else fleet[name]["volumes"][0].split(":")[0] for name in ("host-a", "host-b")}) == 2
     proxy = fleet["haproxy"]

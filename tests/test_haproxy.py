@@ -12,6 +12,7 @@ import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,13 +36,16 @@ def haproxy_binary() -> str:
     return binary
 
 
-def request(port: int, method: str, path: str, body: dict | None = None) -> tuple[int | None, dict | None]:
-    """(status, JSON answer) through one fresh connection; (None, None) when the connection fails, and the JSON is
-    None when the answer is not JSON (HAProxy's own 502 and 503 pages)."""
+def request(port: int, method: str, path: str, body: dict | None = None,
+            key: str | None = None) -> tuple[int | None, dict | None]:
+    """(status, JSON answer) through one fresh connection, with the API key ``key`` if given; (None, None) when the
+    connection fails, and the JSON is None when the answer is not JSON (HAProxy's own 502 and 503 pages)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
     try:
-        connection.request(method, path, json.dumps(body) if body is not None else None,
-                           {"Content-Type": "application/json"} if body is not None else {})
+        connection.request(method, path, json.dumps(body) if body is not None else None, headers)
         response = connection.getresponse()
         payload = response.read()
     except (OSError, http.client.HTTPException):
@@ -68,14 +72,16 @@ def send_turn(port: int, session_id: str, number: int, body: dict, deadline: flo
         time.sleep(min(0.05 * tries, 0.5))
 
 
-def start_fleet(tmp_path, dialog_model, redis_url: str, **settings: str):
-    """Hosts a and b, each with its own models directory holding ``dialog_model`` as version 1 (as on its own
-    machine), sessions in ``redis_url``, behind HAProxy with the repository's configuration, all starting (wait for
-    readiness with ``wait_for_fleet``) -> (hosts [(process, log, port)], HAProxy's process, its port)."""
+def start_fleet(tmp_path, models: dict[str, Path], redis_url: str, **settings: str):
+    """Hosts a and b, each with its own models directory holding ``models`` (name -> version directory) as version 1
+    (as on its own machine), sessions in ``redis_url``, behind HAProxy with the repository's configuration, all
+    starting (wait for readiness with ``wait_for_fleet``) -> (hosts [(process, log, port)], HAProxy's process, its
+    port)."""
     binary = haproxy_binary()
     hosts = []
     for name in ("a", "b"):
-        shutil.copytree(dialog_model, tmp_path / name / "models" / "dialog-act" / "1")
+        for model, version_dir in models.items():
+            shutil.copytree(version_dir, tmp_path / name / "models" / model / "1")
         port = free_port()
         process, log = start(tmp_path / name, {"PORT": str(port), "SEQTAG_MODELS_DIR": str(tmp_path / name / "models"),
                                                "SEQTAG_THREADS": "8", "SEQTAG_REDIS_URL": redis_url, **settings})
@@ -102,7 +108,7 @@ def stop_fleet(hosts, balancer) -> None:
 
 
 def test_a_host_killed_mid_stream_loses_no_turn_and_applies_none_twice(tmp_path, random_dialog_dirs, redis_url):
-    hosts, balancer, lb_port = start_fleet(tmp_path, random_dialog_dirs["dialog-act"], redis_url)
+    hosts, balancer, lb_port = start_fleet(tmp_path, {"dialog-act": random_dialog_dirs["dialog-act"]}, redis_url)
     conversations = [dialog.turns[start:start + TURNS] for dialog in read_dialogs(DATA / "swda" / "val", "swda")
                      for start in range(0, 4 * TURNS, TURNS)][:SESSIONS]
     assert len(conversations) == SESSIONS
@@ -162,7 +168,7 @@ def test_a_rolling_upgrade_keeps_sessions_on_their_version_and_fails_no_request(
     on version 2 only once both hosts have it ("safe": every live worker has it loaded, service.fleet); until then
     on version 1, so no host ever lacks a session's version (no 409). Sessions keep their version to the end on
     either host, and no request fails."""
-    hosts, balancer, lb_port = start_fleet(tmp_path, random_dialog_dirs["dialog-act"], redis_url,
+    hosts, balancer, lb_port = start_fleet(tmp_path, {"dialog-act": random_dialog_dirs["dialog-act"]}, redis_url,
                                            SEQTAG_POLL_INTERVAL_SECONDS="0.3")
     texts = [turn.text for dialog in read_dialogs(DATA / "swda" / "val", "swda")[:2] for turn in dialog.turns]
     failures, started_on, stop_streaming = [], {}, threading.Event()
@@ -212,3 +218,124 @@ def test_a_rolling_upgrade_keeps_sessions_on_their_version_and_fails_no_request(
     finally:
         stop_streaming.set()
         stop_fleet(hosts, balancer)
+
+
+# --- service schemas and API keys across hosts ------------------------------------------------------------------
+
+KEYS = {"chatbot": "chatbot-key-0123456789abcdef", "ops": "ops-key-0123456789abcdef0123"}
+
+
+def test_a_service_registered_through_one_host_is_served_by_every_host(tmp_path, schema_model_dir, random_dialog_dirs,
+                                                                      redis_url):
+    """Both hosts carry the same API keys and a schema-guided span model, sharing one Redis (its database 3, so
+    nothing here reaches the other tests). A schema registered through HAProxy is answered by each host at once, in
+    its own slot names; replaced through host b, host a answers in the new names at its next request; deleted,
+    neither knows it. A session opened on host a with one key streams on host b and stays hidden from another key
+    there. Every host reports one API key configuration across the fleet."""
+    from test_schema_guided import POTTERY, POTTERY_SPAN_TAGS
+
+    chatbot, ops = KEYS["chatbot"], KEYS["ops"]
+    hosts, balancer, lb_port = start_fleet(
+        tmp_path, {"slots": schema_model_dir, "dialog-action": random_dialog_dirs["dialog-action"]},
+        redis_url.rsplit("/", 1)[0] + "/3", SEQTAG_API_KEYS=",".join(f"{n}:{k}" for n, k in KEYS.items()),
+        SEQTAG_WORKERS="1")
+    ports = [port for _, _, port in hosts]
+    sentence = {"texts": ["Fire it at 1200 degrees with a blue glaze."], "service": "Pottery_1", "top_k": 2}
+    try:
+        wait_for_fleet(hosts, lb_port)
+        assert request(lb_port, "PUT", "/v1/services/Pottery_1", POTTERY)[0] == 401  # keys on: no key, no write
+        for port in ports:
+            status, answer = request(port, "POST", "/v1/models/slots:tag", sentence, chatbot)
+            assert status == 404 and answer["error"]["code"] == "unknown_service", answer
+
+        status, registered = request(lb_port, "PUT", "/v1/services/Pottery_1", POTTERY, chatbot)
+        assert status == 201, registered
+        tagged = []
+        for port in ports:  # no waiting: each host reads the registration at its next request
+            status, shown = request(port, "GET", "/v1/services/Pottery_1", key=ops)  # services are not per key
+            assert status == 200 and shown["source"] == "registered" and shown["digest"] == registered["digest"]
+            status, answer = request(port, "POST", "/v1/models/slots:tag", sentence, chatbot)
+            assert status == 200, answer
+            assert {k["tag"] for token in answer["results"][0]["top_k"] for k in token} <= POTTERY_SPAN_TAGS
+            tagged.append(answer["results"])
+        assert tagged[0] == tagged[1]  # the same model and schema: the same answer on either host
+
+        status, session = request(ports[0], "POST", "/v1/dialogs", {"model": "dialog-action", "slots": "slots"},
+                                  chatbot)
+        assert status == 201, session
+        turn = {"text": "Fire it at 1200 degrees with a blue glaze", "speaker": "USER", "service": "Pottery_1"}
+        status, answer = request(ports[1], "POST", f"/v1/dialogs/{session['session_id']}/turns", {**turn, "turn": 1},
+                                 chatbot)
+        assert status == 200 and all(s["label"] in {"kiln_temperature", "glaze_color"} for s in answer["slots"])
+        status, hidden = request(ports[1], "GET", f"/v1/dialogs/{session['session_id']}", key=ops)
+        assert status == 404 and hidden["error"]["code"] == "session_not_found"  # another key's session
+
+        renamed = json.loads(json.dumps(POTTERY).replace("glaze_color", "glaze_shade"))
+        status, replaced = request(ports[1], "PUT", "/v1/services/Pottery_1", renamed, ops)
+        assert status == 200 and replaced["digest"] != registered["digest"]
+        status, answer = request(ports[0], "POST", "/v1/models/slots:tag", sentence, chatbot)
+        new_tags = {tag.replace("glaze_color", "glaze_shade") for tag in POTTERY_SPAN_TAGS}
+        shown = {k["tag"] for token in answer["results"][0]["top_k"] for k in token}
+        assert status == 200 and shown <= new_tags and any("glaze_shade" in tag for tag in shown), shown
+        status, answer = request(ports[0], "POST", f"/v1/dialogs/{session['session_id']}/turns", {**turn, "turn": 2},
+                                 chatbot)
+        assert status == 200 and all(s["label"] in {"kiln_temperature", "glaze_shade"} for s in answer["slots"])
+
+        assert request(lb_port, "DELETE", "/v1/services/Pottery_1", key=chatbot)[0] == 204
+        for port in ports:
+            status, answer = request(port, "POST", "/v1/models/slots:tag", sentence, chatbot)
+            assert status == 404 and answer["error"]["code"] == "unknown_service", answer
+            status, answer = request(port, "POST", f"/v1/dialogs/{session['session_id']}/turns",
+                                     {**turn, "turn": 3}, chatbot)
+            assert status == 404 and answer["error"]["code"] == "unknown_service", answer
+        assert request(lb_port, "GET", f"/v1/dialogs/{session['session_id']}", key=chatbot)[1]["turn"] == 2
+
+        for port in ports:  # both hosts were given the same keys: one configuration across the fleet
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", "/metrics", headers={"Authorization": f"Bearer {ops}"})
+            scraped = connection.getresponse().read().decode()
+            connection.close()
+            assert "seqtag_fleet_api_key_configs 1.0" in scraped
+    finally:
+        stop_fleet(hosts, balancer)
+
+
+def test_hosts_with_different_api_keys_are_counted_and_logged(redis_url, caplog):
+    """The fleet's records carry each worker's key fingerprint: a host given other keys shows as a second
+    configuration (and a warning) until it leaves; a record from before the fingerprint still counts its versions."""
+    import logging
+
+    import redis
+
+    from service.auth import ApiKeys
+    from service.fleet import Fleet
+
+    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/4")
+    client.flushdb()
+    same = ApiKeys(f"chatbot:{KEYS['chatbot']}").fingerprint()
+    assert same == ApiKeys(f"chatbot:{KEYS['chatbot']}").fingerprint()
+    assert len({same, ApiKeys(f"chatbot:{KEYS['ops']}").fingerprint(), ApiKeys(f"bot:{KEYS['chatbot']}").fingerprint(),
+                ApiKeys(f"chatbot:{KEYS['chatbot']}").fingerprint({"chatbot": {"max_sentences": 5}})}) == 4
+    assert KEYS["chatbot"] not in same
+    first, second = (Fleet(client, 0.0, cache_seconds=0.0, api_keys=same) for _ in range(2))
+    second.key += ":second"  # another worker
+    other = Fleet(client, 0.0, cache_seconds=0.0, api_keys=ApiKeys(f"chatbot:{KEYS['ops']}").fingerprint())
+    other.key += ":other"
+    try:
+        with caplog.at_level(logging.INFO, logger="service.fleet"):
+            first.publish({"dialog-act": [1, 2]})
+            second.publish({"dialog-act": [1, 2]})
+            assert first.api_key_configs() == 1 and not caplog.records
+            other.publish({"dialog-act": [2]})
+            first.publish({"dialog-act": [1, 2]})
+            assert first.api_key_configs() == 2
+            assert "2 different API key configurations" in caplog.records[-1].getMessage()
+            other.withdraw()
+            first.publish({"dialog-act": [1, 2]})
+            assert first.api_key_configs() == 1 and "agree" in caplog.records[-1].getMessage()
+        assert first.shared_versions("dialog-act") == {1, 2}
+        client.set("seqtag:fleet:old-host:1", json.dumps({"dialog-act": [1]}))  # an older seqtag's record
+        assert first.shared_versions("dialog-act") == {1} and first.api_key_configs() == 1  # it holds version 2 back
+    finally:
+        client.flushdb()
+        client.close()
