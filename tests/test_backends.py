@@ -43,37 +43,124 @@ def train_args(ewt_slices, out: Path, checkpoint: Path, *extra: str) -> list[str
 
 @pytest.fixture(scope="module")
 def torch_checkpoint(ewt_slices, tmp_path_factory):
-    """A tiny tagger trained by ``seqtag train pos`` under KERAS_BACKEND=torch: its checkpoint and the run's log."""
+    """A tiny tagger trained by ``seqtag train pos`` under KERAS_BACKEND=torch, without dropout (so that two
+    data-parallel workers can be held to it exactly): its checkpoint and the run's log."""
     folder = tmp_path_factory.mktemp("torch")
-    result = run_seqtag(train_args(ewt_slices, folder / "models" / "pos", folder / "checkpoint"), backend="torch")
+    result = run_seqtag(train_args(ewt_slices, folder / "models" / "pos", folder / "checkpoint", "--dropout", "0"),
+                        backend="torch")
     assert result.returncode == 0, result.stderr[-3000:]
     return folder, result.stderr
 
 
-def test_a_tagger_trained_under_torch_exports_under_tensorflow_and_agrees(torch_checkpoint, ewt_slices):
-    from training.cli import main
+def stored_weights(path: Path) -> dict[str, np.ndarray]:
+    import h5py
+
+    arrays = {}
+    with h5py.File(path) as weights:
+        weights.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset)
+                           else None)
+    return arrays
+
+
+def worker_pid(rank: int, marker: str) -> int | None:
+    """The data-parallel worker of ``rank`` whose command line holds ``marker`` (torchrun sets RANK in its env)."""
+    for entry in os.listdir("/proc"):
+        try:
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
+            environment = Path(f"/proc/{entry}/environ").read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # not a process, or gone
+            continue
+        if marker in command and f"RANK={rank}" in environment:
+            return int(entry)
+    return None
+
+
+def test_two_workers_train_the_one_process_model_and_go_on_after_one_is_killed(torch_checkpoint, ewt_slices,
+                                                                                tmp_path):
+    """``seqtag train pos --workers 2`` (torchrun, gloo): each worker steps on half of every global batch of 16, and
+    worker 1 gets SIGKILL once epoch 1 is backed up. torchrun starts both again, they go on from the backup, and the
+    run ends with the weights the one-process torch run (``torch_checkpoint``, batch 16) ended with, to 1e-5, and the
+    same dev history. The command then exports under TensorFlow (this process's backend), checked on the probe."""
+    import signal
+    import time
+
     from training.tagger.saved_tagger import SavedTagger
 
-    folder, log = torch_checkpoint
-    checkpoint, root = folder / "checkpoint", folder / "models" / "pos"
-    state = json.loads((checkpoint / "training.json").read_text())
-    assert state["kind"] == "tagger" and state["metadata"]["training"]["backend"] == "torch"
-    assert not root.exists(), "a torch run cannot write a SavedModel: it stops at its checkpoint"
-    assert f"seqtag export --from-checkpoint {checkpoint}" in log
+    single, single_log = torch_checkpoint
+    assert not (single / "models" / "pos").exists(), "a torch run cannot write a SavedModel: it stops at its checkpoint"
+    assert f"seqtag export --from-checkpoint {single / 'checkpoint'}" in single_log
 
-    assert main(["export", "--from-checkpoint", str(checkpoint), "--out", str(root)]) == 0
+    checkpoint, root = tmp_path / "checkpoint", tmp_path / "models" / "pos"
+    args = [*train_args(ewt_slices, root, checkpoint, "--dropout", "0", "--batch-size", "8", "--workers", "2",
+                        "--max-restarts", "1")]
+    script = "import sys\nfrom training.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    launcher = subprocess.Popen([sys.executable, "-c", script, *args], cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    backup = checkpoint / "backup" / "training_metadata.json"  # rank 0's backup, every worker's state
+    deadline = time.monotonic() + 240
+    while not (backup.exists() and json.loads(backup.read_text() or "{}").get("epoch") == 1):
+        assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[0][-3000:]
+        time.sleep(0.02)
+    pid = worker_pid(1, str(checkpoint))
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    log = launcher.communicate(timeout=240)[0]
+    assert launcher.returncode == 0, log[-3000:]
+    assert "resumed after epoch 1" in log and not (checkpoint / "backup").exists()
+
+    state = json.loads((checkpoint / "training.json").read_text())
+    training = state["metadata"]["training"]
+    assert training["backend"] == "torch" and training["strategy"] == "torch.distributed (gloo)"
+    assert training["workers"] == 2 and training["global_batch"] == 16
+    expected = json.loads((single / "checkpoint" / "training.json").read_text())["metadata"]["training"]["history"]
+    for got, want in zip(training["history"], expected, strict=True):
+        assert got["dev_accuracy"] == want["dev_accuracy"] and got["loss"] == pytest.approx(want["loss"], abs=1e-5)
+    ours, theirs = stored_weights(checkpoint / "model.weights.h5"), stored_weights(single / "checkpoint" / "model.weights.h5")
+    assert ours.keys() == theirs.keys()
+    assert max(float(np.abs(ours[k] - theirs[k]).max()) for k in ours) < 1e-5
+
+    # The export under TensorFlow of what torch trained: checked on the probe, scored on dev.
     metadata = json.loads((root / "1" / "metadata.json").read_text())
-    assert metadata["export_check"]["trained_under"] == "torch"
-    # The test's own comparison: the SavedModel's probabilities against those torch computed when training ended.
+    assert metadata["export_check"]["trained_under"] == "torch" and metadata["export_check"]["max_abs_difference"] < 1e-5
     with np.load(checkpoint / "probe.npz") as arrays:
         trained = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
     exported = SavedTagger(root / "1").tag(state["probe"])
     assert len(trained) == len(exported) == 32
     assert max(float(np.abs(t - e.probabilities).max()) for t, e in zip(trained, exported)) < 1e-5
-    # Trained for real: both backends' dev accuracy is the same figure, and it is well above chance.
-    torch_best = max(r["dev_accuracy"] for r in state["metadata"]["training"]["history"])
-    assert metadata["metrics"]["dev"]["accuracy"] == pytest.approx(torch_best, abs=1e-6)
-    assert torch_best > 0.4
+    best = max(r["dev_accuracy"] for r in training["history"])
+    assert metadata["metrics"]["dev"]["accuracy"] == pytest.approx(best, abs=1e-6) and best > 0.4
+
+
+def test_workers_shares_of_a_batch_give_the_whole_batch_loss():
+    """``ShardedBatches``: the workers' rows are the batch's, in order, padded alike; the mean over workers of each
+    one's masked mean loss (what Keras computes: sum of weighted losses over its unmasked tokens) is the whole
+    batch's, whatever the split, even where a worker's share is empty (3 rows, 4 workers)."""
+    from training.common.data_parallel import ShardedBatches
+    from training.tagger.batching import BucketedBatches, EncodedSentence
+
+    rng = np.random.default_rng(0)
+    sentences = [EncodedSentence(rng.integers(2, 9, n).astype(np.int32), np.ones((n, 3), np.int32),
+                                 rng.integers(0, 4, n).astype(np.int32)) for n in (1, 2, 3, 5, 8, 9, 9, 13, 4, 2, 6)]
+    for world, batch in ((2, 4), (3, 5), (4, 3)):
+        whole = BucketedBatches(sentences, batch, shuffle=False)
+        shards = [ShardedBatches(BucketedBatches(sentences, batch, shuffle=False), rank, world) for rank in range(world)]
+        for index in range(len(whole)):
+            inputs, targets, weights = whole[index]
+            losses = rng.random(weights.shape)
+            expected = float((losses * weights).sum() / weights.sum())
+            parts = [shard[index] for shard in shards]
+            kept = [p for p in parts if p[2].any()]
+            np.testing.assert_array_equal(np.concatenate([p[0]["word_ids"] for p in kept]), inputs["word_ids"])
+            np.testing.assert_array_equal(np.concatenate([p[1] for p in kept]), targets)
+            start, means = 0, []
+            for part in parts:
+                rows = len(part[1]) if part[2].any() else 0
+                mask = (part[0]["word_ids"] != 0).astype(np.float32)
+                here = losses[start:start + rows] if rows else np.zeros_like(mask)
+                means.append(float((here * part[2]).sum() / mask.sum()))
+                start += rows
+            assert np.mean(means) == pytest.approx(expected, rel=1e-6)
 
 
 def test_an_export_that_does_not_reproduce_the_trained_model_is_not_published(torch_checkpoint, tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 
 import keras
@@ -59,3 +60,104 @@ class EpochDevScore(keras.callbacks.Callback):
         if self.max_seconds and time.perf_counter() - self._train_start > self.max_seconds:
             logger.info("time budget of %.0f minutes used up: stopping", self.max_seconds / 60)
             self.model.stop_training = True
+
+
+class ResumableRun(keras.callbacks.Callback):
+    """What a restarted run needs beyond Keras's ``BackupAndRestore`` (weights, optimizer, epoch), kept beside its
+    backup after every epoch and given back when a restarted run begins: the dev history, early stopping's and the
+    learning rate schedule's counters, the best weights so far, the training batches' order and random state
+    (``state()``/``restore()``) and Python's random state (Keras shuffles the batches' order with it), so that a run resumed after epoch k goes on exactly as the run that was not
+    stopped: exactly with dropout 0; dropout's random numbers are drawn anew after a restart.
+
+    One state file per epoch (the last two are kept): ``BackupAndRestore`` may fall back to its previous backup when
+    the last one was cut short, and the state of that epoch is then the one read. Place it before
+    ``BackupAndRestore`` and after the callbacks whose state it keeps (their ``on_train_begin`` resets them first).
+    """
+
+    def __init__(self, directory, dev: EpochDevScore, early_stopping: keras.callbacks.EarlyStopping,
+                 plateau: keras.callbacks.ReduceLROnPlateau, batches, writes: bool = True):
+        super().__init__()
+        from pathlib import Path
+
+        self.directory = Path(directory)
+        self.writes = writes  # False: this process only reads what another one writes (data-parallel ranks > 0)
+        self.dev, self.early_stopping, self.plateau, self.batches = dev, early_stopping, plateau, batches
+        self.resumed_after = 0  # the epoch a restarted run went on from (0: it started afresh)
+
+    def _path(self, epoch: int, suffix: str):
+        return self.directory / f"run-state-{epoch}.{suffix}"
+
+    def on_train_begin(self, logs=None):
+        import json
+
+        import numpy as np
+
+        metadata = self.directory / "training_metadata.json"  # BackupAndRestore's: the epoch its weights are from
+        if not metadata.exists():
+            return
+        epoch = json.loads(metadata.read_text())["epoch"]
+        path = self._path(epoch, "json")
+        if not path.exists():
+            logger.warning("%s: no run state for epoch %d: the dev history starts again", self.directory, epoch)
+            return
+        state = json.loads(path.read_text())
+        self.dev.history = state["history"]
+        for name, value in state["early_stopping"].items():
+            setattr(self.early_stopping, name, value)
+        for name, value in state["plateau"].items():
+            setattr(self.plateau, name, value)
+        best = self._path(epoch, "npz")
+        if best.exists():
+            with np.load(best) as arrays:
+                self.early_stopping.best_weights = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+        self.batches.restore(state["batches"])
+        version, internal, gauss = state["python_random"]
+        random.setstate((version, tuple(internal), gauss))
+        self.resumed_after = epoch
+        logger.info("resumed after epoch %d from %s", epoch, self.directory)
+
+    def on_epoch_end(self, epoch, logs=None):
+        import json
+        import os
+
+        import numpy as np
+
+        if not self.writes:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        early, plateau = self.early_stopping, self.plateau
+        state = {"epoch": epoch + 1, "history": self.dev.history, "batches": self.batches.state(),
+                 # Keras's PyDataset adapter shuffles the order of the batches each epoch with Python's random
+                 "python_random": random.getstate(),
+                 "early_stopping": {"wait": early.wait, "best": float(early.best) if early.best is not None else None,
+                                    "best_epoch": early.best_epoch, "stopped_epoch": early.stopped_epoch},
+                 "plateau": {"wait": plateau.wait, "best": float(plateau.best),
+                             "cooldown_counter": plateau.cooldown_counter}}
+        if early.best_weights is not None:
+            with open(self._path(epoch + 1, "npz.tmp"), "wb") as file:
+                np.savez(file, *early.best_weights)
+            os.replace(self._path(epoch + 1, "npz.tmp"), self._path(epoch + 1, "npz"))
+        self._path(epoch + 1, "json.tmp").write_text(json.dumps(state))
+        os.replace(self._path(epoch + 1, "json.tmp"), self._path(epoch + 1, "json"))
+        for old in (self._path(epoch - 1, "json"), self._path(epoch - 1, "npz")):
+            old.unlink(missing_ok=True)
+
+
+class RestoreOnly(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` for a process that reads another one's backup and writes none (data-parallel workers of
+    rank > 0: every worker holds the same weights and optimizer, so rank 0's backup is everyone's)."""
+
+    def _save_model(self):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass  # the writer removes the backup
+
+
+def resumable_run(directory, dev: EpochDevScore, early_stopping, plateau, batches,
+                  writes: bool = True) -> list[keras.callbacks.Callback]:
+    """The callbacks that let a run restarted in ``directory`` go on from its last epoch: ``ResumableRun``, then
+    Keras's ``BackupAndRestore`` (its backup is removed when the run ends well). ``writes=False``: read it only."""
+    backup = keras.callbacks.BackupAndRestore if writes else RestoreOnly
+    return [ResumableRun(directory, dev, early_stopping, plateau, batches, writes),
+            backup(str(directory), save_freq="epoch", double_checkpoint=True, delete_checkpoint=True)]

@@ -6,6 +6,8 @@ The models stay backend-agnostic Keras 3; these two run options are the only pla
   variables; the output layers are float32 (``dtype="float32"`` in the model builders), so softmax and
   sigmoid, and the loss, stay float32. Under float16, ``compile`` wraps the optimizer in Keras's
   ``LossScaleOptimizer``. Any backend.
+- data-parallel workers on PyTorch's collectives, one process each, on one machine or several
+  (``training.common.data_parallel``; ``seqtag train ... --workers N``). Any model, under KERAS_BACKEND=torch.
 - ``distribute``: "none" or "mirrored" (``tf.distribute.MirroredStrategy``: every GPU of this machine, or its
   CPU). TensorFlow backend only. The batch options (sentences, turns) are per replica: the global batch is
   that times the number of replicas, so one replica sees what a one-device run sees. Several machines
@@ -50,10 +52,48 @@ class Placement:
 
     strategy: Any = None
     replicas: int = 1
+    # training.common.data_parallel.Collective: this process is one of ``replicas`` data-parallel workers
+    collective: Any = None
 
     @property
     def distributed(self) -> bool:
+        """A ``tf.distribute`` strategy (each data-parallel worker is a plain one-device process)."""
         return self.strategy is not None
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes the run's files: every process but the data-parallel workers of rank > 0."""
+        return self.collective is None or self.collective.rank == 0
+
+    def shard(self, batches):
+        """The training batches this process steps on: ``batches`` (built with the global batch size), or a
+        data-parallel worker's rows of each (``data_parallel.ShardedBatches``)."""
+        if self.collective is None:
+            return batches
+        from training.common.data_parallel import ShardedBatches
+
+        return ShardedBatches(batches, self.collective.rank, self.collective.world)
+
+    def optimizer(self, optimizer):
+        """``optimizer``, averaging the workers' gradients first in a data-parallel worker."""
+        if self.collective is None:
+            return optimizer
+        from training.common.data_parallel import all_reducing
+
+        return all_reducing(optimizer, self.collective)
+
+    def epoch_callbacks(self) -> list:
+        """Callbacks to run first after each epoch: a data-parallel worker's loss becomes the workers' mean."""
+        if self.collective is None:
+            return []
+        from training.common.data_parallel import WorkersMeanLoss
+
+        return [WorkersMeanLoss(self.collective)]
+
+    def synchronize(self, model) -> None:
+        """Data-parallel workers start from rank 0's weights."""
+        if self.collective is not None:
+            self.collective.broadcast_weights(model)
 
     def scope(self):
         """Build and compile the model inside this (variables are created on every replica)."""
@@ -62,6 +102,10 @@ class Placement:
     def describe(self, mixed_precision: str) -> dict[str, Any]:
         """For the training record: where and in what the run computed."""
         devices = list(self.strategy.extended.worker_devices) if self.strategy is not None else _default_devices()
+        if self.collective is not None:
+            return {"strategy": f"torch.distributed ({self.collective.transport})", "replicas": self.replicas,
+                    "workers": self.collective.world, "devices": devices, "devices_are": "each worker's",
+                    "mixed_precision": mixed_precision}
         return {"strategy": type(self.strategy).__name__ if self.strategy is not None else "none",
                 "replicas": self.replicas, "devices": devices, "mixed_precision": mixed_precision}
 
@@ -88,7 +132,15 @@ def _default_devices() -> list[str]:
 
 
 def placement(distribute: str) -> Placement:
-    """The strategy a ``--distribute`` value asks for."""
+    """The strategy a ``--distribute`` value asks for; in a data-parallel worker (started by torchrun, which sets
+    ``WORLD_SIZE``), its place among the workers (``training.common.data_parallel``)."""
+    from training.common import data_parallel
+
+    if data_parallel.launched():
+        if distribute != "none":
+            raise ConfigError(f"--distribute {distribute} and data-parallel workers do not mix: one or the other")
+        collective = data_parallel.Collective.join()
+        return Placement(replicas=collective.world, collective=collective)
     if distribute == "none":
         return Placement()
     if keras.backend.backend() != "tensorflow":

@@ -32,6 +32,7 @@ from training.common.batching import ShapeGuardedBatches, round_up, shape_multip
 from training.common.distribute import Placement
 from training.common.errors import ConfigError
 from training.common.text_encoder import PretrainedEncoder, port_weights
+from training.common.seeding import set_random_seed
 from training.dialog.batching import DialogBatches
 from training.dialog.config import DialogConfig
 from training.dialog.data import Dialog
@@ -166,7 +167,7 @@ def train_encoder_dialog_model(config: DialogConfig, train: Sequence[Dialog], de
     placement = placement or Placement()
     if placement.distributed or config.mixed_precision != "none":
         raise ConfigError("an utterance encoder trains on one device in float32 (no --distribute, no --mixed-precision)")
-    keras.utils.set_random_seed(config.seed)
+    set_random_seed(config.seed)
     start = time.perf_counter()
     pretrained = PretrainedEncoder.read(config.utterance_encoder)
     shape = pretrained.shape(config.encoder_layers, config.max_words)

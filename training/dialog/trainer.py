@@ -24,6 +24,7 @@ from training.common.errors import ConfigError
 from training.common.layers import inference_config
 from training.common.tokenizer import LEGACY_TOKENIZER
 from training.common.vectors import read_vectors, select
+from training.common.seeding import set_random_seed
 from training.dialog.batching import DialogBatches
 from training.dialog.config import DialogConfig
 from training.dialog.data import Dialog, Turn
@@ -118,7 +119,7 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
     if config.utterance_encoder:
         raise ConfigError("a model with an utterance encoder trains in two stages: "
                           "training.dialog.encoder_training.train_encoder_dialog_model")
-    keras.utils.set_random_seed(config.seed)
+    set_random_seed(config.seed)
     start = time.perf_counter()
     train_tokens, dev_tokens = tokenize_dialogs(train, config.tokenizer), tokenize_dialogs(dev, config.tokenizer)
     vocabs = init[1] if init else DialogVocabs.build(train, train_tokens, config.min_word_count)

@@ -29,6 +29,7 @@ from training.common import artifacts
 from training.common.service_schema import ServiceSchema
 from training.common.text_encoder import PretrainedEncoder, build_text_encoder, port_weights
 from training.common.word_pieces import WordPieces
+from training.common.seeding import set_random_seed
 from training.schema_guided.batching import EncodedTurns, SpanBatches
 from training.schema_guided.config import SchemaSpanConfig
 from training.schema_guided.data import SchemaTurn, describe_slot, read_schema_files, read_schema_turns, span_slots
@@ -135,7 +136,7 @@ def train_schema_spans(config: SchemaSpanConfig, train_path: Path, dev_path: Pat
                        dev_schema_paths: Sequence[Path], out_root: Path, command: str, train_turns: int = 0,
                        dev_turns: int = 4000) -> tuple[int, Path]:
     started = time.time()
-    keras.utils.set_random_seed(config.seed)
+    set_random_seed(config.seed)
     from training.common.tokenizer import get_tokenizer
 
     tokenizer = get_tokenizer(config.tokenizer)

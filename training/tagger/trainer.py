@@ -17,11 +17,12 @@ import numpy as np
 
 from training.common import checkpoint
 from training.common.batching import shape_multiple
-from training.common.callbacks import EpochDevScore, tensorboard_callbacks
+from training.common.callbacks import EpochDevScore, resumable_run, tensorboard_callbacks
 from training.common.distribute import Placement, float32_copy, precision, predict_batch, predict_in_order
 from training.common.errors import ConfigError
 from training.common.layers import inference_config
 from training.common.vectors import read_vectors, select
+from training.common.seeding import set_random_seed
 from training.tagger.batching import BucketedBatches, EncodedSentence
 from training.tagger.config import TaggerConfig
 from training.tagger.data import TaggedSentence
@@ -139,15 +140,17 @@ class TrainingResult:
 
 def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Sequence[TaggedSentence],
                  *, verbose: int = 0, tensorboard_dir: str | None = None,
-                 placement: Placement | None = None) -> TrainingResult:
+                 placement: Placement | None = None, backup_dir: Path | None = None) -> TrainingResult:
     """Train on ``train``, early-stop on ``dev`` token accuracy; returns the best epoch's model, in float32
-    on the default device whatever ``config.mixed_precision`` and ``placement`` (``training.common.distribute``)."""
+    on the default device whatever ``config.mixed_precision`` and ``placement`` (``training.common.distribute``).
+    ``backup_dir``: after every epoch, what a restarted run needs to go on from there
+    (``training.common.callbacks.resumable_run``); a run that finds one there resumes from it."""
     placement = placement or Placement()
     if not train:
         raise ValueError("the training data holds no sentences")
     if not dev:
         raise ValueError("the dev data holds no sentences")
-    keras.utils.set_random_seed(config.seed)
+    set_random_seed(config.seed)
     train = conditioned(train, config, config.condition_dropout, config.seed)
     dev = conditioned(dev, config)
     vocabs = TaggerVocabs.build(train, config.min_word_count, conditions=config.condition == "embedding")
@@ -163,8 +166,10 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
 
     # batch_size is per replica: every replica gets the batch a one-device run trains on.
     multiple = shape_multiple()
-    train_batches = BucketedBatches(encode_sentences(train, vocabs, config), config.batch_size * placement.replicas,
-                                    shuffle=True, word_dropout=config.word_dropout, seed=config.seed, multiple=multiple)
+    train_batches = placement.shard(BucketedBatches(encode_sentences(train, vocabs, config),
+                                                    config.batch_size * placement.replicas, shuffle=True,
+                                                    word_dropout=config.word_dropout, seed=config.seed,
+                                                    multiple=multiple))
     dev_batches = BucketedBatches(encode_sentences(dev, vocabs, config), 256, shuffle=False, multiple=multiple)
 
     def build() -> keras.Model:
@@ -174,8 +179,9 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
         model = build()
         if vocabs.pretrained is not None:
             set_pretrained(model, vocabs.pretrained.matrix)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm),
+        model.compile(optimizer=placement.optimizer(keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm)),
                       loss="sparse_categorical_crossentropy", jit_compile=False)
+    placement.synchronize(model)
     logger.info("model: %d parameters, computing in %s", model.count_params(), model.dtype_policy.name)
 
     train_tokens = sum(len(s.words) for s in train)
@@ -185,13 +191,19 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
     else:
         dev_evaluation = DevEvaluation(dev_batches, train_tokens, config.max_minutes * 60, placement.distributed)
     score_key = dev_evaluation.score_key
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor=score_key, mode="max", factor=0.5,
+                                                patience=config.lr_decay_patience, min_lr=1e-5)
+    early_stopping = keras.callbacks.EarlyStopping(monitor=score_key, mode="max", patience=config.patience,
+                                                   restore_best_weights=True)
     callbacks = [
-        dev_evaluation,  # first: the others read the dev score it adds to the logs
-        keras.callbacks.ReduceLROnPlateau(monitor=score_key, mode="max", factor=0.5,
-                                          patience=config.lr_decay_patience, min_lr=1e-5),
-        keras.callbacks.EarlyStopping(monitor=score_key, mode="max", patience=config.patience,
-                                      restore_best_weights=True),
+        *placement.epoch_callbacks(),
+        dev_evaluation,  # before the schedule and early stopping: they read the dev score it adds to the logs
+        plateau,
+        early_stopping,
         *tensorboard_callbacks(tensorboard_dir),
+        # last: what a restarted run goes on from, once this epoch's callbacks are done
+        *(resumable_run(backup_dir, dev_evaluation, early_stopping, plateau, train_batches, placement.writes)
+          if backup_dir else []),
     ]
     start = time.perf_counter()
     model.fit(train_batches, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
