@@ -52,9 +52,9 @@ def run_once(workers: int, backend: str, train: Path, dev: Path, folder: Path) -
     epoch = record["history"][0]
     import h5py
 
-    with h5py.File(checkpoint / "model.weights.h5") as weights:
+    with h5py.File(checkpoint / "model.weights.h5") as weights:  # the model's weights, not the optimizer's
         sizes = []
-        weights.visititems(lambda _, item: sizes.append(item.size) if isinstance(item, h5py.Dataset) else None)
+        weights["layers"].visititems(lambda _, item: sizes.append(item.size) if isinstance(item, h5py.Dataset) else None)
     steps = -(-12544 // GLOBAL_BATCH)  # EWT train's sentences, for the per-step figure
     return {"wall": wall, "epoch": epoch["seconds"], "startup": wall - record["seconds"],
             "step_ms": 1000 * epoch["seconds"] / steps, "parameters": sum(sizes),
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                             {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()})
                 results[(backend, workers)].append(figures)
     print(f"POS, EWT train, 1 epoch, global batch {GLOBAL_BATCH}, {os.cpu_count()} cores, medians of {args.rounds}")
-    print("| backend | workers | epoch (s) | per step (ms) | start-up (s) | dev accuracy | all-reduced per step |")
+    print("| backend | workers | epoch (s) | per step (ms) | start-up (s) | dev accuracy | gradients all-reduced per step |")
     print("|---|---|---|---|---|---|---|")
     for (backend, workers), runs in results.items():
         median = {k: statistics.median(r[k] for r in runs) for k in ("epoch", "step_ms", "startup", "accuracy")}

@@ -222,32 +222,33 @@ def test_a_dialog_model_with_vectors_streams_as_it_serves_and_equals_keras(tmp_p
 def test_export_prunes_the_table_to_fewer_frequent_words_and_still_equals_keras(tmp_path):
     """``seqtag export --vectors-top N`` keeps the training words and the table's first N: the way N is measured
     on one trained model. A word only the cut rows knew ("kitten") becomes unknown to the table; training words
-    keep their rows, and the export reproduces the pruned model (its probe is checked)."""
+    keep their rows, and the export reproduces the pruned model (its probe is checked). And back up: the same
+    checkpoint exported with a larger N gets the table's next words ("puppy", which training never kept)."""
     data = tmp_path / "train.conllu"
     data.write_text(conllu(TRAIN), encoding="utf-8")
-    table = write_text_table(tmp_path / "v.txt")
+    table = tmp_path / "v.txt"  # TABLE and one more word after the first 4
+    rows = {**TABLE, "puppy": [0.42, -0.15, 0.85]}
+    table.write_text(f"{len(rows)} 3\n" + "".join(f"{w} {' '.join(map(str, v))}\n" for w, v in rows.items()),
+                     encoding="utf-8")
     assert main(["train", "pos", "--train", str(data), "--dev", str(data), "--out", str(tmp_path / "pos"),
                  "--checkpoint", str(tmp_path / "ck"), "--vectors", str(table), "--vectors-top", "4",
                  *TINY_TAGGER]) == 0
-    assert main(["export", "--from-checkpoint", str(tmp_path / "ck"), "--out", str(tmp_path / "pos"),
-                 "--vectors-top", "1"]) == 0
-    full, pruned = SavedTagger(tmp_path / "pos" / "1"), SavedTagger(tmp_path / "pos" / "2")
+    for top in ("1", "8"):
+        assert main(["export", "--from-checkpoint", str(tmp_path / "ck"), "--out", str(tmp_path / "pos"),
+                     "--vectors-top", top]) == 0
+    full, pruned, grown = (SavedTagger(tmp_path / "pos" / str(v)) for v in (1, 2, 3))
     assert pruned.metadata["vectors"]["resized_to_top"] == 1 and pruned.metadata["export_check"]["items"] > 0
+    assert full.metadata["vectors"]["kept_words"] == 7  # the first 4 and the 3 other training words
     assert pruned.metadata["vectors"]["kept_words"] == 6  # "the" (the first) and the 5 other training words
-    sentence = [["The", "kitten", "sleeps", "."]]
-    assert full.input_ids(sentence)["pretrained_ids"][0, 1] > 1 and pruned.input_ids(sentence)["pretrained_ids"][0, 1] == 1
-    # and back up: a model trained with --vectors-top 1 gets the table's next words when it is exported with 4
-    assert main(["train", "pos", "--train", str(data), "--dev", str(data), "--out", str(tmp_path / "small"),
-                 "--checkpoint", str(tmp_path / "ck1"), "--vectors", str(table), "--vectors-top", "1",
-                 *TINY_TAGGER]) == 0
-    assert main(["export", "--from-checkpoint", str(tmp_path / "ck1"), "--out", str(tmp_path / "small"),
-                 "--vectors-top", "4"]) == 0
-    small, grown = SavedTagger(tmp_path / "small" / "1"), SavedTagger(tmp_path / "small" / "2")
-    assert small.input_ids(sentence)["pretrained_ids"][0, 1] == 1 and grown.input_ids(sentence)["pretrained_ids"][0, 1] > 1
-    assert grown.metadata["vectors"]["kept_words"] == 7
-    keep = [0, 2, 3]  # the training words' rows are the same vectors in both
-    np.testing.assert_array_equal(full.tag([["The", "cat", "sleeps", "."]])[0].probabilities[keep],
-                                  pruned.tag([["The", "cat", "sleeps", "."]])[0].probabilities[keep])
+    assert grown.metadata["vectors"]["kept_words"] == 8 and grown.metadata["export_check"]["items"] > 0
+    sentence = [["The", "kitten", "sleeps", "."], ["The", "puppy", "sleeps", "."]]
+    full_ids, pruned_ids, grown_ids = (m.input_ids(sentence)["pretrained_ids"][:, 1] for m in (full, pruned, grown))
+    assert full_ids[0] > 1 and pruned_ids[0] == 1 and grown_ids[0] > 1  # kitten: kept, cut, kept
+    assert full_ids[1] == 1 and pruned_ids[1] == 1 and grown_ids[1] > 1  # puppy: only the grown table has it
+    keep = [0, 2, 3]  # the training words' rows are the same vectors in all three
+    for other in (pruned, grown):
+        np.testing.assert_array_equal(full.tag([["The", "cat", "sleeps", "."]])[0].probabilities[keep],
+                                      other.tag([["The", "cat", "sleeps", "."]])[0].probabilities[keep])
 
 
 def test_dialog_exports_prune_the_table_and_an_ensemble_prunes_each_member(tmp_path, capsys):

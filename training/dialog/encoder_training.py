@@ -167,7 +167,7 @@ def train_encoder_dialog_model(config: DialogConfig, train: Sequence[Dialog], de
     placement = placement or Placement()
     if placement.distributed or config.mixed_precision != "none":
         raise ConfigError("an utterance encoder trains on one device in float32 (no --distribute, no --mixed-precision)")
-    set_random_seed(config.seed)
+    set_random_seed(config.seed, keep_tensorflow_out=False)  # keras-hub: left as it is
     start = time.perf_counter()
     pretrained = PretrainedEncoder.read(config.utterance_encoder)
     shape = pretrained.shape(config.encoder_layers, config.max_words)

@@ -119,7 +119,7 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
     if config.utterance_encoder:
         raise ConfigError("a model with an utterance encoder trains in two stages: "
                           "training.dialog.encoder_training.train_encoder_dialog_model")
-    set_random_seed(config.seed)
+    set_random_seed(config.seed, keep_tensorflow_out=not tensorboard_dir)
     start = time.perf_counter()
     train_tokens, dev_tokens = tokenize_dialogs(train, config.tokenizer), tokenize_dialogs(dev, config.tokenizer)
     vocabs = init[1] if init else DialogVocabs.build(train, train_tokens, config.min_word_count)

@@ -150,7 +150,7 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
         raise ValueError("the training data holds no sentences")
     if not dev:
         raise ValueError("the dev data holds no sentences")
-    set_random_seed(config.seed)
+    set_random_seed(config.seed, keep_tensorflow_out=not tensorboard_dir)
     train = conditioned(train, config, config.condition_dropout, config.seed)
     dev = conditioned(dev, config)
     vocabs = TaggerVocabs.build(train, config.min_word_count, conditions=config.condition == "embedding")
