@@ -202,7 +202,7 @@ def test_mirrored_mixed_precision_training_on_two_replicas(ewt_slices, tmp_path)
         "mirrored = tf.distribute.MirroredStrategy\n"
         "tf.distribute.MirroredStrategy = lambda: mirrored(['/cpu:0', '/cpu:1'])\n")
     result = run_seqtag(train_args(ewt_slices, tmp_path / "pos", tmp_path / "checkpoint", "--distribute", "mirrored",
-                                   "--mixed-precision", "bfloat16", "--epochs", "1"), prelude=two_devices)
+                                   "--mixed-precision", "bfloat16"), prelude=two_devices)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "computing in mixed_bfloat16" in result.stderr
     metadata = json.loads((tmp_path / "pos" / "1" / "metadata.json").read_text())
@@ -213,7 +213,7 @@ def test_mirrored_mixed_precision_training_on_two_replicas(ewt_slices, tmp_path)
     assert training["mixed_precision"] == metadata["config"]["mixed_precision"] == "bfloat16"
     # float32 weights in the checkpoint; the export reproduces the float32 model on the probe.
     assert metadata["export_check"]["max_abs_difference"] < 1e-5
-    assert metadata["metrics"]["dev"]["accuracy"] > 0.25  # one epoch: well above the commonest tag's share (0.17)
+    assert metadata["metrics"]["dev"]["accuracy"] > 0.4
 
 
 def test_mixed_precision_keeps_outputs_in_float32():
