@@ -86,7 +86,8 @@ class Collective:
                                         rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
         collective = cls(dist.get_rank(), dist.get_world_size(), dist.get_backend())
         if collective.rank != 0:  # one log of the run: rank 0's
-            logging.getLogger("training").setLevel(logging.WARNING)
+            for name in ("training", "seqtag"):
+                logging.getLogger(name).setLevel(logging.WARNING)
         logger.info("data-parallel worker %d of %d (%s)", collective.rank, collective.world, collective.transport)
         return collective
 
@@ -96,8 +97,8 @@ class Collective:
         import torch
         import torch.distributed as dist
 
-        present = torch.tensor([g is not None for g in gradients], dtype=torch.float32)
         parts = [(g if g is not None else torch.zeros_like(v.value)).reshape(-1) for g, v in zip(gradients, variables)]
+        present = torch.tensor([g is not None for g in gradients], dtype=parts[0].dtype, device=parts[0].device)
         flat = torch.cat([*parts, present])
         dist.all_reduce(flat)
         flat /= self.world
