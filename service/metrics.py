@@ -85,7 +85,7 @@ def scrape():
             LIVE_SESSIONS.set(sessions.count())
         except Exception:  # the store is down: the scrape still answers, the gauge keeps its last value
             pass
-    fleet = current_app.extensions["seqtag.registry"].fleet if "seqtag.registry" in current_app.extensions else None
+    fleet = getattr(current_app.extensions.get("seqtag.registry"), "fleet", None)
     if fleet is not None:
         configs = fleet.api_key_configs()
         if configs is not None:  # Redis away: the gauge keeps its last value

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 import time
+from pathlib import Path
 
 import keras
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +81,6 @@ class ResumableRun(keras.callbacks.Callback):
     def __init__(self, directory, dev: EpochDevScore, early_stopping: keras.callbacks.EarlyStopping,
                  plateau: keras.callbacks.ReduceLROnPlateau, batches, writes: bool = True):
         super().__init__()
-        from pathlib import Path
-
         self.directory = Path(directory)
         self.writes = writes  # False: this process only reads what another one writes (data-parallel ranks > 0)
         self.dev, self.early_stopping, self.plateau, self.batches = dev, early_stopping, plateau, batches
@@ -88,10 +90,6 @@ class ResumableRun(keras.callbacks.Callback):
         return self.directory / f"run-state-{epoch}.{suffix}"
 
     def on_train_begin(self, logs=None):
-        import json
-
-        import numpy as np
-
         metadata = self.directory / "training_metadata.json"  # BackupAndRestore's: the epoch its weights are from
         if not metadata.exists():
             return
@@ -117,11 +115,6 @@ class ResumableRun(keras.callbacks.Callback):
         logger.info("resumed after epoch %d from %s", epoch, self.directory)
 
     def on_epoch_end(self, epoch, logs=None):
-        import json
-        import os
-
-        import numpy as np
-
         if not self.writes:
             return
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -205,6 +205,16 @@ def int8_passes(directory: Path, worst: float, agreement: float, answers: str) -
     return False
 
 
+def record_int8(fast_check: dict, directory: Path, worst: float, agreement: float, answers: str,
+                agreement_key: str = "int8_agreement") -> bool:
+    """``int8_passes``, with the check's figures and the precision that is served (int8 or float32) written into
+    the reader's ``fast_check``: True when the reader takes its int8 path."""
+    passes = int8_passes(directory, worst, agreement, answers)
+    fast_check.update({"int8_max_difference": worst, agreement_key: agreement},
+                      precision="int8" if passes else "float32")
+    return passes
+
+
 def max_difference(fast: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> float:
     """The largest absolute difference between paired arrays (inf when shapes differ or values are not finite)."""
     worst = 0.0

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from training.common import artifacts
-from training.common.fast_path import PRECISIONS, RUNTIMES, accept, build_fast_model, int8_passes, max_difference
+from training.common.fast_path import PRECISIONS, RUNTIMES, accept, build_fast_model, max_difference, record_int8
 from training.common.saved_model import LazySavedModel, import_tensorflow, pad_tokens
 from training.common.tokenizer import tokenizer_for
 from training.common.vocab import PAD_TOKEN
@@ -119,12 +119,8 @@ class SavedDialogModel(LazySavedModel):
         agreement = float(same.mean())
         float_step.vectors.clear()  # the probe's turns are no user's
         int8_step.vectors.clear()
-        check = {"int8_max_difference": worst, "int8_agreement": agreement}
-        if not int8_passes(self.directory, worst, agreement, "turns' answers"):
-            self.fast_check.update(check, precision="float32")
-            return
-        self.fast = int8_step
-        self.fast_check.update(check, precision="int8")
+        if record_int8(self.fast_check, self.directory, worst, agreement, "turns' answers"):
+            self.fast = int8_step
 
     def _build_fast_path(self, use_cache: bool) -> None:
         """The fast step from the SavedModel's weights (or the cache's: ``training.common.fast_cache``), checked

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from training.common import artifacts
-from training.common.fast_path import PRECISIONS, RUNTIMES, FastPathUnsupported, accept, int8_passes
+from training.common.fast_path import PRECISIONS, RUNTIMES, FastPathUnsupported, accept, record_int8
 from training.common.saved_model import LazySavedModel, import_tensorflow, only_concrete_function
 from training.common.service_schema import ServiceSchema, read_schemas, schema_digest
 from training.common.tokenizer import tokenizer_for
@@ -116,12 +116,8 @@ class SavedSchemaTagger(LazySavedModel):
         worst = max(float(np.abs(quantized[row, words] - reference[row, words]).max()) for row, words in rows)
         same = sum(int((quantized[row, words].argmax(-1) == reference[row, words].argmax(-1)).sum()) for row, words in rows)
         agreement = same / sum(len(turn) for turn in PROBE_TURNS)
-        check = {"int8_max_difference": worst, "int8_tag_agreement": agreement}
-        if not int8_passes(self.directory, worst, agreement, "tags"):
-            self.fast_check.update(check, precision="float32")
-            return
-        self.fast = int8
-        self.fast_check.update(check, precision="int8")
+        if record_int8(self.fast_check, self.directory, worst, agreement, "tags", "int8_tag_agreement"):
+            self.fast = int8
 
     def _loaded(self, saved_model) -> None:
         self._encode_slots = only_concrete_function(saved_model.encode_slots)
