@@ -93,6 +93,23 @@ def built_once(tmp_path_factory, name: str, build) -> Path:
 
 
 @pytest.fixture(scope="session")
+def torch_checkpoint(ewt_slices, tmp_path_factory):
+    """A tiny tagger trained by ``seqtag train pos`` under KERAS_BACKEND=torch, without dropout (so that
+    data-parallel workers, under torchrun or Ray, can be held to it exactly): (its folder, holding ``checkpoint``,
+    the run's log). Trained once per test run."""
+    from training_runs import run_seqtag, train_args
+
+    def build(folder: Path) -> None:
+        result = run_seqtag(train_args(ewt_slices, folder / "models" / "pos", folder / "checkpoint", "--dropout", "0"),
+                            backend="torch")
+        assert result.returncode == 0, result.stderr[-3000:]
+        (folder / "log.txt").write_text(result.stderr, encoding="utf-8")
+
+    folder = built_once(tmp_path_factory, "torch-tagger", build)
+    return folder, (folder / "log.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
 def tiny_model_root(ewt_slices, tmp_path_factory):
     """``<tmp>/models/pos`` holding version 1 of a tiny tagger trained by ``seqtag train pos``, and its
     TensorBoard logs in ``<tmp>/models/tensorboard``. Trained once per test run (tests only read it)."""
@@ -320,7 +337,7 @@ def redis_url(tmp_path_factory):
 FILE_SECONDS = {
     "test_dialog_model.py": 140, "test_vectors.py": 115, "test_faults.py": 88, "test_backends.py": 130,
     "test_web_page.py": 71, "test_gunicorn_sessions.py": 69, "test_shipped_dialog_models.py": 57,
-    "test_tag_ray.py": 45, "test_docs_examples.py": 42, "test_gunicorn.py": 40, "test_load.py": 38,
+    "test_ray.py": 45, "test_docs_examples.py": 42, "test_gunicorn.py": 40, "test_load.py": 38,
     "test_fast_path.py": 37, "test_fuzz.py": 35, "test_cli.py": 33, "test_sessions.py": 33, "test_tag.py": 30,
     "test_spans.py": 29, "test_export.py": 28, "test_docs.py": 25, "test_shape_trap.py": 23, "test_text_encoder.py": 19,
     "test_install.py": 9, "test_auth.py": 9, "test_haproxy.py": 45,

@@ -15,64 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DATA, TINY_OPTIONS
-
-REPO = Path(__file__).resolve().parents[1]
-FAST_OPTIONS = [*TINY_OPTIONS[:TINY_OPTIONS.index("--epochs")], "--epochs", "2",
-                *TINY_OPTIONS[TINY_OPTIONS.index("--epochs") + 2:]]
-
-
-def run_seqtag(args: list[str], *, backend: str = "tensorflow", prelude: str = "", timeout: int = 300,
-               env: dict | None = None) -> subprocess.CompletedProcess:
-    """``seqtag ARGS`` in a fresh Python process under ``backend``; ``prelude`` runs before it starts."""
-    script = f"import sys\n{prelude}\nfrom training.cli import main\nsys.exit(main(sys.argv[1:]))\n"
-    environment = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    if backend == "torch":
-        # One OpenMP thread: PyTorch's threads spin-wait for work, and beside TensorFlow's pools on 2 busy cores
-        # the tiny model's epoch took 35-190 s instead of 3 s (the same numbers either way).
-        environment.setdefault("OMP_NUM_THREADS", "1")
-    return subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, env=environment, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def train_args(ewt_slices, out: Path, checkpoint: Path, *extra: str) -> list[str]:
-    train, dev = ewt_slices
-    return ["train", "pos", "--train", str(train), "--dev", str(dev), "--out", str(out), "--checkpoint", str(checkpoint),
-            *FAST_OPTIONS, *extra]
-
-
-@pytest.fixture(scope="module")
-def torch_checkpoint(ewt_slices, tmp_path_factory):
-    """A tiny tagger trained by ``seqtag train pos`` under KERAS_BACKEND=torch, without dropout (so that two
-    data-parallel workers can be held to it exactly): its checkpoint and the run's log."""
-    folder = tmp_path_factory.mktemp("torch")
-    result = run_seqtag(train_args(ewt_slices, folder / "models" / "pos", folder / "checkpoint", "--dropout", "0"),
-                        backend="torch")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return folder, result.stderr
-
-
-def stored_weights(path: Path) -> dict[str, np.ndarray]:
-    import h5py
-
-    arrays = {}
-    with h5py.File(path) as weights:
-        weights.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset)
-                           else None)
-    return arrays
-
-
-def worker_pid(rank: int, marker: str) -> int | None:
-    """The data-parallel worker of ``rank`` whose command line holds ``marker`` (torchrun sets RANK in its env)."""
-    for entry in os.listdir("/proc"):
-        try:
-            command = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace")
-            environment = Path(f"/proc/{entry}/environ").read_bytes().decode(errors="replace").split("\0")
-        except OSError:  # not a process, or gone
-            continue
-        if marker in command and f"RANK={rank}" in environment:
-            return int(entry)
-    return None
+from conftest import DATA
+from training_runs import REPO, max_weight_difference, run_seqtag, train_args, worker_pid
 
 
 def test_two_workers_train_the_one_process_model_and_go_on_after_one_is_killed(torch_checkpoint, ewt_slices,
@@ -116,9 +60,7 @@ def test_two_workers_train_the_one_process_model_and_go_on_after_one_is_killed(t
     expected = json.loads((single / "checkpoint" / "training.json").read_text())["metadata"]["training"]["history"]
     for got, want in zip(training["history"], expected, strict=True):
         assert got["dev_accuracy"] == want["dev_accuracy"] and got["loss"] == pytest.approx(want["loss"], abs=1e-5)
-    ours, theirs = stored_weights(checkpoint / "model.weights.h5"), stored_weights(single / "checkpoint" / "model.weights.h5")
-    assert ours.keys() == theirs.keys()
-    assert max(float(np.abs(ours[k] - theirs[k]).max()) for k in ours) < 1e-5
+    assert max_weight_difference(checkpoint, single / "checkpoint") < 1e-5
 
     # The export under TensorFlow of what torch trained: checked on the probe, scored on dev.
     metadata = json.loads((root / "1" / "metadata.json").read_text())

@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     tagger_cli.add_train_parser(tasks)
     dialog_cli.add_train_parsers(tasks)
 
+    from training.tagger.tune import add_tune_parser
+
+    add_tune_parser(commands)
+
     export = commands.add_parser("export", help="re-export a trained version, or export a dialog training checkpoint")
     source = export.add_mutually_exclusive_group(required=True)
     source.add_argument("--from", dest="source", type=Path, help="models/pos/<version> to re-export")
@@ -284,6 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.task in ("pos", "spans"):
                 return tagger_cli.command_train(args, argv)
             return dialog_cli.command_train(args, argv)
+        if args.command == "tune":
+            from training.tagger.tune import command_tune
+
+            return command_tune(args, argv)
         if args.command == "export":
             return command_export(args, argv)
         return command_evaluate(args)

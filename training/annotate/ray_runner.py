@@ -34,6 +34,7 @@ from training.annotate.annotator import AnnotatorSpec
 from training.annotate.inputs import Shard, Source
 from training.annotate.runner import Totals, planned_shards
 from training.common.errors import ConfigError
+from training.common.ray_cluster import connect
 
 logger = logging.getLogger(__name__)
 
@@ -82,23 +83,6 @@ def group_shards(shards: list[Shard], part_chars: int = PART_CHARS) -> list[list
         parts[-1].append(shard)
         size += shard.byte_end - shard.byte_start
     return parts
-
-
-def connect(address: str):
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    options = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if address == "local":  # a cluster of this process's own, for a laptop
-        ray.init(include_dashboard=False, **options)
-    else:
-        try:
-            ray.init(address=address, **options)
-        except ConnectionError as error:
-            raise ConfigError(f"--ray {address}: no Ray cluster there ({error}); start one with 'ray start --head', "
-                              "or give --ray local") from None
-    return ray
 
 
 def run_on_ray(spec: AnnotatorSpec, sources: list[Source], directory: Path, address: str, actors: int | None = None,

@@ -218,6 +218,52 @@ def launch(argv: Sequence[str], workers: int, max_restarts: int) -> int:
     return subprocess.run(command, env=env).returncode
 
 
+def launch_on_ray(argv: Sequence[str], workers: int, max_restarts: int, address: str, storage: str,
+                  use_gpu: bool = False) -> int:
+    """Runs ``seqtag <argv>`` as ``workers`` data-parallel processes on a Ray cluster (Ray Train's ``TorchTrainer``:
+    one actor per worker, each given a CPU, or a GPU with ``use_gpu``, wherever the cluster has one; it joins them
+    in a ``torch.distributed`` group, gloo or NCCL). A worker or node that dies restarts the whole group, at most
+    ``max_restarts`` times (Ray Train's ``FailureConfig``), and the workers go on from the last epoch's backup in the
+    checkpoint directory, which is why that directory must be one every node sees. -> 0, or 1 if the run failed.
+    ``storage``: where Ray Train keeps the run's own record (a directory every node sees, or a URI)."""
+    from training.common.ray_cluster import connect
+
+    ray = connect(address, {"KERAS_BACKEND": "torch", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
+                  log_to_driver=True)  # rank 0's epochs (the other ranks log warnings only)
+    try:
+        from ray.train import FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
+    except ModuleNotFoundError:
+        raise ConfigError("--ray needs Ray Train: pip install 'seqtag[ray]'") from None
+    trainer = TorchTrainer(
+        _ray_worker, train_loop_config={"argv": list(argv), "cwd": os.getcwd()},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+        run_config=RunConfig(name="seqtag-data-parallel", storage_path=storage,
+                             failure_config=FailureConfig(max_failures=max_restarts)))
+    logger.info("starting %d data-parallel workers on the Ray cluster at %s (%s)", workers, address,
+                ", ".join(f"{int(v)} {k}" for k, v in sorted(ray.cluster_resources().items()) if k in ("CPU", "GPU")))
+    try:
+        trainer.fit()
+    except Exception as error:  # Ray Train's TrainingFailedError, once the restarts are spent
+        logger.error("the data-parallel workers failed on Ray: %s", error)
+        return 1
+    return 0
+
+
+def _ray_worker(config: dict) -> None:
+    """One Ray Train worker: ``seqtag <argv>`` in this process, which Ray Train has put in the workers'
+    ``torch.distributed`` group and given ``RANK`` and ``WORLD_SIZE``; in the launcher's directory where this node
+    has it, so that the command's relative paths mean what they meant there."""
+    from training.cli import main
+
+    if os.path.isdir(config["cwd"]):
+        os.chdir(config["cwd"])
+    status = main(config["argv"])
+    if status:
+        raise RuntimeError(f"seqtag {' '.join(config['argv'])} exited with status {status}")
+
+
 def _importable(module: str) -> bool:
     import importlib.util
 

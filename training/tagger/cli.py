@@ -44,6 +44,12 @@ def add_workers_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-restarts", type=int, default=3, metavar="K",
                        help="with --workers: restart the workers from the last epoch's backup at most K times when "
                             "one fails (default 3)")
+    group.add_argument("--ray", metavar="ADDRESS",
+                       help="with --workers: run them on a Ray cluster (Ray Train; 'auto': the one this machine is in, "
+                            "'local': one of this command's own), not under torchrun on this machine; --checkpoint "
+                            "must then be a directory every node sees")
+    group.add_argument("--gpus", action="store_true",
+                       help="with --ray: one GPU per worker (NCCL), not one CPU (gloo)")
 
 
 def add_train_parser(tasks) -> None:
@@ -113,21 +119,21 @@ def data_file_record(path: Path, sentences) -> dict:
 
 def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from training.common import data_parallel
-    from training.common.checkpoint import default_directory, exports_here, training_record
+    from training.common.checkpoint import default_directory, exports_here
     from training.common.distribute import placement
     from training.tagger.trainer import save_tagger_checkpoint, train_tagger
 
     if getattr(args, "schemas", None):
         from training.schema_guided.cli import command_train_schema_spans
 
-        if args.workers > 1:
+        if args.workers > 1 or args.ray:
             raise ConfigError("--workers trains taggers (pos, spans without --schemas) for now")
         return command_train_schema_spans(args, argv)
     config = resolve_config(args)
     if (args.workers > 1 or data_parallel.launched()) and config.mixed_precision == "float16":
         # Keras's loss scaling skips a step whose gradients overflow, worker by worker: the workers would part ways
         raise ConfigError("data-parallel workers take --mixed-precision bfloat16 or none, not float16")
-    if args.workers > 1 and not data_parallel.launched():
+    if (args.workers > 1 or args.ray) and not data_parallel.launched():
         return launch_workers(args, argv, config.task)
     where = placement(config.distribute)
     data_format = getattr(args, "format", "conllu")
@@ -145,24 +151,8 @@ def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
                           backup_dir=backup)
     if where.collective is not None:
         where.collective.close()  # the workers' last collective is behind them
-    metadata = {
-        "task": config.task,
-        "data_format": data_format,
-        "data": {"train": data_file_record(args.train, train), "dev": data_file_record(args.dev, dev)},
-        "command": shlex.join(["seqtag", *argv]),
-        # global batch in sentences
-        "training": training_record(result, where, config.mixed_precision, config.batch_size * where.replicas),
-    }
-    if config.task == "pos":
-        metadata["tag_column"] = config.tag_column
-    conditions = sorted({s.condition for s in train if s.condition})
-    if conditions:
-        metadata["conditions"] = conditions  # what the model was trained on (evaluation splits seen / unseen)
-    for split, report in (("train", train_report), ("dev", dev_report)):
-        if report is not None:
-            metadata["data"][split]["spans"] = report
-    if result.vectors is not None:
-        metadata["vectors"] = result.vectors
+    metadata = checkpoint_metadata(result, where, data_format, (args.train, train, train_report),
+                                   (args.dev, dev, dev_report), shlex.join(["seqtag", *argv]))
     if not where.writes:  # a data-parallel worker of rank > 0: rank 0 writes the one checkpoint
         return 0
     checkpoint = args.checkpoint or default_directory(config.task)
@@ -170,6 +160,33 @@ def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if not exports_here(checkpoint, args.out):
         return 0
     return export_checkpoint(checkpoint, args.out, dev, args.dev)
+
+
+def checkpoint_metadata(result, where, data_format: str, train: tuple, dev: tuple, command: str) -> dict:
+    """A trained tagger's metadata, as its checkpoint and then its export record it. ``train`` and ``dev``: (path,
+    sentences, what the span reader left out or None)."""
+    from training.common.checkpoint import training_record
+
+    config = result.config
+    metadata = {
+        "task": config.task,
+        "data_format": data_format,
+        "data": {"train": data_file_record(train[0], train[1]), "dev": data_file_record(dev[0], dev[1])},
+        "command": command,
+        # global batch in sentences
+        "training": training_record(result, where, config.mixed_precision, config.batch_size * where.replicas),
+    }
+    if config.task == "pos":
+        metadata["tag_column"] = config.tag_column
+    conditions = sorted({s.condition for s in train[1] if s.condition})
+    if conditions:
+        metadata["conditions"] = conditions  # what the model was trained on (evaluation splits seen / unseen)
+    for split, (_, _, report) in (("train", train), ("dev", dev)):
+        if report is not None:
+            metadata["data"][split]["spans"] = report
+    if result.vectors is not None:
+        metadata["vectors"] = result.vectors
+    return metadata
 
 
 def launch_workers(args: argparse.Namespace, argv: Sequence[str], task: str) -> int:
@@ -182,7 +199,12 @@ def launch_workers(args: argparse.Namespace, argv: Sequence[str], task: str) -> 
     if args.checkpoint is None:  # one directory, named here: the workers' clocks would name their own
         args.checkpoint = default_directory(task)
         argv += ["--checkpoint", str(args.checkpoint)]
-    status = data_parallel.launch(argv, args.workers, args.max_restarts)
+    if args.ray:
+        # The workers are not launchers: they get the command without --ray (and Ray Train's RANK and WORLD_SIZE)
+        status = data_parallel.launch_on_ray(without_option(argv, "--ray"), args.workers, args.max_restarts,
+                                             args.ray, str(args.checkpoint.resolve() / "ray"), args.gpus)
+    else:
+        status = data_parallel.launch(argv, args.workers, args.max_restarts)
     if status != 0:
         logger.error("the data-parallel workers failed (exit status %d): nothing was exported", status)
         return status
@@ -191,8 +213,21 @@ def launch_workers(args: argparse.Namespace, argv: Sequence[str], task: str) -> 
     return export_checkpoint(args.checkpoint, args.out)
 
 
+def without_option(argv: Sequence[str], option: str) -> list[str]:
+    """``argv`` less ``option`` and its value (``--option VALUE`` or ``--option=VALUE``)."""
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == option:
+            skip = True
+        elif not item.startswith(option + "="):
+            kept.append(item)
+    return kept
+
+
 def export_checkpoint(checkpoint_dir: Path, out: Path, dev=None, dev_path: Path | None = None,
-                      command: str | None = None, vectors_top: int | None = None) -> int:
+                      command: str | None = None, vectors_top: int | None = None, extra_metadata: dict | None = None) -> int:
     """Export a tagger checkpoint (trained under any backend) as the next version of ``out``, published only if
     it reproduces the trained model's probe; scored on the dev file, with a report, when it is at hand.
     ``vectors_top`` resizes the kept vector table to that many of its most frequent words (``KeptVectors.resized``)."""
@@ -202,7 +237,7 @@ def export_checkpoint(checkpoint_dir: Path, out: Path, dev=None, dev_path: Path 
     from training.tagger.trainer import load_tagger_checkpoint
 
     model, vocabs, config, state = load_tagger_checkpoint(checkpoint_dir)
-    metadata = {**state["metadata"], **({"export_command": command} if command else {})}
+    metadata = {**state["metadata"], **({"export_command": command} if command else {}), **(extra_metadata or {})}
     data_format = metadata.get("data_format", "conllu")
     if dev is None:
         record = metadata.get("data", {}).get("dev")

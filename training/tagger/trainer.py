@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -140,11 +140,15 @@ class TrainingResult:
 
 def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Sequence[TaggedSentence],
                  *, verbose: int = 0, tensorboard_dir: str | None = None,
-                 placement: Placement | None = None, backup_dir: Path | None = None) -> TrainingResult:
+                 placement: Placement | None = None, backup_dir: Path | None = None,
+                 after_epoch: Callable[[dict, Callable[[], TrainingResult]], None] | None = None) -> TrainingResult:
     """Train on ``train``, early-stop on ``dev`` token accuracy; returns the best epoch's model, in float32
     on the default device whatever ``config.mixed_precision`` and ``placement`` (``training.common.distribute``).
     ``backup_dir``: after every epoch, what a restarted run needs to go on from there
-    (``training.common.callbacks.resumable_run``); a run that finds one there resumes from it."""
+    (``training.common.callbacks.resumable_run``); a run that finds one there resumes from it.
+    ``after_epoch(record, snapshot)``: called after each epoch's dev score, early stopping and schedule with the
+    epoch's history record and ``stops`` (no epoch follows); ``snapshot()`` is the run so far as a result (the
+    weights of now), e.g. to keep it."""
     placement = placement or Placement()
     if not train:
         raise ValueError("the training data holds no sentences")
@@ -201,25 +205,40 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
         plateau,
         early_stopping,
         *tensorboard_callbacks(tensorboard_dir),
+        # the epoch's record, and whether training stops after it (early stopping or the time budget said so)
+        *([keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: after_epoch(
+            {**dev_evaluation.history[-1], "stops": bool(model.stop_training) or epoch + 1 >= config.epochs},
+            snapshot))] if after_epoch else []),
         # last: what a restarted run goes on from, once this epoch's callbacks are done
         *(resumable_run(backup_dir, dev_evaluation, early_stopping, plateau, train_batches, placement.writes)
           if backup_dir else []),
     ]
     start = time.perf_counter()
+
+    def snapshot() -> TrainingResult:
+        best = max(dev_evaluation.history, key=lambda r: r[score_key])
+        return TrainingResult(kept_model(model, config, vocabs, placement), vocabs, config, list(dev_evaluation.history),
+                              best["epoch"], best[score_key], time.perf_counter() - start, vectors_record)
+
     model.fit(train_batches, epochs=config.epochs, callbacks=callbacks, verbose=verbose)
     seconds = time.perf_counter() - start
     best = max(dev_evaluation.history, key=lambda r: r[score_key])
     logger.info("best epoch %d of %d: %s %.4f (%.0f s in all)", best["epoch"], len(dev_evaluation.history),
                 score_key.replace("_", " "), best[score_key], seconds)
-    # Fine-tuned vector rows are rounded to float16 now (inference_config): the model that is kept is that one.
-    model = float32_copy(model, lambda: build_model(inference_config(config), vocabs), placement,
-                         force=bool(config.vectors) and config.vectors_trainable)
+    model = kept_model(model, config, vocabs, placement)
     if config.vectors and config.vectors_trainable:
         rounded = (token_accuracy(model, dev_batches) if config.task == "pos"
                    else span_f1(model, dev_batches, vocabs.tags.items, config.scheme))
         logger.info("%s with the fine-tuned vector rows rounded to float16: %.4f", score_key.replace("_", " "), rounded)
     return TrainingResult(model, vocabs, config, dev_evaluation.history, best["epoch"], best[score_key], seconds,
                           vectors_record)
+
+
+def kept_model(model: keras.Model, config: TaggerConfig, vocabs: TaggerVocabs, placement: Placement) -> keras.Model:
+    """What a checkpoint keeps of the model being trained: float32, outside any strategy; fine-tuned vector rows
+    rounded to float16 (``inference_config``), as the export keeps them."""
+    return float32_copy(model, lambda: build_model(inference_config(config), vocabs), placement,
+                        force=bool(config.vectors) and config.vectors_trainable)
 
 
 def build_model(config: TaggerConfig, vocabs: TaggerVocabs) -> keras.Model:
