@@ -337,7 +337,7 @@ def redis_url(tmp_path_factory):
 FILE_SECONDS = {
     "test_dialog_model.py": 140, "test_vectors.py": 115, "test_faults.py": 88, "test_backends.py": 130,
     "test_web_page.py": 71, "test_gunicorn_sessions.py": 69, "test_shipped_dialog_models.py": 57,
-    "test_ray.py": 45, "test_docs_examples.py": 42, "test_gunicorn.py": 40, "test_load.py": 38,
+    "test_ray.py": 95, "test_docs_examples.py": 42, "test_gunicorn.py": 40, "test_load.py": 38,
     "test_fast_path.py": 37, "test_fuzz.py": 35, "test_cli.py": 33, "test_sessions.py": 33, "test_tag.py": 30,
     "test_spans.py": 29, "test_export.py": 28, "test_docs.py": 25, "test_shape_trap.py": 23, "test_text_encoder.py": 19,
     "test_install.py": 9, "test_auth.py": 9, "test_haproxy.py": 45,

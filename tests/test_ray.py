@@ -1,8 +1,7 @@
 """seqtag on a real local Ray cluster of two nodes (a head and a second node, each started by ``ray start`` on this
 machine):
 
-- ``seqtag train pos --workers 2 --ray``: Ray Train's workers train the very model one process trains, and a
-  worker killed mid-run is restarted by Ray and goes on from the last epoch's backup;
+- ``seqtag train pos --workers 2 --ray``: Ray Train's workers train the very model one process trains;
 - ``seqtag tune pos``: a 4-trial sweep on Ray Tune, where ASHA stops the weak trial and the best trial's best
   epoch is exported;
 - ``seqtag tag --ray``: the parts it writes are, concatenated in the manifest's order, the local run's bytes, and
@@ -26,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import first_sentences
 from training.cli import main
-from training_runs import FAST_OPTIONS, SCRIPT, max_weight_difference, run_seqtag, seqtag_environment, train_args
+from training_runs import FAST_OPTIONS, max_weight_difference, run_seqtag, train_args
 
 pytest.importorskip("ray.data", reason="the ray extra is not installed")
 
@@ -124,44 +124,19 @@ def wait_for_manifest(out: Path, job: subprocess.Popen, ready, seconds: float = 
     return None
 
 
-def train_worker_pids() -> list[int]:
-    """The processes of Ray Train's workers (Ray names them ``ray::RayTrainWorker...``)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        try:
-            if b"RayTrainWorker" in Path(f"/proc/{entry}/cmdline").read_bytes():
-                pids.append(int(entry))
-        except (OSError, ValueError):
-            continue
-    return pids
-
-
-def test_two_ray_workers_train_the_one_process_model_and_go_on_after_one_is_killed(ray_cluster, torch_checkpoint,
-                                                                                    ewt_slices, tmp_path):
-    """``seqtag train pos --workers 2 --ray ADDRESS`` (Ray Train's TorchTrainer, gloo): worker 1 gets SIGKILL once
-    epoch 1 is backed up; Ray restarts the group (--max-restarts 1), which goes on from the backup, and the run ends
-    with the weights of the one-process torch run with the same global batch of 16, to 1e-5. The command then
-    exports under TensorFlow, checked on the probe."""
+def test_two_ray_workers_train_the_one_process_model(ray_cluster, torch_checkpoint, ewt_slices, tmp_path):
+    """``seqtag train pos --workers 2 --ray ADDRESS`` (Ray Train's TorchTrainer, gloo): two workers of batch 8 end
+    with the weights of the one-process torch run with the same global batch of 16, to 1e-5, and the same dev
+    history. (A worker killed mid-run, and the export, are tested under torchrun: tests/test_backends.py.)"""
     address, _, env = ray_cluster
     single, _ = torch_checkpoint
     checkpoint, root = tmp_path / "checkpoint", tmp_path / "models" / "pos"
-    args = train_args(ewt_slices, root, checkpoint, "--dropout", "0", "--batch-size", "8", "--workers", "2",
-                      "--max-restarts", "1", "--ray", address)
-    # The launcher under torch too: it then leaves the export (tested with torchrun, test_backends.py) to a command
-    launcher = subprocess.Popen([sys.executable, "-c", SCRIPT.format(prelude=""), *args], cwd=REPO,
-                                env=seqtag_environment("torch", env), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-    backup = checkpoint / "backup" / "training_metadata.json"  # rank 0's backup, every worker's state
-    deadline = time.monotonic() + 240
-    while not (backup.exists() and json.loads(backup.read_text() or "{}").get("epoch") == 1):
-        assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[0][-3000:]
-        time.sleep(0.02)
-    workers = train_worker_pids()  # Ray sets RANK after the process starts: which is which does not show outside
-    assert len(workers) == 2, workers
-    os.kill(max(workers), signal.SIGKILL)
-    log = launcher.communicate(timeout=240)[0]
-    assert launcher.returncode == 0, log[-3000:]
-    assert not (checkpoint / "backup").exists()
+    # The launcher under torch too: it then leaves the export to a command (under TensorFlow)
+    result = run_seqtag(train_args(ewt_slices, root, checkpoint, "--dropout", "0", "--batch-size", "8", "--workers",
+                                   "2", "--ray", address), backend="torch", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"seqtag export --from-checkpoint {checkpoint}" in result.stderr and not root.exists()
+    assert "(RayTrainWorker pid=" in result.stderr and "epoch 2: loss" in result.stderr  # rank 0's log, here
 
     state = json.loads((checkpoint / "training.json").read_text())
     training = state["metadata"]["training"]
@@ -170,48 +145,53 @@ def test_two_ray_workers_train_the_one_process_model_and_go_on_after_one_is_kill
     expected = json.loads((single / "checkpoint" / "training.json").read_text())["metadata"]["training"]["history"]
     assert [r["dev_accuracy"] for r in training["history"]] == [r["dev_accuracy"] for r in expected]
     assert max_weight_difference(checkpoint, single / "checkpoint") < 1e-5
-    assert f"seqtag export --from-checkpoint {checkpoint}" in log and not root.exists()
 
 
 def test_a_sweep_of_four_trials_stops_the_weak_one_and_exports_the_best(ray_cluster, ewt_slices, tmp_path):
-    """``seqtag tune pos --trials 4``: the draws are the seeded ones, trial 3 (a learning rate 100 times too small)
-    starts once others have scored epoch 1 and ASHA stops it there; the version exported is the best trial's best
-    epoch, checked on the probe, its sweep in the metadata; the table lists every trial."""
+    """``seqtag tune pos --trials 4`` (under torch, so the trials are torch's too: no graphs to trace): the draws are
+    the seeded ones; trial 3 (a learning rate 100 times too small) starts once others have scored epoch 1, and ASHA
+    stops it there; the table lists every trial; ``<sweep>/best`` is the best trial's best epoch, and its export
+    (under TensorFlow, as the command says) is checked on the probe and carries the sweep."""
     from training.common.sweep import draw_trials
     from training.tagger.saved_tagger import SavedTagger
 
     address, _, env = ray_cluster
-    train, dev = ewt_slices
+    _, dev = ewt_slices
+    train = tmp_path / "train.conllu"  # 150 sentences: 4 trials of 2 epochs share 2 busy cores
+    train.write_text(first_sentences(ewt_slices[0], 150), encoding="utf-8")
     space = {"learning_rate": {"choice": [0.0001, 0.01, 0.02]}, "hidden": {"choice": [16, 24, 32]}}
     (tmp_path / "space.json").write_text(json.dumps(space))
     drawn = draw_trials(space, 4, seed=12)
     assert [d["learning_rate"] for d in drawn][3] == 0.0001 and 0.0001 not in [d["learning_rate"] for d in drawn][:3]
     sweep, root = tmp_path / "sweep", tmp_path / "models" / "pos"
-    options = [*FAST_OPTIONS[:FAST_OPTIONS.index("--epochs")], "--epochs", "3",
-               *FAST_OPTIONS[FAST_OPTIONS.index("--epochs") + 2:]]
     result = run_seqtag(["tune", "pos", "--train", str(train), "--dev", str(dev), "--out", str(root), "--search",
                          str(tmp_path / "space.json"), "--trials", "4", "--ray", address, "--sweep-dir", str(sweep),
-                         *options, "--seed", "12"], env=env)
+                         *FAST_OPTIONS, "--seed", "12"], backend="torch", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"seqtag export --from-checkpoint {sweep / 'best'} --out {root}" in result.stderr and not root.exists()
 
     with open(sweep / "trials.csv", newline="") as table:
         rows = list(csv.DictReader(table))
     assert [int(r["trial"]) for r in rows] == [0, 1, 2, 3]
     assert [float(r["option learning_rate"]) for r in rows] == [d["learning_rate"] for d in drawn]
+    assert [int(r["option hidden"]) for r in rows] == [d["hidden"] for d in drawn]
     assert rows[3]["status"] == "stopped by ASHA" and rows[3]["epochs"] == "1"
-    assert all(r["status"] in ("completed", "stopped by ASHA") for r in rows)
+    # the others: which of them reach epoch 1 first (and go on whatever their score) depends on the machine's load
+    assert all((r["status"], r["epochs"]) in (("completed", "2"), ("stopped by ASHA", "1")) for r in rows[:3])
     scores = [float(r["best_dev_score"]) for r in rows]
     best = max(range(4), key=lambda i: (scores[i], -i))
     assert scores[best] > scores[3] + 0.2
 
+    assert main(["export", "--from-checkpoint", str(sweep / "best"), "--out", str(root)]) == 0
     metadata = json.loads((root / "1" / "metadata.json").read_text())
     assert metadata["sweep"]["best_trial"] == best and len(metadata["sweep"]["trials"]) == 4
     assert metadata["sweep"]["search_space"] == space and metadata["sweep"]["scheduler"]["name"] == "ASHA"
     assert metadata["trial"] == {"number": best, "options": drawn[best]}
     assert metadata["config"]["learning_rate"] == drawn[best]["learning_rate"]
     assert metadata["config"]["hidden"] == drawn[best]["hidden"]
-    assert metadata["metrics"]["dev"]["accuracy"] == pytest.approx(scores[best], abs=1e-6)
-    assert metadata["export_check"]["max_abs_difference"] < 1e-5
+    # the export computes in TensorFlow: a near tie may flip one of dev's 1,881 tokens
+    assert metadata["metrics"]["dev"]["accuracy"] == pytest.approx(scores[best], abs=1e-3)
+    assert metadata["export_check"]["trained_under"] == "torch" and metadata["export_check"]["max_abs_difference"] < 1e-5
     assert metadata["command"].startswith("seqtag tune pos")
     assert len(SavedTagger(root / "1").tag([["The", "dog", "barks", "."]])[0].tags) == 4
 

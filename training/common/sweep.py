@@ -207,6 +207,22 @@ def best_trial(records: Sequence[TrialRecord]) -> TrialRecord:
     return max(kept, key=lambda r: (r.best_score, -r.number))
 
 
+def keep_best(best: TrialRecord, directory: Path, record: dict) -> Path:
+    """The best trial's checkpoint copied to ``directory`` with the sweep's ``record`` in its metadata (``sweep``),
+    so that its export, now or later, carries it -> ``directory``."""
+    import shutil
+
+    from training.common.checkpoint import STATE_FILE
+
+    if directory.exists():
+        shutil.rmtree(directory)
+    shutil.copytree(best.checkpoint, directory)
+    state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+    state["metadata"]["sweep"] = record
+    (directory / STATE_FILE).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
+    return directory
+
+
 def write_table(records: Sequence[TrialRecord], path: Path) -> str:
     """``trials.csv`` at ``path`` -> the same table in Markdown."""
     rows = [r.row() for r in records]

@@ -227,7 +227,7 @@ def without_option(argv: Sequence[str], option: str) -> list[str]:
 
 
 def export_checkpoint(checkpoint_dir: Path, out: Path, dev=None, dev_path: Path | None = None,
-                      command: str | None = None, vectors_top: int | None = None, extra_metadata: dict | None = None) -> int:
+                      command: str | None = None, vectors_top: int | None = None) -> int:
     """Export a tagger checkpoint (trained under any backend) as the next version of ``out``, published only if
     it reproduces the trained model's probe; scored on the dev file, with a report, when it is at hand.
     ``vectors_top`` resizes the kept vector table to that many of its most frequent words (``KeptVectors.resized``)."""
@@ -237,7 +237,7 @@ def export_checkpoint(checkpoint_dir: Path, out: Path, dev=None, dev_path: Path 
     from training.tagger.trainer import load_tagger_checkpoint
 
     model, vocabs, config, state = load_tagger_checkpoint(checkpoint_dir)
-    metadata = {**state["metadata"], **({"export_command": command} if command else {}), **(extra_metadata or {})}
+    metadata = {**state["metadata"], **({"export_command": command} if command else {})}
     data_format = metadata.get("data_format", "conllu")
     if dev is None:
         record = metadata.get("data", {}).get("dev")

@@ -4,8 +4,9 @@ stopped early by ASHA on the dev score, the best trial's best epoch exported as 
 The engine and the table are ``training.common.sweep``'s; this module brings the tagger's trial: the training of
 ``seqtag train`` (the same readers, ``train_tagger``, the same checkpoint and metadata), which reports each epoch's
 dev score (POS: token accuracy; spans: exact span F1) and keeps its best epoch as a checkpoint. The export is the
-usual one (``export_checkpoint``: the probe check, the dev scores and report), done here, under TensorFlow, with the
-sweep's record (search space, draws, every trial's outcome) in the version's metadata under ``sweep``.
+usual one (``export_checkpoint``: the probe check, the dev scores and report) of ``<sweep>/best``, the best trial's
+checkpoint with the sweep's record (search space, draws, every trial's outcome) in its metadata under ``sweep``;
+under another backend than TensorFlow, the command says how to export it, as ``seqtag train`` does.
 
 Trials run in Ray's worker processes, under the Keras backend this command runs under (``KERAS_BACKEND``), one CPU
 each unless told otherwise, so a 2-core machine runs 2 at once and a cluster as many as it has CPUs (or GPUs with
@@ -68,11 +69,10 @@ def add_tune_parser(commands) -> None:
 
 def command_tune(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from training.common import sweep
-    from training.common.checkpoint import default_directory, require_tensorflow
+    from training.common.checkpoint import default_directory, exports_here
     from training.common.ray_cluster import connect
     from training.tagger.cli import export_checkpoint, resolve_config
 
-    require_tensorflow()  # the best trial is exported here
     if args.trials < 1:
         raise ConfigError("--trials takes a positive number")
     if args.grace_epochs < 1 or args.reduction_factor < 2:
@@ -108,13 +108,15 @@ def command_tune(args: argparse.Namespace, argv: Sequence[str]) -> int:
     table = sweep.write_table(records, directory / "trials.csv")
     logger.info("trials (%s):\n%s", directory / "trials.csv", table)
     best = sweep.best_trial(records)
-    logger.info("best: trial %d, dev score %.4f at epoch %d: exporting %s", best.number, best.best_score,
-                best.best_epoch, best.checkpoint)
     record = {"engine": f"Ray Tune {ray.__version__}", "search_space": space, "seed": base.seed,
               "scheduler": {"name": "ASHA", "grace_epochs": args.grace_epochs,
                             "reduction_factor": args.reduction_factor, "max_epochs": base.epochs},
               "best_trial": best.number, "trials": [r.row() for r in records], "directory": str(directory)}
-    return export_checkpoint(Path(best.checkpoint), args.out, command=command, extra_metadata={"sweep": record})
+    kept = sweep.keep_best(best, directory / "best", record)
+    logger.info("best: trial %d, dev score %.4f at epoch %d: %s", best.number, best.best_score, best.best_epoch, kept)
+    if not exports_here(kept, args.out):  # trained under another backend: the export is a command under TensorFlow
+        return 0
+    return export_checkpoint(kept, args.out, command=command)
 
 
 def tagger_trial(config: dict, setup: dict) -> None:
