@@ -1,11 +1,13 @@
 """Data-parallel training against one process, in one run: the POS tagger's epoch on EWT train.
 
-    .venv/bin/python -m benchmarks.data_parallel --workers 1,2 --rounds 1 [--tensorflow]
+    .venv/bin/python -m benchmarks.data_parallel --workers 1,2 --rounds 1 [--tensorflow] [--ray ADDRESS]
 
 Each variant is a real ``seqtag train pos`` with the shipped settings on the whole EWT train file, ``--epochs 1``,
 under ``KERAS_BACKEND=torch`` (``--workers 1``: one process; ``--workers N``: N torchrun workers, each on
 ``--batch-size / N`` sentences of the same global batches). ``--tensorflow`` adds one TensorFlow process, this
-machine's fastest path. Variants alternate round by round; the table gives medians of:
+machine's fastest path. ``--ray ADDRESS`` adds, for each N > 1, the same N workers on that Ray cluster (Ray Train;
+start one with ``ray start --head``), to weigh its start-up against torchrun's. Variants alternate round by round;
+the table gives medians of:
 
 - the epoch's training time (the training record's epoch seconds: dev scoring not included);
 - the start-up cost: the command's wall time less the epoch and the dev scoring (imports, reading and encoding
@@ -32,7 +34,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ud-english-ewt
 GLOBAL_BATCH = 32  # the shipped POS model's batch (sentences)
 
 
-def run_once(workers: int, backend: str, train: Path, dev: Path, folder: Path) -> dict:
+def run_once(workers: int, backend: str, train: Path, dev: Path, folder: Path, ray: str | None = None) -> dict:
     """One ``seqtag train pos --epochs 1`` -> wall seconds, epoch seconds, dev seconds, global batch, parameters."""
     checkpoint = folder / f"{backend}-{workers}-{time.monotonic_ns()}"
     command = [sys.executable, "-m", "training.cli", "train", "pos", "--train", str(train), "--dev", str(dev),
@@ -40,6 +42,8 @@ def run_once(workers: int, backend: str, train: Path, dev: Path, folder: Path) -
                "--batch-size", str(GLOBAL_BATCH // workers)]
     if workers > 1:
         command += ["--workers", str(workers)]
+    if ray:
+        command += ["--ray", ray]
     env = {**os.environ, "KERAS_BACKEND": backend}
     if backend == "torch":
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
@@ -66,26 +70,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts under torch (default 1,2)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--tensorflow", action="store_true", help="also one TensorFlow process")
+    parser.add_argument("--ray", metavar="ADDRESS", help="also each N > 1 on this Ray cluster (Ray Train)")
     parser.add_argument("--train", type=Path, default=DATA / "en_ewt-ud-train.conllu")
     parser.add_argument("--dev", type=Path, default=DATA / "en_ewt-ud-dev.conllu")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    variants = [("torch", int(n)) for n in args.workers.split(",")] + ([("tensorflow", 1)] if args.tensorflow else [])
-    results: dict[tuple[str, int], list[dict]] = {v: [] for v in variants}
+    counts = [int(n) for n in args.workers.split(",")]
+    variants = ([("torch", n, None) for n in counts] + [("torch", n, args.ray) for n in counts if args.ray and n > 1]
+                + ([("tensorflow", 1, None)] if args.tensorflow else []))
+    results: dict[tuple[str, int, str | None], list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as folder:
         for round_ in range(args.rounds):
-            for backend, workers in variants:  # alternating: the machine's drift falls on every variant alike
-                figures = run_once(workers, backend, args.train, args.dev, Path(folder))
-                logger.info("round %d, %s x%d: %s", round_ + 1, backend, workers,
+            for backend, workers, ray in variants:  # alternating: the machine's drift falls on every variant alike
+                figures = run_once(workers, backend, args.train, args.dev, Path(folder), ray)
+                logger.info("round %d, %s x%d%s: %s", round_ + 1, backend, workers, " on Ray" if ray else "",
                             {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()})
-                results[(backend, workers)].append(figures)
+                results[(backend, workers, ray)].append(figures)
     print(f"POS, EWT train, 1 epoch, global batch {GLOBAL_BATCH}, {os.cpu_count()} cores, medians of {args.rounds}")
-    print("| backend | workers | epoch (s) | per step (ms) | start-up (s) | dev accuracy | gradients all-reduced per step |")
-    print("|---|---|---|---|---|---|---|")
-    for (backend, workers), runs in results.items():
+    print("| backend | workers | launcher | epoch (s) | per step (ms) | start-up (s) | dev accuracy | gradients all-reduced per step |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (backend, workers, ray), runs in results.items():
         median = {k: statistics.median(r[k] for r in runs) for k in ("epoch", "step_ms", "startup", "accuracy")}
         volume = runs[0]["parameters"] * 4 / 2**20 if workers > 1 else 0.0
-        print(f"| {backend} | {workers} | {median['epoch']:.0f} | {median['step_ms']:.0f} | {median['startup']:.1f} | "
+        launcher = "Ray Train" if ray else ("torchrun" if workers > 1 else "-")
+        print(f"| {backend} | {workers} | {launcher} | {median['epoch']:.0f} | {median['step_ms']:.0f} | {median['startup']:.1f} | "
               f"{median['accuracy']:.4f} | {volume:.1f} MiB |")
     return 0
 
