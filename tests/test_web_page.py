@@ -198,9 +198,13 @@ def test_register_a_service_on_the_page(server, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
+    from selenium.common.exceptions import StaleElementReferenceException
+
     base, port = server
     browser.get(base + "/")
-    wait = WebDriverWait(browser, 30)
+    # The page rebuilds a service list's options when the services change: an option read while that happens is
+    # stale, and the wait reads the list again
+    wait = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,))
     wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
     Select(browser.find_element(By.ID, "dialog-slots")).select_by_value("slots")  # the dialog's service list shows
     service = Select(browser.find_element(By.ID, "turn-service"))
@@ -224,9 +228,10 @@ def test_register_a_service_on_the_page(server, browser):
     register(json.dumps(POTTERY, indent=1))
     wait.until(lambda d: status.text.startswith("registered "))
     assert status.text == "registered Pottery_1 (2 slots)"
-    wait.until(lambda d: service.first_selected_option.get_attribute("value") == "Pottery_1")
-    tag_service = Select(browser.find_element(By.ID, "tag-service"))
-    assert "Pottery_1" in [o.get_attribute("value") for o in tag_service.options]
+    wait.until(lambda d: Select(d.find_element(By.ID, "turn-service")).first_selected_option.get_attribute("value")
+               == "Pottery_1")
+    wait.until(lambda d: "Pottery_1" in [o.get_attribute("value")
+                                         for o in Select(d.find_element(By.ID, "tag-service")).options])
     status_code, shown = call(port, "/v1/services/Pottery_1")
     assert status_code == 200 and shown["source"] == "registered"
     assert [s["name"] for s in shown["slots"]] == ["kiln_temperature", "glaze_color"]
@@ -239,7 +244,8 @@ def test_register_a_service_on_the_page(server, browser):
     assert status.text == call(port, "/v1/services/Pottery_1", broken, method="PUT")[1]["error"]["message"]
     assert status.text.startswith("slots[1].description")
     assert "bad" in status.get_attribute("class").split()
-    assert service.first_selected_option.get_attribute("value") == "Pottery_1"  # nothing changed
+    chosen = Select(browser.find_element(By.ID, "turn-service")).first_selected_option
+    assert chosen.get_attribute("value") == "Pottery_1"  # nothing changed
     assert not browser.find_element(By.ID, "error").is_displayed()
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOT.with_name("web-page-services.png")
@@ -294,10 +300,15 @@ def test_docs_pages_render_every_operation_offline(server, browser):
     browser.save_screenshot(str(SCREENSHOT.with_name("docs-swagger.png")))
 
     # Redoc and Scalar: every operation's summary is on the page.
+    summaries = [summary.split("``")[0].strip() for _, _, summary in operations]
+
+    def all_shown(driver) -> bool:  # the page's text read once a poll: each read lays out the whole page
+        text = driver.find_element(By.TAG_NAME, "body").text
+        return all(summary in text for summary in summaries)
+
     for ui in ("redoc", "scalar"):
         browser.get(f"{base}/docs/{ui}/")
-        wait.until(lambda d: all(summary.split("``")[0].strip() in d.find_element(By.TAG_NAME, "body").text
-                                 for _, _, summary in operations))
+        wait.until(all_shown)
         browser.save_screenshot(str(SCREENSHOT.with_name(f"docs-{ui}.png")))
 
     urls = requested_urls(browser)

@@ -71,6 +71,9 @@ class Collective:
         import torch
         import torch.distributed as dist
 
+        if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
+            # One GPU per worker on a node: the one of its local rank (Keras's "cuda" is the current device)
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
         if not dist.is_initialized():
             transport = "nccl" if torch.cuda.is_available() else "gloo"
             restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")

@@ -130,6 +130,8 @@ def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
             raise ConfigError("--workers trains taggers (pos, spans without --schemas) for now")
         return command_train_schema_spans(args, argv)
     config = resolve_config(args)
+    if args.gpus and not args.ray:
+        raise ConfigError("--gpus goes with --ray (under torchrun, a worker takes the GPU of its local rank)")
     if (args.workers > 1 or data_parallel.launched()) and config.mixed_precision == "float16":
         # Keras's loss scaling skips a step whose gradients overflow, worker by worker: the workers would part ways
         raise ConfigError("data-parallel workers take --mixed-precision bfloat16 or none, not float16")
