@@ -54,3 +54,12 @@ class ShapeGuardedBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         return self.padded_batch(index, self.guarded_shape(index))
+
+    # A subclass keeps its batches' item indices in ``batches`` and draws from ``rng`` (shuffling, word dropout).
+    def state(self) -> dict:
+        """The batch order and the random state, for a run that resumes (JSON)."""
+        return {"batches": self.batches, "rng": self.rng.bit_generator.state}
+
+    def restore(self, state: dict) -> None:
+        self.batches = [list(batch) for batch in state["batches"]]
+        self.rng.bit_generator.state = state["rng"]

@@ -39,7 +39,8 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
@@ -156,19 +157,25 @@ def row_range(rows: int, rank: int, world: int) -> tuple[int, int]:
     return start, start + base + (1 if rank < extra else 0)
 
 
+def weighted_positions(inputs: dict, weights: np.ndarray) -> np.ndarray:
+    """A tagger's unmasked positions: its tokens, where ``weights`` is 1 (the model masks padding words)."""
+    return weights > 0
+
+
 class ShardedBatches(keras.utils.PyDataset):
     """Worker ``rank``'s rows of each batch of ``batches`` (a ``ShapeGuardedBatches`` built with the global batch
     size): padded as the whole batch is, weights scaled so that the workers' mean loss is the whole batch's.
 
     A batch (inputs {name: [B, ...]}, targets [B, ...], weights [B, T]) is cut on its first axis. Keras divides a
-    masked loss by the unmasked tokens it sees (``weights`` is 1 on exactly those): this worker's weights become
-    ``world * tokens_here / tokens_in_batch`` instead of 1. A worker whose share is empty (the last batch of an
-    epoch can be smaller than ``world``) gets the batch's first row at weight 0: it steps with zero gradients.
+    masked loss by the positions its output mask keeps (``unmasked(inputs, weights)`` -> bool [B, T]: a tagger's
+    tokens; a dialog model's real turns, some of them weighted 0): this worker's weights are multiplied by
+    ``world * unmasked_here / unmasked_in_batch``. A worker whose share is empty (the last batch of an epoch can be
+    smaller than ``world``) gets the batch's first row at weight 0: it steps with zero gradients.
     """
 
-    def __init__(self, batches, rank: int, world: int):
+    def __init__(self, batches, rank: int, world: int, unmasked=weighted_positions):
         super().__init__()
-        self.batches, self.rank, self.world = batches, rank, world
+        self.batches, self.rank, self.world, self.unmasked = batches, rank, world, unmasked
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -176,11 +183,12 @@ class ShardedBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         inputs, targets, weights = self.batches[index]
         start, stop = row_range(len(targets), self.rank, self.world)
-        tokens = float(np.sum(weights > 0))
+        unmasked = self.unmasked(inputs, weights)
+        tokens = float(np.sum(unmasked))
         if stop == start:
             start, stop, scale = 0, 1, 0.0
         else:
-            scale = self.world * float(np.sum(weights[start:stop] > 0)) / tokens if tokens else 0.0
+            scale = self.world * float(np.sum(unmasked[start:stop])) / tokens if tokens else 0.0
         rows = slice(start, stop)
         scaled = (weights[rows] * scale).astype(weights.dtype)
         return {name: value[rows] for name, value in inputs.items()}, targets[rows], scaled
@@ -206,6 +214,84 @@ class WorkersMeanLoss(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and "loss" in logs:
             logs["loss"] = self.collective.mean(float(logs["loss"]))
+
+
+def add_workers_options(parser, items: str) -> None:
+    """``--workers``, ``--max-restarts``, ``--ray`` and ``--gpus`` on a ``seqtag train`` parser (``items``: what its
+    batch size counts: sentences, turns)."""
+    group = parser.add_argument_group("data-parallel training (torchrun on this machine, or Ray Train; several "
+                                      "machines: docs/training/distributed.md)")
+    group.add_argument("--workers", type=int, default=1, metavar="N",
+                       help=f"train in N processes under KERAS_BACKEND=torch, each on its share of every global batch "
+                            f"of N x the batch size in {items} (default 1: this process)")
+    group.add_argument("--max-restarts", type=int, default=3, metavar="K",
+                       help="with --workers: restart the workers from the last epoch's backup at most K times when "
+                            "one fails (default 3)")
+    group.add_argument("--ray", metavar="ADDRESS",
+                       help="with --workers: run them on a Ray cluster (Ray Train; 'auto': the one this machine is in, "
+                            "'local': one of this command's own), not under torchrun on this machine; --checkpoint "
+                            "must then be a directory every node sees")
+    group.add_argument("--gpus", action="store_true",
+                       help="with --ray: one GPU per worker (NCCL), not one CPU (gloo)")
+
+
+def check_workers_options(args, mixed_precision: str) -> None:
+    """What the workers options refuse, before anything starts."""
+    if args.gpus and not args.ray:
+        raise ConfigError("--gpus goes with --ray (under torchrun, a worker takes the GPU of its local rank)")
+    if (args.workers > 1 or launched()) and mixed_precision == "float16":
+        # Keras's loss scaling skips a step whose gradients overflow, worker by worker: the workers would part ways
+        raise ConfigError("data-parallel workers take --mixed-precision bfloat16 or none, not float16")
+
+
+def launches(args) -> bool:
+    """Whether this command starts data-parallel workers (it is not one of them)."""
+    return (args.workers > 1 or bool(args.ray)) and not launched()
+
+
+def run_workers(args, argv: Sequence[str], task: str, export: Callable[[Path], int]) -> int:
+    """The command ``argv`` in ``args.workers`` data-parallel processes, under torchrun or on the Ray cluster
+    ``args.ray`` names, then ``export(checkpoint)`` of the checkpoint their rank 0 wrote, here (under TensorFlow;
+    under another backend, the command that exports it is logged) -> the exit status. The checkpoint directory is
+    named here when the command names none: each worker's clock would name its own."""
+    from training.common.checkpoint import default_directory, exports_here
+
+    argv = list(argv)
+    if args.checkpoint is None:
+        args.checkpoint = default_directory(task)
+        argv += ["--checkpoint", str(args.checkpoint)]
+    if args.ray:
+        # The workers are not launchers: they get the command without --ray (and Ray Train's RANK and WORLD_SIZE)
+        status = launch_on_ray(without_option(argv, "--ray"), args.workers, args.max_restarts, args.ray,
+                               str(args.checkpoint.resolve() / "ray"), args.gpus)
+    else:
+        status = launch(argv, args.workers, args.max_restarts)
+    if status != 0:
+        logger.error("the data-parallel workers failed (exit status %d): nothing was exported", status)
+        return status
+    return export(args.checkpoint) if exports_here(args.checkpoint, args.out) else 0
+
+
+def without_option(argv: Sequence[str], option: str) -> list[str]:
+    """``argv`` less ``option`` and its value (``--option VALUE`` or ``--option=VALUE``)."""
+    kept, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == option:
+            skip = True
+        elif not item.startswith(option + "="):
+            kept.append(item)
+    return kept
+
+
+def backup_directory(checkpoint: Path | None) -> Path:
+    """A data-parallel worker's backup directory, ``<checkpoint>/backup``: rank 0 writes it after every epoch, and a
+    restarted group goes on from it."""
+    if checkpoint is None:
+        raise ConfigError("data-parallel workers need --checkpoint: one directory that every worker names alike "
+                          "(on several machines, one they all see)")
+    return checkpoint / "backup"
 
 
 def launch(argv: Sequence[str], workers: int, max_restarts: int) -> int:

@@ -65,14 +65,15 @@ class Placement:
         """Whether this process writes the run's files: every process but the data-parallel workers of rank > 0."""
         return self.collective is None or self.collective.rank == 0
 
-    def shard(self, batches):
+    def shard(self, batches, unmasked=None):
         """The training batches this process steps on: ``batches`` (built with the global batch size), or a
-        data-parallel worker's rows of each (``data_parallel.ShardedBatches``)."""
+        data-parallel worker's rows of each (``data_parallel.ShardedBatches``; ``unmasked``: the positions the
+        model's output mask keeps, by default where the weights are not 0)."""
         if self.collective is None:
             return batches
-        from training.common.data_parallel import ShardedBatches
+        from training.common.data_parallel import ShardedBatches, weighted_positions
 
-        return ShardedBatches(batches, self.collective.rank, self.collective.world)
+        return ShardedBatches(batches, self.collective.rank, self.collective.world, unmasked or weighted_positions)
 
     def optimizer(self, optimizer):
         """``optimizer``, averaging the workers' gradients first in a data-parallel worker."""

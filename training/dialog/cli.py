@@ -28,6 +28,8 @@ DEFAULT_FORMATS = {"dialog-act": "swda", "dialog-action": "sgd"}
 
 
 def add_train_parsers(tasks) -> None:
+    from training.common import data_parallel
+
     for task, what in (("dialog-act", "a dialog-act tagger (one act per utterance, causal)"),
                        ("dialog-action", "a next-system-action predictor (a set of act(slot) labels per user turn)")):
         parser = tasks.add_parser(task, help=what)
@@ -42,6 +44,7 @@ def add_train_parsers(tasks) -> None:
                                  "--learning-rate may change; the architecture options are the checkpoint's)")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         parser.add_argument("--tensorboard", type=Path, metavar="DIR", help="write TensorBoard logs here")
+        data_parallel.add_workers_options(parser, "turns")
         add_config_options(parser.add_argument_group("model and run options"),
                            [f for f in dataclasses.fields(DialogConfig) if f.name != "task"])
 
@@ -60,6 +63,7 @@ def data_record(path: Path, dialogs) -> dict:
 
 
 def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from training.common import data_parallel
     from training.common.checkpoint import default_directory, exports_here, training_record
     from training.common.distribute import placement
     from training.dialog.trainer import ARCHITECTURE_FIELDS, load_checkpoint, save_checkpoint, train_dialog_model
@@ -68,6 +72,14 @@ def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
                  if getattr(args, "config_" + name, None) is not None}
     # How this run is spread over devices is this run's own (a checkpoint it goes on from does not choose).
     overrides.setdefault("distribute", "none")
+    data_parallel.check_workers_options(args, overrides.get("mixed_precision", "none"))
+    if args.workers > 1 or data_parallel.launched():
+        # Not tried with workers: a backup and restart in the middle of the two stages, or of the averaged weights' swaps
+        for option, default in (("utterance_encoder", ""), ("ema_momentum", 0.0)):
+            if overrides.get(option, default) != default:
+                raise ConfigError(f"--workers trains dialog models without --{option.replace('_', '-')} for now")
+    if data_parallel.launches(args):
+        return data_parallel.run_workers(args, argv, args.task, lambda checkpoint: export_checkpoint([checkpoint], args.out))
     where = placement(overrides["distribute"])
     init, previous = None, None
     if args.init_from:  # load_checkpoint refuses a directory that is not a checkpoint
@@ -92,8 +104,14 @@ def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         result = train_encoder_dialog_model(config, train, dev, verbose=verbose, tensorboard_dir=args.tensorboard,
                                             placement=where)
     else:
+        # rank 0 backs up every epoch; a restarted group goes on from there
+        backup = data_parallel.backup_directory(args.checkpoint) if where.collective is not None else None
         result = train_dialog_model(config, train, dev, verbose=verbose, init=init, tensorboard_dir=args.tensorboard,
-                                    placement=where)
+                                    placement=where, backup_dir=backup)
+    if where.collective is not None:
+        where.collective.close()  # the workers' last collective is behind them
+        if not where.writes:  # rank 0 writes the one checkpoint
+            return 0
     metadata = {
         "task": args.task, "data_format": args.format,
         "data": {"train": data_record(args.train, train), "dev": data_record(args.dev, dev)},

@@ -18,11 +18,12 @@ import numpy as np
 
 from training.common import checkpoint
 from training.common.batching import shape_multiple
-from training.common.callbacks import EpochDevScore, tensorboard_callbacks
+from training.common.callbacks import EpochDevScore, resumable_run, tensorboard_callbacks
 from training.common.distribute import Placement, float32_copy, precision, predict_in_order
 from training.common.errors import ConfigError
 from training.common.layers import inference_config
 from training.common.tokenizer import LEGACY_TOKENIZER
+from training.common.vocab import PAD_ID
 from training.common.vectors import read_vectors, select
 from training.common.seeding import set_random_seed
 from training.dialog.batching import DialogBatches
@@ -108,11 +109,14 @@ class DialogTrainingResult:
 
 def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Sequence[Dialog], *,
                        verbose: int = 0, init: tuple[keras.Model, DialogVocabs] | None = None,
-                       tensorboard_dir: str | None = None, placement: Placement | None = None) -> DialogTrainingResult:
+                       tensorboard_dir: str | None = None, placement: Placement | None = None,
+                       backup_dir: Path | None = None) -> DialogTrainingResult:
     """Train on ``train``, early-stop on ``dev``. ``init``: a trained model and its vocabularies
     (``load_checkpoint``) to go on training from, e.g. with a lower learning rate or on more data; its
     vocabularies are kept, so words and labels it never saw stay unknown. The model comes back in float32 on the
-    default device whatever ``config.mixed_precision`` and ``placement`` (``training.common.distribute``)."""
+    default device whatever ``config.mixed_precision`` and ``placement`` (``training.common.distribute``: a
+    data-parallel worker steps on its rows of each global batch). ``backup_dir``: after every epoch, what a
+    restarted run needs to go on from there (``training.common.callbacks.resumable_run``)."""
     placement = placement or Placement()
     if not train or not dev:
         raise ValueError("the training and dev data must each hold at least one dialog")
@@ -136,9 +140,11 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
 
     # batch_turns is per replica: every replica gets the batch a one-device run trains on.
     multiple = shape_multiple()
-    train_batches = DialogBatches(encode_dialogs(train, train_tokens, vocabs, config), config.batch_turns * placement.replicas,
-                                  config.multi_label, shuffle=True, word_dropout=config.word_dropout, seed=config.seed,
-                                  multiple=multiple)
+    train_batches = placement.shard(
+        DialogBatches(encode_dialogs(train, train_tokens, vocabs, config), config.batch_turns * placement.replicas,
+                      config.multi_label, shuffle=True, word_dropout=config.word_dropout, seed=config.seed,
+                      multiple=multiple),
+        real_turns)
     dev_batches = DialogBatches(encode_dialogs(dev, dev_tokens, vocabs, config), 4 * config.batch_turns,
                                 config.multi_label, shuffle=False, multiple=multiple)
     def build() -> keras.Model:
@@ -153,12 +159,13 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
             set_pretrained(model, vocabs.pretrained.matrix)
         optimizer = keras.optimizers.Adam(config.learning_rate, clipnorm=config.clipnorm,
                                           use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum)
-        model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
+        model.compile(optimizer=placement.optimizer(optimizer), loss=loss, jit_compile=False)
+    placement.synchronize(model)
     logger.info("model: %d parameters, %d training batches, computing in %s", model.count_params(), len(train_batches),
                 model.dtype_policy.name)
 
     history, best, seconds = fit_turn_model(model, train_batches, dev_batches, config, sum(len(d.turns) for d in train),
-                                            placement, verbose, tensorboard_dir)
+                                            placement, verbose, tensorboard_dir, backup_dir)
 
     # Fine-tuned vector rows are rounded to float16 now (inference_config): the model that is kept is that one.
     model = float32_copy(model, lambda: build_model_for(inference_config(config), vocabs), placement,
@@ -168,9 +175,15 @@ def train_dialog_model(config: DialogConfig, train: Sequence[Dialog], dev: Seque
                                 vectors_record)
 
 
+def real_turns(inputs: dict, weights: np.ndarray) -> np.ndarray:
+    """The turns a dialog model's output mask keeps: every real turn (padding turns have speaker id 0), weighted 0
+    or not (an action model's system turns, a turn without a label)."""
+    return inputs["speaker_ids"] != PAD_ID
+
+
 def fit_turn_model(model: keras.Model, train_batches: DialogBatches, dev_batches: DialogBatches, config: DialogConfig,
                    train_turns: int, placement: Placement, verbose: int = 0,
-                   tensorboard_dir: str | None = None) -> tuple[list[dict], dict, float]:
+                   tensorboard_dir: str | None = None, backup_dir: Path | None = None) -> tuple[list[dict], dict, float]:
     """``fit`` with a dev score after every epoch, the learning rate halved on a plateau and early stopping (the best
     epoch's weights restored) -> (each epoch's record, the best one's, seconds of training)."""
     evaluation = DialogDevEvaluation(dev_batches, config.multi_label, train_turns, config.max_minutes * 60,
@@ -178,13 +191,20 @@ def fit_turn_model(model: keras.Model, train_batches: DialogBatches, dev_batches
     # With --ema-momentum the averaged weights are swapped in at each epoch's end (and out at the next one's
     # start), before the dev score: dev scores them, and early stopping keeps them for the best epoch.
     swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema_momentum > 0 else []
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor="dev_score", mode="max", factor=0.5,
+                                                patience=config.lr_decay_patience, min_lr=1e-5)
+    early_stopping = keras.callbacks.EarlyStopping(monitor="dev_score", mode="max", patience=config.patience,
+                                                   restore_best_weights=True)
     callbacks = [
+        *placement.epoch_callbacks(),
         *swap,
         evaluation,  # before the others: they read the dev_score it adds to the logs
-        keras.callbacks.ReduceLROnPlateau(monitor="dev_score", mode="max", factor=0.5,
-                                          patience=config.lr_decay_patience, min_lr=1e-5),
-        keras.callbacks.EarlyStopping(monitor="dev_score", mode="max", patience=config.patience, restore_best_weights=True),
+        plateau,
+        early_stopping,
         *tensorboard_callbacks(tensorboard_dir),
+        # last: what a restarted run goes on from, once this epoch's callbacks are done
+        *(resumable_run(backup_dir, evaluation, early_stopping, plateau, train_batches, placement.writes)
+          if backup_dir else []),
     ]
     fit_start = time.perf_counter()
     model.fit(train_batches, epochs=config.epochs, callbacks=callbacks, verbose=verbose)

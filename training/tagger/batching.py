@@ -94,11 +94,3 @@ class BucketedBatches(ShapeGuardedBatches):
     def on_epoch_end(self) -> None:
         if self.shuffle:
             self.rng.shuffle(self.batches)
-
-    def state(self) -> dict:
-        """The batch order and the random state (shuffling, word dropout), for a run that resumes (JSON)."""
-        return {"batches": self.batches, "rng": self.rng.bit_generator.state}
-
-    def restore(self, state: dict) -> None:
-        self.batches = [list(batch) for batch in state["batches"]]
-        self.rng.bit_generator.state = state["rng"]

@@ -34,26 +34,10 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 SPAN_FORMATS = ("sgd", "conll")
 
 
-def add_workers_options(parser: argparse.ArgumentParser) -> None:
-    """Data-parallel training on this machine (``training.common.data_parallel``)."""
-    group = parser.add_argument_group("data-parallel training (PyTorch's torchrun; several machines: docs/training/"
-                                      "distributed.md)")
-    group.add_argument("--workers", type=int, default=1, metavar="N",
-                       help="train in N processes under KERAS_BACKEND=torch, each on --batch-size sentences of every "
-                            "global batch of N x --batch-size (default 1: this process)")
-    group.add_argument("--max-restarts", type=int, default=3, metavar="K",
-                       help="with --workers: restart the workers from the last epoch's backup at most K times when "
-                            "one fails (default 3)")
-    group.add_argument("--ray", metavar="ADDRESS",
-                       help="with --workers: run them on a Ray cluster (Ray Train; 'auto': the one this machine is in, "
-                            "'local': one of this command's own), not under torchrun on this machine; --checkpoint "
-                            "must then be a directory every node sees")
-    group.add_argument("--gpus", action="store_true",
-                       help="with --ray: one GPU per worker (NCCL), not one CPU (gloo)")
-
-
 def add_train_parser(tasks) -> None:
     """``seqtag train pos`` and ``seqtag train spans``."""
+    from training.common import data_parallel
+
     for task, what, data in (("pos", "a part-of-speech tagger on CoNLL-U files", "CoNLL-U"),
                              ("spans", "a span tagger (slots, entities) on SGD dialogues or CoNLL-2003-style columns",
                               "span")):
@@ -71,7 +55,7 @@ def add_train_parser(tasks) -> None:
                             help=f"where to keep the trained weights before export (default: checkpoints/{task}-<time>)")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
         parser.add_argument("--tensorboard", type=Path, metavar="DIR", help="write TensorBoard logs here")
-        add_workers_options(parser)
+        data_parallel.add_workers_options(parser, "sentences")
         if task == "spans":
             guided = parser.add_argument_group("schema-guided (--format sgd --schemas): a model that reads each service's "
                                                "slot descriptions, so it serves services training never saw")
@@ -130,25 +114,17 @@ def command_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
             raise ConfigError("--workers trains taggers (pos, spans without --schemas) for now")
         return command_train_schema_spans(args, argv)
     config = resolve_config(args)
-    if args.gpus and not args.ray:
-        raise ConfigError("--gpus goes with --ray (under torchrun, a worker takes the GPU of its local rank)")
-    if (args.workers > 1 or data_parallel.launched()) and config.mixed_precision == "float16":
-        # Keras's loss scaling skips a step whose gradients overflow, worker by worker: the workers would part ways
-        raise ConfigError("data-parallel workers take --mixed-precision bfloat16 or none, not float16")
-    if (args.workers > 1 or args.ray) and not data_parallel.launched():
-        return launch_workers(args, argv, config.task)
+    data_parallel.check_workers_options(args, config.mixed_precision)
+    if data_parallel.launches(args):
+        return data_parallel.run_workers(args, argv, config.task, lambda checkpoint: export_checkpoint(checkpoint, args.out))
     where = placement(config.distribute)
     data_format = getattr(args, "format", "conllu")
     train, train_report = read_sentences(args.train, config, data_format)
     dev, dev_report = read_sentences(args.dev, config, data_format)
     logger.info("train: %d sentences from %s; dev: %d sentences from %s", len(train), args.train, len(dev), args.dev)
     verbose = 0 if args.quiet or not sys.stdout.isatty() else 1
-    backup = None
-    if where.collective is not None:  # rank 0 backs up every epoch; a restarted group goes on from there
-        if args.checkpoint is None:
-            raise ConfigError("data-parallel workers need --checkpoint: one directory that every worker names alike "
-                              "(on several machines, one they all see)")
-        backup = args.checkpoint / "backup"
+    # rank 0 backs up every epoch; a restarted group goes on from there
+    backup = data_parallel.backup_directory(args.checkpoint) if where.collective is not None else None
     result = train_tagger(config, train, dev, verbose=verbose, tensorboard_dir=args.tensorboard, placement=where,
                           backup_dir=backup)
     if where.collective is not None:
@@ -189,43 +165,6 @@ def checkpoint_metadata(result, where, data_format: str, train: tuple, dev: tupl
     if result.vectors is not None:
         metadata["vectors"] = result.vectors
     return metadata
-
-
-def launch_workers(args: argparse.Namespace, argv: Sequence[str], task: str) -> int:
-    """``--workers N``: the run in N data-parallel processes (torchrun), then, here, the usual export of the
-    checkpoint their rank 0 wrote (under TensorFlow; under another backend, the command that exports it)."""
-    from training.common import data_parallel
-    from training.common.checkpoint import default_directory, exports_here
-
-    argv = list(argv)
-    if args.checkpoint is None:  # one directory, named here: the workers' clocks would name their own
-        args.checkpoint = default_directory(task)
-        argv += ["--checkpoint", str(args.checkpoint)]
-    if args.ray:
-        # The workers are not launchers: they get the command without --ray (and Ray Train's RANK and WORLD_SIZE)
-        status = data_parallel.launch_on_ray(without_option(argv, "--ray"), args.workers, args.max_restarts,
-                                             args.ray, str(args.checkpoint.resolve() / "ray"), args.gpus)
-    else:
-        status = data_parallel.launch(argv, args.workers, args.max_restarts)
-    if status != 0:
-        logger.error("the data-parallel workers failed (exit status %d): nothing was exported", status)
-        return status
-    if not exports_here(args.checkpoint, args.out):
-        return 0
-    return export_checkpoint(args.checkpoint, args.out)
-
-
-def without_option(argv: Sequence[str], option: str) -> list[str]:
-    """``argv`` less ``option`` and its value (``--option VALUE`` or ``--option=VALUE``)."""
-    kept, skip = [], False
-    for item in argv:
-        if skip:
-            skip = False
-        elif item == option:
-            skip = True
-        elif not item.startswith(option + "="):
-            kept.append(item)
-    return kept
 
 
 def export_checkpoint(checkpoint_dir: Path, out: Path, dev=None, dev_path: Path | None = None,
