@@ -7,16 +7,17 @@ once per batch shape, and on this machine's CPU that cost 166 s for the tagger's
 launcher (``torchrun``: ``python -m torch.distributed.run``) restarts failed workers, and the same code uses gloo
 on CPUs and NCCL on GPUs. So a data-parallel run is ``KERAS_BACKEND=torch`` in every worker, started by torchrun
 (``seqtag train ... --workers N`` starts it on this machine; several machines run torchrun themselves, which sets
-``WORLD_SIZE``, ``RANK`` and the rendezvous address in each worker's environment).
+``WORLD_SIZE``, ``RANK`` and the rendezvous address in each worker's environment) or by Ray Train's
+``TorchTrainer`` on a Ray cluster (``--ray ADDRESS``: ``launch_on_ray``), which joins the group itself.
 
 What each worker does, so that N workers train the very model one process trains on the same global batches:
 
 - **The same batches.** Each worker builds the one-process run's batches (global batch = ``--batch-size`` x N, the
   same seed, so the same order, padding and word dropout) and keeps its rows of each: ``ShardedBatches``.
-- **The same loss.** Keras divides a masked loss by the unmasked tokens of the batch it sees. A worker's share of
-  the global batch's loss is its tokens' losses over the *global* batch's token count, so its weights are scaled by
-  N x (its tokens) / (the batch's tokens); the mean of the workers' losses is then the one-process loss, and so is
-  the mean of their gradients.
+- **The same loss.** Keras divides a masked loss by the positions the output mask keeps in the batch it sees (a
+  tagger's tokens, a dialog model's real turns). A worker's share of the global batch's loss is its positions'
+  losses over the *global* batch's count, so its weights are scaled by N x (its positions) / (the batch's); the
+  mean of the workers' losses is then the one-process loss, and so is the mean of their gradients.
 - **The same step.** The optimizer's ``apply`` averages the gradients over the workers first (one all-reduce of
   every gradient as a flat buffer per step), then clips and steps as one process would; the weights start as
   rank 0's (a broadcast), so they stay equal on every worker.
