@@ -295,6 +295,12 @@ def backup_directory(checkpoint: Path | None) -> Path:
     return checkpoint / "backup"
 
 
+def worker_environment() -> dict[str, str]:
+    """What every worker's environment sets: the torch backend, and one OpenMP thread unless told otherwise
+    (torchrun's own default, said here so the log shows it)."""
+    return {"KERAS_BACKEND": "torch", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+
 def launch(argv: Sequence[str], workers: int, max_restarts: int) -> int:
     """Runs ``seqtag <argv>`` as ``workers`` data-parallel processes on this machine under torchrun (PyTorch's
     elastic launcher: a worker that fails restarts the group, at most ``max_restarts`` times) -> its exit status."""
@@ -302,8 +308,7 @@ def launch(argv: Sequence[str], workers: int, max_restarts: int) -> int:
         raise ConfigError("--workers needs PyTorch (pip install -e '.[backends]')")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={workers}",
                f"--max-restarts={max_restarts}", "-m", "training.cli", *argv]
-    # One OpenMP thread per worker unless told otherwise: torchrun's own default, said here so the log shows it.
-    env = {**os.environ, "KERAS_BACKEND": "torch", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {**os.environ, **worker_environment()}
     logger.info("starting %d data-parallel workers: %s", workers, " ".join(command))
     return subprocess.run(command, env=env).returncode
 
@@ -318,8 +323,7 @@ def launch_on_ray(argv: Sequence[str], workers: int, max_restarts: int, address:
     ``storage``: where Ray Train keeps the run's own record (a directory every node sees, or a URI)."""
     from training.common.ray_cluster import connect
 
-    ray = connect(address, {"KERAS_BACKEND": "torch", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
-                  log_to_driver=True)  # rank 0's epochs (the other ranks log warnings only)
+    ray = connect(address, worker_environment(), log_to_driver=True)  # rank 0's epochs (the others log warnings only)
     try:
         from ray.train import FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer

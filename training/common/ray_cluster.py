@@ -16,15 +16,14 @@ from training.common.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
-def connect(address: str, env_vars: Mapping[str, str] | None = None, extra: str = "ray", log_to_driver: bool = False):
+def connect(address: str, env_vars: Mapping[str, str] | None = None, log_to_driver: bool = False):
     """The ``ray`` module, connected to the cluster ``address`` names (``local``: a new one of this process's own).
     ``env_vars``: set in every process this job starts on the cluster (Ray's runtime environment), e.g. the Keras
-    backend its training workers run. ``extra``: the seqtag extra that brings the Ray parts the caller needs.
-    ``log_to_driver``: the cluster's processes' logs in this one's (a training run's epochs)."""
+    backend its training workers run. ``log_to_driver``: the cluster's processes' logs in this one's (a training run's epochs)."""
     try:
         import ray
     except ModuleNotFoundError:
-        raise ConfigError(f"--ray needs Ray: pip install 'seqtag[{extra}]'") from None
+        raise ConfigError("--ray needs Ray: pip install 'seqtag[ray]'") from None
 
     if ray.is_initialized():
         return ray

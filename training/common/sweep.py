@@ -34,7 +34,7 @@ import logging
 import math
 import random
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -109,7 +109,6 @@ class SweepSettings:
     reduction_factor: int = 2  # ASHA keeps the best 1/r of the trials at each rung
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
-    seed: int = 0  # the draws' seed
 
 
 @dataclass
@@ -124,7 +123,6 @@ class TrialRecord:
     best_epoch: int | None
     checkpoint: str | None = None  # its best epoch's checkpoint
     error: str | None = None
-    scores: list[float] = field(default_factory=list)  # the dev score after each epoch
 
     def row(self) -> dict[str, Any]:
         return {"trial": self.number, **{f"option {k}": v for k, v in self.options.items()}, "status": self.status,
@@ -152,8 +150,8 @@ class EpochReports:
             tune.report(metrics)
 
 
-def run_sweep(trial: Callable[[dict], None], drawn: list[dict[str, Any]], settings: SweepSettings, directory: Path,
-              ray) -> list[TrialRecord]:
+def run_sweep(trial: Callable[[dict], None], drawn: list[dict[str, Any]], settings: SweepSettings,
+              directory: Path) -> list[TrialRecord]:
     """The trials (``trial(config)`` with ``config["options"]`` one of ``drawn``) on Ray Tune under ASHA, their
     checkpoints in ``directory`` -> one record per trial, in the order drawn."""
     import os
@@ -194,7 +192,7 @@ def run_sweep(trial: Callable[[dict], None], drawn: list[dict[str, Any]], settin
         records.append(TrialRecord(number, drawn[number], status, len(scores),
                                    scores[best] if best is not None else None, best + 1 if best is not None else None,
                                    result.checkpoint.path if result.checkpoint else None,
-                                   str(result.error).splitlines()[0] if result.error is not None else None, scores))
+                                   str(result.error).splitlines()[0] if result.error is not None else None))
     return sorted(records, key=lambda r: r.number)
 
 

@@ -147,8 +147,8 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
     ``backup_dir``: after every epoch, what a restarted run needs to go on from there
     (``training.common.callbacks.resumable_run``); a run that finds one there resumes from it.
     ``after_epoch(record, snapshot)``: called after each epoch's dev score, early stopping and schedule with the
-    epoch's history record and ``stops`` (no epoch follows); ``snapshot()`` is the run so far as a result (the
-    weights of now), e.g. to keep it."""
+    epoch's history record, its dev ``score`` (accuracy or span F1, whichever the run stops on) and ``stops`` (no
+    epoch follows); ``snapshot()`` is the run so far as a result (the weights of now), e.g. to keep it."""
     placement = placement or Placement()
     if not train:
         raise ValueError("the training data holds no sentences")
@@ -207,7 +207,8 @@ def train_tagger(config: TaggerConfig, train: Sequence[TaggedSentence], dev: Seq
         *tensorboard_callbacks(tensorboard_dir),
         # the epoch's record, and whether training stops after it (early stopping or the time budget said so)
         *([keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: after_epoch(
-            {**dev_evaluation.history[-1], "stops": bool(model.stop_training) or epoch + 1 >= config.epochs},
+            {**dev_evaluation.history[-1], "score": dev_evaluation.history[-1][score_key],
+             "stops": bool(model.stop_training) or epoch + 1 >= config.epochs},
             snapshot))] if after_epoch else []),
         # last: what a restarted run goes on from, once this epoch's callbacks are done
         *(resumable_run(backup_dir, dev_evaluation, early_stopping, plateau, train_batches, placement.writes)

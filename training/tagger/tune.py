@@ -99,9 +99,9 @@ def command_tune(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from ray import tune
 
     settings = sweep.SweepSettings(args.trials, base.epochs, args.grace_epochs, args.reduction_factor,
-                                   args.cpus_per_trial, args.gpus_per_trial, base.seed)
+                                   args.cpus_per_trial, args.gpus_per_trial)
     try:
-        records = sweep.run_sweep(tune.with_parameters(tagger_trial, setup=setup), drawn, settings, directory, ray)
+        records = sweep.run_sweep(tune.with_parameters(tagger_trial, setup=setup), drawn, settings, directory)
     finally:
         if args.ray == "local":
             ray.shutdown()
@@ -135,7 +135,6 @@ def tagger_trial(config: dict, setup: dict) -> None:
     dev, dev_report = read_sentences(dev_path, tagger_config, data_format)
     reports = sweep.EpochReports()
     where = Placement()
-    score_key = "dev_span_f1" if tagger_config.task == "spans" else "dev_accuracy"
 
     def after_epoch(record: dict, snapshot) -> None:
         def keep(directory: Path) -> None:
@@ -145,6 +144,6 @@ def tagger_trial(config: dict, setup: dict) -> None:
             metadata["trial"] = {"number": number, "options": options}
             save_tagger_checkpoint(result, directory, metadata, dev)
 
-        reports.report(record["epoch"], record[score_key], record["stops"], keep)
+        reports.report(record["epoch"], record["score"], record["stops"], keep)
 
     train_tagger(tagger_config, train, dev, placement=where, after_epoch=after_epoch)
