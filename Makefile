@@ -38,11 +38,12 @@ $(TRAIN_STAMP): pyproject.toml | $(BIN)/python
 # One pip run for everything (not the serve install first, then the extras: one resolution, not two). pip compiles
 # the installed modules on one core; compileall does it on every core (78 -> 61 s here); a file it cannot compile
 # (a template, another Python's syntax) is left out, as pip leaves it out. So are the packages' own test suites
-# and sympy (a fifth of the 21,700 modules), which nothing imports: 44 -> 29 s. Compiling as the tests import
+# and sympy (a fifth of the 21,700 modules), which nothing imports: 44 -> 29 s; so are pip, setuptools and
+# Ray's RLlib, LLM and Serve (2,000 more), which the tests never import either. Compiling as the tests import
 # instead cost more than it saved (10 min 15 s against 9 min 35 s): the first processes all compile at once.
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-compile -e '$(ROOT)[train,test,backends,encoder,docs,ray]'
-	$(BIN)/python -m compileall -q -j 0 -x '/(tests|sympy)/' $(VENV)/lib > /dev/null || true
+	$(BIN)/python -m compileall -q -j 0 -x '/(tests|sympy|pip|setuptools|ray/(rllib|llm|serve))/' $(VENV)/lib > /dev/null || true
 	touch $(SERVE_STAMP) $(TRAIN_STAMP) $@
 
 # Two pytest processes, a test file each at a time (pytest-xdist): many tests wait on servers they started, so

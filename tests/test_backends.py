@@ -75,14 +75,14 @@ def test_two_workers_train_the_one_process_model_and_go_on_after_one_is_killed(t
 
 
 def test_two_workers_train_the_one_process_dialog_action_model(tmp_path):
-    """``seqtag train dialog-action --workers 2`` (torchrun, gloo), 2 epochs without dropout: the weights and the dev
+    """``seqtag train dialog-action --workers 2`` (torchrun, gloo) on 20 SGD dialogs, 2 epochs without dropout: the weights and the dev
     history of the one-process torch run with the same global batches (256 turns of whole dialogs), to 1e-5. The
     action model is the harder case for the loss: its system turns are real turns (the output mask keeps them) at
     weight 0, so each worker's share is counted in real turns, not in weighted ones."""
     sgd = DATA / "sgd"
     if not sgd.is_dir():
         pytest.skip(f"SGD not found under {DATA}")
-    for split, count in (("train", 30), ("dev", 6)):
+    for split, count in (("train", 20), ("dev", 4)):
         with open(sgd / f"sgd-{split}.jsonl", encoding="utf-8") as source:
             (tmp_path / f"{split}.jsonl").write_text("".join(next(source) for _ in range(count)), encoding="utf-8")
     common = ["train", "dialog-action", "--train", str(tmp_path / "train.jsonl"), "--dev", str(tmp_path / "dev.jsonl"),
